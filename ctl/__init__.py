@@ -1,0 +1,1 @@
+"""agctl: the command-line client of antigravityd's admin socket."""

@@ -1,0 +1,594 @@
+"""``agctl``: drive antigravityd over its admin socket.
+
+Exit codes: 0 ok, 1 failed, 2 bad usage, 3 daemon not reachable.
+Every command takes ``--json`` for machine output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from ctl.client import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AdminClient, CtlError
+
+
+class Ctx:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.json = bool(args.json)
+        self._client: AdminClient | None = None
+
+    @property
+    def client(self) -> AdminClient:
+        if self._client is None:
+            from daemon.paths import resolve, socket_path
+
+            sock = Path(self.args.socket) if self.args.socket else socket_path(resolve())
+            self._client = AdminClient(sock)
+        return self._client
+
+    def out(self, data: Any, text: str | None = None) -> None:
+        if self.json:
+            print(json.dumps(data, indent=2, default=str))
+        elif text is not None:
+            print(text)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    d = time.time() - ts
+    if d < 0:
+        return _until(ts)
+    if d < 60:
+        return f"{int(d)}s ago"
+    if d < 3600:
+        return f"{int(d // 60)}m ago"
+    if d < 86400:
+        return f"{int(d // 3600)}h ago"
+    return f"{int(d // 86400)}d ago"
+
+
+def _until(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    d = ts - time.time()
+    if d <= 0:
+        return "now"
+    if d < 3600:
+        return f"in {int(d // 60)}m{int(d % 60):02d}s"
+    return f"in {int(d // 3600)}h{int(d % 3600 // 60):02d}m"
+
+
+def _duration(s: float) -> str:
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+# ---------------------------------------------------------------- status / proxy
+
+
+def cmd_status(ctx: Ctx) -> int:
+    st = ctx.client.request("GET", "/status")
+    if ctx.json:
+        ctx.out(st)
+        return EXIT_OK
+    d, p, a = st["daemon"], st["proxy"], st["accounts"]
+    lines = [
+        f"daemon   running  pid {d['pid']}  version {d['version']}  up {_duration(d['uptime'])}",
+        f"proxy    {p['state']}" + (f" ({p['reason']})" if p.get("reason") else ""),
+    ]
+    if p["state"] == "running":
+        lines.append(f"         {p['host']}:{p['port']}  base URL {p['base_url']}")
+    else:
+        lines.append(f"         would bind {p['host']}:{p['port']}")
+    auth = p["auth_mode"] + (f" (auto)" if p["auth_mode_setting"] == "auto" else "")
+    lines.append(f"auth     {auth}")
+    if p.get("restart_pending"):
+        lines.append("         config changed: run `agctl restart` to apply the new port / LAN setting")
+    lines.append(f"accounts {a['active']} active / {a['total']} total")
+    if st.get("zai", {}).get("enabled"):
+        lines.append(f"z.ai     {st['zai']['dispatch_mode']}")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _proxy(ctx: Ctx, action: str) -> int:
+    st = ctx.client.request("POST", f"/proxy/{action}")
+    p = st["proxy"]
+    ctx.out(st, f"proxy {p['state']}" + (f" on {p['base_url']}" if p["state"] == "running" else ""))
+    return EXIT_OK
+
+
+def cmd_start(ctx: Ctx) -> int:
+    return _proxy(ctx, "start")
+
+
+def cmd_stop(ctx: Ctx) -> int:
+    return _proxy(ctx, "stop")
+
+
+def cmd_restart(ctx: Ctx) -> int:
+    return _proxy(ctx, "restart")
+
+
+def cmd_shutdown(ctx: Ctx) -> int:
+    data = ctx.client.request("POST", "/shutdown")
+    sock = ctx.client.socket
+    for _ in range(200):  # wait until the daemon really is gone
+        if not sock.exists():
+            break
+        time.sleep(0.05)
+    ctx.out(data, f"antigravityd (pid {data.get('pid')}) stopped")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- config / key
+
+
+def cmd_config(ctx: Ctx) -> int:
+    a = ctx.args
+    if a.config_cmd == "show":
+        data = ctx.client.request("GET", "/config", params={"secrets": "true" if a.secrets else None})
+        if ctx.json:
+            ctx.out(data)
+        else:
+            import msgspec
+
+            print(msgspec.toml.encode(data).decode().strip())
+        return EXIT_OK
+    if a.config_cmd == "get":
+        data = ctx.client.request("GET", f"/config/{a.key}")
+        val = data["value"]
+        ctx.out(data, json.dumps(val) if isinstance(val, dict | list) else str(val).lower() if isinstance(val, bool) else str(val))
+        return EXIT_OK
+    data = ctx.client.request("PUT", f"/config/{a.key}", json={"value": a.value})
+    text = f"{a.key} = {json.dumps(data['value'])}"
+    if data.get("restart_pending"):
+        text += "\nthe proxy is running: run `agctl restart` to apply it"
+    ctx.out(data, text)
+    return EXIT_OK
+
+
+def cmd_key(ctx: Ctx) -> int:
+    data = ctx.client.request("POST", "/key/rotate")
+    ctx.out(data, f"new proxy.api_key: {data['api_key']}\n(the old key stopped working now)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- accounts
+
+
+def _accounts_table(accounts: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("ID", "EMAIL", "TIER", "STATE", "PROJECT", "QUOTA", "LAST USED"):
+        table.add_column(col)
+    for acc in accounts:
+        state = acc["state"]
+        if state == "disabled":
+            state = f"disabled: {acc['disabled_reason']}"
+            if acc.get("validation_url"):
+                state += f"\n  open {acc['validation_url']}"
+        elif state == "cooling_down":
+            parts = [f"{m} {_until(c['until'])} ({c['reason']})" for m, c in acc["cooldowns"].items()]
+            state = "cooling down: " + "; ".join(parts)
+        quota = []
+        for mid, q in acc["models"].items():
+            frac = q.get("remaining_fraction")
+            if frac is None:
+                continue
+            item = f"{mid} {round(frac * 100)}%"
+            if frac < 1 and q.get("reset_time"):
+                item += f" (reset {_until(q['reset_time'])})"
+            quota.append(item)
+        table.add_row(
+            acc["id"], acc["email"], acc["tier"] or "-", state, acc["project"] or "-",
+            "\n".join(quota) or "-", _ago(acc.get("last_used")),
+        )
+    _console().print(table)
+
+
+def _print_account(ctx: Ctx, data: dict[str, Any], verb: str) -> None:
+    acc = data["account"]
+    ctx.out(data, f"{verb} {acc['email']} (id {acc['id']}, tier {acc['tier'] or '-'}, project {acc['project'] or '-'}, {len(acc['models'])} models)")
+
+
+def cmd_accounts(ctx: Ctx) -> int:
+    a = ctx.args
+    c = ctx.client
+    sub = a.accounts_cmd
+    if sub in (None, "list"):
+        data = c.request("GET", "/accounts")
+        if ctx.json:
+            ctx.out(data)
+        elif not data["accounts"]:
+            print("no accounts yet: add one with `agctl accounts add`")
+        else:
+            _accounts_table(data["accounts"])
+        for name, problem in (data.get("broken_files") or {}).items():
+            print(f"warning: account file {name} is unreadable and was skipped: {problem}", file=sys.stderr)
+        return EXIT_OK
+    if sub == "add":
+        if a.refresh_token:
+            _print_account(ctx, c.request("POST", "/accounts", json={"refresh_token": a.refresh_token}, timeout=120), "added")
+            return EXIT_OK
+        return _login(ctx)
+    if sub == "import-ide":
+        data = c.request("POST", "/accounts/import-ide", json={"path": a.path}, timeout=120)
+        _print_account(ctx, data, f"imported from {data['path']}:")
+        return EXIT_OK
+    if sub == "remove":
+        data = c.request("DELETE", f"/accounts/{a.ref}")
+        ctx.out(data, f"removed {data['removed']['email']}")
+        return EXIT_OK
+    if sub in ("enable", "disable", "reset"):
+        _print_account(ctx, c.request("POST", f"/accounts/{a.ref}/{sub}"), f"{sub}d" if sub != "reset" else "cooldowns cleared for")
+        return EXIT_OK
+    if sub == "refresh":
+        if a.ref:
+            _print_account(ctx, c.request("POST", f"/accounts/{a.ref}/refresh", timeout=120), "refreshed")
+            return EXIT_OK
+        data = c.request("POST", "/accounts-refresh", timeout=300)
+        failed = [r for r in data["results"] if not r["ok"]]
+        text = "\n".join(
+            f"{'ok    ' if r['ok'] else 'FAILED'} {r['account']['email']}" + (f": {r['error']}" if not r["ok"] else "")
+            for r in data["results"]
+        ) or "no accounts"
+        ctx.out(data, text)
+        return EXIT_FAILED if failed else EXIT_OK
+    raise CtlError(f"unknown accounts command {sub}", EXIT_USAGE)
+
+
+def _login(ctx: Ctx) -> int:
+    a = ctx.args
+    c = ctx.client
+    login = c.request("POST", "/accounts/login")
+    lid, url = login["login_id"], login["url"]
+    deadline = time.time() + float(a.timeout)
+    try:
+        if a.no_browser:
+            print("Open this URL in a browser, sign in, then paste the URL it redirects to\n"
+                  "(it starts with http://localhost…/oauth-callback and may show an error page):\n", file=sys.stderr)
+            print(url, file=sys.stderr)
+            pasted = input("\nredirect URL or code: ") if sys.stdin.isatty() else sys.stdin.readline()
+            c.request("POST", f"/accounts/login/{lid}/code", json={"redirect": pasted.strip()})
+        else:
+            opened = os.environ.get("AGCTL_NO_OPEN") != "1" and webbrowser.open(url)
+            print(("Opened your browser to sign in. If it did not open, visit:\n" if opened else "Sign in here:\n") + url, file=sys.stderr)
+        spinner = None
+        if not ctx.json and sys.stderr.isatty():
+            spinner = _console().status("waiting for the Google sign-in…")
+            spinner.start()
+        try:
+            while True:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise CtlError(f"timed out after {a.timeout} s waiting for the sign-in: nothing was added")
+                data = c.request("POST", f"/accounts/login/{lid}/wait", params={"timeout": min(20.0, left)}, timeout=min(20.0, left) + 60)
+                if not data.get("pending"):
+                    break
+        finally:
+            if spinner is not None:
+                spinner.stop()
+    except (KeyboardInterrupt, CtlError):
+        try:
+            c.request("DELETE", f"/accounts/login/{lid}")
+        except CtlError:
+            pass
+        raise
+    _print_account(ctx, data, "added")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- logs / stats / monitor
+
+
+def _log_row(r: dict[str, Any]) -> list[str]:
+    model = r.get("client_model") or "-"
+    if r.get("model") and r["model"] != model:
+        model += f" → {r['model']}"
+    tokens = f"{r.get('input_tokens') or 0}/{r.get('output_tokens') or 0}"
+    return [
+        time.strftime("%m-%d %H:%M:%S", time.localtime(r["ts"])),
+        r["request_id"],
+        f"{r['protocol']}/{r['route']}" + (" ⇢" if r.get("stream") else ""),
+        model,
+        r.get("account") or "-",
+        str(r["status"]) + (f" {r['error_kind']}" if r.get("error_kind") else ""),
+        f"{r['latency_ms']:.0f}ms" if r.get("latency_ms") is not None else "-",
+        tokens,
+    ]
+
+
+def cmd_logs(ctx: Ctx) -> int:
+    a = ctx.args
+    c = ctx.client
+    if a.logs_cmd == "show":
+        data = c.request("GET", f"/logs/{a.request_id}")
+        if ctx.json:
+            ctx.out(data)
+        else:
+            for k, v in data["row"].items():
+                print(f"{k:16} {json.dumps(v) if isinstance(v, list | dict) else v}")
+        return EXIT_OK
+    params = {"n": a.n, "status": a.status, "model": a.model, "account": a.account}
+    data = c.request("GET", "/logs", params=params)
+    rows = data["rows"]
+    if ctx.json and not a.follow:
+        ctx.out(data)
+        return EXIT_OK
+    from rich.table import Table
+
+    headers = ("TIME", "REQUEST", "ROUTE", "MODEL", "ACCOUNT", "STATUS", "LATENCY", "TOKENS in/out")
+    if ctx.json:
+        for r in rows:
+            print(json.dumps(r, default=str), flush=True)
+    elif rows:
+        table = Table(box=None, pad_edge=False)
+        for h in headers:
+            table.add_column(h)
+        for r in rows:
+            table.add_row(*_log_row(r))
+        _console().print(table)
+    elif not a.follow:
+        print("no requests logged yet")
+    if not a.follow:
+        return EXIT_OK
+    try:
+        for line in c.stream_lines("/logs/follow"):
+            if not line:
+                continue
+            row = json.loads(line)
+            if "keepalive" in row or "following" in row:
+                continue
+            if a.status and not _status_match(row["status"], a.status):
+                continue
+            if a.model and a.model not in (row.get("client_model"), row.get("model")):
+                continue
+            if a.account and a.account != row.get("account"):
+                continue
+            if ctx.json:
+                print(json.dumps(row, default=str), flush=True)
+            else:
+                print("  ".join(_log_row(row)), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _status_match(status: int, want: str) -> bool:
+    if want.endswith("xx"):
+        return str(status)[0] == want[0]
+    return str(status) == want
+
+
+def cmd_stats(ctx: Ctx) -> int:
+    a = ctx.args
+    data = ctx.client.request("GET", "/stats", params={"since": a.since, "by": a.by})
+    if ctx.json:
+        ctx.out(data)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title=f"since {a.since}, by {a.by}")
+    for h in (a.by.upper(), "REQUESTS", "ERRORS", "TOKENS IN", "TOKENS OUT", "P50", "P95"):
+        table.add_column(h)
+    for r in data["groups"]:
+        table.add_row(
+            str(r["key"] or "-"), str(r["requests"]), str(r["errors"]), str(r["input_tokens"]),
+            str(r["output_tokens"]), f"{r['p50_ms']:.0f}ms" if r["p50_ms"] is not None else "-",
+            f"{r['p95_ms']:.0f}ms" if r["p95_ms"] is not None else "-",
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_monitor(ctx: Ctx) -> int:
+    data = ctx.client.request("POST", f"/monitor/{ctx.args.state}")
+    ctx.out(data, f"monitor {'on' if data['enabled'] else 'off'}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- service files
+
+
+def _daemon_path() -> str:
+    found = shutil.which("antigravityd")
+    if found:
+        return str(Path(found).absolute())
+    candidate = Path(sys.executable).parent / "antigravityd"
+    if candidate.exists():
+        return str(candidate)
+    raise CtlError("cannot find the installed `antigravityd` program on PATH or beside this Python")
+
+
+def cmd_service(ctx: Ctx) -> int:
+    from ctl import service_files
+
+    a = ctx.args
+    home = Path(os.environ.get("AGCTL_SERVICE_HOME") or Path.home())
+    if sys.platform == "darwin" or a.launchd:
+        target = home / "Library" / "LaunchAgents" / f"{service_files.LAUNCHD_LABEL}.plist"
+        uid = os.getuid()
+        load = f"launchctl bootstrap gui/{uid} {target}"
+        unload = f"launchctl bootout gui/{uid} {target}"
+        if a.service_cmd == "install":
+            import platformdirs
+
+            log_dir = platformdirs.user_log_dir("antigravity")
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(service_files.launchd_plist(_daemon_path(), log_dir))
+            cmds = [load]
+        else:
+            cmds = [unload]
+    else:
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+        if os.environ.get("AGCTL_SERVICE_HOME"):
+            config_home = home / ".config"
+        target = config_home / "systemd" / "user" / "antigravity.service"
+        if a.service_cmd == "install":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(service_files.systemd_unit(_daemon_path()))
+            cmds = ["systemctl --user daemon-reload", "systemctl --user enable --now antigravity"]
+        else:
+            cmds = ["systemctl --user disable --now antigravity"]
+    if a.service_cmd == "uninstall":
+        if a.now:
+            _run_all(cmds)
+        existed = target.exists()
+        target.unlink(missing_ok=True)
+        ctx.out({"removed": str(target), "existed": existed, "commands": cmds},
+                f"removed {target}" + ("" if a.now else "\nalso run: " + " && ".join(cmds)))
+        return EXIT_OK
+    if a.now:
+        _run_all(cmds)
+    ctx.out({"installed": str(target), "commands": cmds, "ran": bool(a.now)},
+            f"wrote {target}\n" + ("started it" if a.now else "now run:\n  " + "\n  ".join(cmds)))
+    return EXIT_OK
+
+
+def _run_all(cmds: list[str]) -> None:
+    for cmd in cmds:
+        proc = subprocess.run(cmd.split(), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CtlError(f"`{cmd}` failed: {proc.stderr.strip() or proc.returncode}")
+
+
+# ---------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # bad usage -> exit 2
+        self.print_usage(sys.stderr)
+        print(f"agctl: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="admin socket path (or AGCTL_SOCKET)")
+
+    p = _Parser(prog="agctl", description="Control antigravityd (the local Antigravity gateway).", parents=[common])
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = sub.add_parser(name, help=help, parents=[common])
+        return sp
+
+    add("status", "daemon and proxy state")
+    add("start", "start the proxy listener")
+    add("stop", "stop the proxy listener (the daemon stays up)")
+    add("restart", "restart the proxy listener (applies port / LAN changes)")
+    add("shutdown", "stop the daemon")
+
+    acc = add("accounts", "manage Google accounts")
+    asub = acc.add_subparsers(dest="accounts_cmd", parser_class=_Parser)
+    asub.add_parser("list", help="list accounts", parents=[common])
+    add_p = asub.add_parser("add", help="add an account (browser sign-in)", parents=[common])
+    add_p.add_argument("--no-browser", action="store_true", help="print the URL and paste the redirect URL back")
+    add_p.add_argument("--refresh-token", help="add from a refresh token, no browser")
+    add_p.add_argument("--timeout", type=int, default=300, help="seconds to wait for the sign-in")
+    imp = asub.add_parser("import-ide", help="import the Antigravity IDE's signed-in account", parents=[common])
+    imp.add_argument("path", nargs="?", help="path of state.vscdb (default: the IDE's)")
+    for name, h in (("remove", "remove"), ("enable", "enable"), ("disable", "disable"), ("reset", "clear cooldowns of")):
+        sp = asub.add_parser(name, help=f"{h} an account", parents=[common])
+        sp.add_argument("ref", metavar="ID-or-EMAIL")
+    ref = asub.add_parser("refresh", help="refresh tokens and quota now", parents=[common])
+    ref.add_argument("ref", nargs="?", metavar="ID-or-EMAIL")
+
+    cfg = add("config", "show or change config.toml")
+    csub = cfg.add_subparsers(dest="config_cmd", required=True, parser_class=_Parser)
+    show = csub.add_parser("show", help="the whole config", parents=[common])
+    show.add_argument("--secrets", action="store_true", help="show keys and secrets in full")
+    g = csub.add_parser("get", help="one key", parents=[common])
+    g.add_argument("key")
+    s = csub.add_parser("set", help="set one key (validated, saved atomically)", parents=[common])
+    s.add_argument("key")
+    s.add_argument("value")
+
+    key = add("key", "the proxy API key")
+    ksub = key.add_subparsers(dest="key_cmd", required=True, parser_class=_Parser)
+    ksub.add_parser("rotate", help="generate a new proxy.api_key", parents=[common])
+
+    logs = add("logs", "the proxy's request log")
+    logs.add_argument("-n", type=int, default=50, help="how many rows")
+    logs.add_argument("--follow", "-f", action="store_true", help="stream new rows")
+    logs.add_argument("--status", help="4xx, 5xx or a code")
+    logs.add_argument("--model")
+    logs.add_argument("--account")
+    lsub = logs.add_subparsers(dest="logs_cmd", parser_class=_Parser)
+    lshow = lsub.add_parser("show", help="everything about one request", parents=[common])
+    lshow.add_argument("request_id")
+
+    stats = add("stats", "usage statistics")
+    stats.add_argument("--since", default="24h", help="e.g. 30m, 24h, 7d")
+    stats.add_argument("--by", default="model", choices=["model", "account", "client"])
+
+    mon = add("monitor", "turn the request log on or off")
+    mon.add_argument("state", choices=["on", "off"])
+
+    svc = add("service", "install the systemd user unit or LaunchAgent")
+    ssub = svc.add_subparsers(dest="service_cmd", required=True, parser_class=_Parser)
+    for name in ("install", "uninstall"):
+        sp = ssub.add_parser(name, parents=[common])
+        sp.add_argument("--now", action="store_true", help="also run systemctl/launchctl")
+        sp.add_argument("--launchd", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+COMMANDS = {
+    "status": cmd_status,
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "restart": cmd_restart,
+    "shutdown": cmd_shutdown,
+    "accounts": cmd_accounts,
+    "config": cmd_config,
+    "key": cmd_key,
+    "logs": cmd_logs,
+    "stats": cmd_stats,
+    "monitor": cmd_monitor,
+    "service": cmd_service,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name, default in (("json", False), ("socket", os.environ.get("AGCTL_SOCKET"))):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    ctx = Ctx(args)
+    try:
+        return COMMANDS[args.cmd](ctx)
+    except CtlError as exc:
+        if ctx.json:
+            print(json.dumps({"error": {"kind": exc.kind or "failed", "message": exc.message}}))
+        print(f"agctl: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    finally:
+        if ctx._client is not None:
+            ctx._client.close()

@@ -1,0 +1,3 @@
+"""antigravity daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,63 @@
+"""``antigravityd``: run the daemon in the foreground (never forks)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from daemon import __version__, config as config_mod, logs, paths as paths_mod
+from daemon.errors import Conflict, GatewayError
+
+log = logging.getLogger("antigravityd")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="antigravityd",
+        description="antigravity daemon: one local OpenAI/Anthropic/Gemini endpoint for a pool of "
+        "Antigravity accounts. Runs in the foreground; drive it with `agctl`.",
+    )
+    p.add_argument("--home", help="put config, data and socket under this directory (ANTIGRAVITY_HOME)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"antigravityd {__version__}")
+    return p.parse_args(argv)
+
+
+async def _amain(args: argparse.Namespace, target: str) -> int:
+    from daemon.service import Service
+
+    paths = paths_mod.resolve(args.home)
+    cfg, changed = config_mod.load(paths.config_file)
+    if changed:
+        config_mod.save(cfg, paths.config_file)
+        log.info("generated a new proxy.api_key in %s", paths.config_file)
+    svc = Service(paths, cfg, log_target=target)
+    return await svc.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    target = logs.setup(args.log_level)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is in uvicorn[standard]
+        runner = asyncio.run
+    try:
+        code = runner(_amain(args, target))
+    except Conflict as exc:
+        log.error("%s", exc.message)
+        code = 1
+    except GatewayError as exc:
+        log.error("cannot start: %s", exc.message)
+        code = 1
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Google accounts: store, OAuth, pool, quota."""

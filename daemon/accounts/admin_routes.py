@@ -1,0 +1,160 @@
+"""Admin API routes for accounts (``agctl accounts …``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from litestar import Request, delete, get, post
+
+from daemon.accounts import ide_import, oauth
+from daemon.admin import _svc, body_json
+from daemon.errors import BadRequest, GatewayError, UpstreamError
+from daemon.upstream.cloudcode import UpstreamHTTPError
+
+
+def _upstream(exc: UpstreamHTTPError) -> GatewayError:
+    return UpstreamError(f"Google answered {exc.status}: {exc.message}", upstream_status=exc.status)
+
+
+@get("/accounts")
+async def accounts_list(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    pool = _svc(request).pool
+    return {"accounts": pool.list_public(), "broken_files": pool.store.broken}
+
+
+@post("/accounts", status_code=200)
+async def accounts_add(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    data = await body_json(request)
+    token = data.get("refresh_token")
+    if not isinstance(token, str) or not token.strip():
+        raise BadRequest("refresh_token is required")
+    try:
+        acct = await _svc(request).pool.add_refresh_token(token)
+    except UpstreamHTTPError as exc:
+        raise _upstream(exc) from None
+    return {"account": acct.public()}
+
+
+@post("/accounts/import-ide", status_code=200)
+async def accounts_import(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    data = await body_json(request)
+    path = data.get("path")
+    token, used = ide_import.read_refresh_token(path if isinstance(path, str) and path else None)
+    try:
+        acct = await _svc(request).pool.add_refresh_token(token)
+    except UpstreamHTTPError as exc:
+        raise _upstream(exc) from None
+    return {"account": acct.public(), "path": str(used)}
+
+
+@post("/accounts/login", status_code=200)
+async def login_start(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    svc = _svc(request)
+    login = await svc.pool.logins.start(svc.config)
+    return login.public()
+
+
+@post("/accounts/login/{login_id:str}/code", status_code=200)
+async def login_code(request: Request[Any, Any, Any], login_id: str) -> dict[str, Any]:
+    data = await body_json(request)
+    pasted = data.get("redirect")
+    if not isinstance(pasted, str):
+        raise BadRequest("redirect (the pasted redirect URL or code) is required")
+    _svc(request).pool.logins.submit(login_id, pasted)
+    return {"accepted": True}
+
+
+@post("/accounts/login/{login_id:str}/wait", status_code=200)
+async def login_wait(request: Request[Any, Any, Any], login_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Long-poll: the added account once the browser came back, or
+    {"pending": true} after ``timeout`` seconds (agctl polls again)."""
+    svc = _svc(request)
+    logins = svc.pool.logins
+    login = logins.get(login_id)
+    try:
+        got = await asyncio.wait_for(asyncio.shield(login.result), timeout=max(0.1, min(timeout, 60.0)))
+    except asyncio.TimeoutError:
+        if time.time() - login.created > oauth.LOGIN_TIMEOUT:
+            await logins.close(login_id)
+            raise BadRequest(
+                f"the login timed out after {int(oauth.LOGIN_TIMEOUT)} s: nothing was added"
+            ) from None
+        return {"pending": True}
+    except GatewayError:
+        await logins.close(login_id)
+        raise
+    try:
+        cfg = svc.config
+        tokens = await oauth.exchange_code(svc.pool.http, cfg, got["code"], login.redirect_uri, login.verifier)
+        if not tokens.refresh_token:
+            raise BadRequest("Google returned no refresh token (consent was not offline); try again")
+        acct = await svc.pool.add_refresh_token(tokens.refresh_token, tokens=tokens)
+    except UpstreamHTTPError as exc:
+        raise _upstream(exc) from None
+    finally:
+        await logins.close(login_id)
+    return {"account": acct.public()}
+
+
+@delete("/accounts/login/{login_id:str}", status_code=200)
+async def login_cancel(request: Request[Any, Any, Any], login_id: str) -> dict[str, Any]:
+    await _svc(request).pool.logins.close(login_id)
+    return {"cancelled": True}
+
+
+@delete("/accounts/{ref:str}", status_code=200)
+async def accounts_remove(request: Request[Any, Any, Any], ref: str) -> dict[str, Any]:
+    pool = _svc(request).pool
+    acct = pool.find(ref)
+    pool.remove(acct)
+    return {"removed": acct.public()}
+
+
+@post("/accounts/{ref:str}/{action:str}", status_code=200)
+async def accounts_action(request: Request[Any, Any, Any], ref: str, action: str) -> dict[str, Any]:
+    pool = _svc(request).pool
+    acct = pool.find(ref)
+    if action == "enable":
+        pool.enable(acct)
+    elif action == "disable":
+        data = await body_json(request)
+        pool.disable(acct, str(data.get("reason") or "disabled by the user"))
+    elif action == "reset":
+        pool.reset_cooldowns(acct)
+    elif action == "refresh":
+        try:
+            await pool.refresh_account(acct)
+        except UpstreamHTTPError as exc:
+            raise _upstream(exc) from None
+    else:
+        raise BadRequest(f"unknown account action {action!r}: enable, disable, reset or refresh")
+    return {"account": acct.public()}
+
+
+@post("/accounts-refresh", status_code=200)
+async def accounts_refresh_all(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    pool = _svc(request).pool
+    results: list[dict[str, Any]] = []
+    for acct in list(pool.accounts.values()):
+        try:
+            await pool.refresh_account(acct)
+            results.append({"account": acct.public(), "ok": True})
+        except (GatewayError, UpstreamHTTPError) as exc:
+            results.append({"account": acct.public(), "ok": False, "error": str(getattr(exc, "message", exc))})
+    return {"results": results}
+
+
+handlers = [
+    accounts_list,
+    accounts_add,
+    accounts_import,
+    login_start,
+    login_code,
+    login_wait,
+    login_cancel,
+    accounts_remove,
+    accounts_action,
+    accounts_refresh_all,
+]

@@ -1,0 +1,147 @@
+"""Account records and their files: ``data/accounts/<id>.json``, 0600, atomic.
+
+A corrupt file is reported (``AccountStore.broken``) and skipped; it is never
+overwritten or deleted behind the user's back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from daemon.fsutil import atomic_write, ensure_private_dir
+
+log = logging.getLogger(__name__)
+
+
+class ModelQuota(msgspec.Struct, kw_only=True, omit_defaults=True):
+    display_name: str = ""
+    remaining_fraction: float | None = None  # None: the upstream gives no quota data
+    reset_time: float | None = None  # epoch seconds
+    max_tokens: int | None = None
+    max_output_tokens: int | None = None
+    supports_thinking: bool = False
+    supports_images: bool = False
+
+
+class Cooldown(msgspec.Struct, kw_only=True):
+    until: float  # epoch seconds
+    reason: str = ""
+
+
+class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str
+    email: str
+    refresh_token: str
+    access_token: str = ""
+    expires_at: float = 0.0
+    project: str = ""
+    tier: str = ""
+    enabled: bool = True
+    disabled_reason: str = ""
+    validation_url: str = ""
+    models: dict[str, ModelQuota] = msgspec.field(default_factory=dict)
+    cooldowns: dict[str, Cooldown] = msgspec.field(default_factory=dict)
+    added_at: float = msgspec.field(default_factory=time.time)
+    last_used: float = 0.0
+    quota_updated_at: float = 0.0
+    name: str = ""
+
+    def cooldown_for(self, model: str, now: float | None = None) -> Cooldown | None:
+        now = time.time() if now is None else now
+        cd = self.cooldowns.get(model) or self.cooldowns.get("*")
+        if cd is not None and cd.until > now:
+            return cd
+        return None
+
+    def public(self, now: float | None = None) -> dict[str, Any]:
+        """What the admin API shows: never a token."""
+        now = time.time() if now is None else now
+        cooling = {
+            m: {"until": c.until, "reason": c.reason}
+            for m, c in self.cooldowns.items()
+            if c.until > now
+        }
+        if not self.enabled:
+            state = "disabled"
+        elif cooling:
+            state = "cooling_down"
+        else:
+            state = "active"
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "tier": self.tier,
+            "project": self.project,
+            "state": state,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "validation_url": self.validation_url,
+            "cooldowns": cooling,
+            "models": {
+                m: {
+                    "display_name": q.display_name,
+                    "remaining_fraction": q.remaining_fraction,
+                    "reset_time": q.reset_time,
+                }
+                for m, q in sorted(self.models.items())
+            },
+            "last_used": self.last_used or None,
+            "added_at": self.added_at,
+            "quota_updated_at": self.quota_updated_at or None,
+            "token_expires_at": self.expires_at or None,
+        }
+
+
+_decoder = msgspec.json.Decoder(Account)
+_encoder = msgspec.json.Encoder()
+
+
+def new_account_id() -> str:
+    return secrets.token_hex(6)
+
+
+class AccountStore:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.broken: dict[str, str] = {}  # file name -> problem
+
+    def path(self, account_id: str) -> Path:
+        return self.dir / f"{account_id}.json"
+
+    def load_all(self) -> list[Account]:
+        self.broken.clear()
+        if not self.dir.exists():
+            return []
+        out: list[Account] = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                acct = _decoder.decode(path.read_bytes())
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.broken[path.name] = problem
+                log.error("account file %s is unreadable and was skipped (%s)", path, problem)
+                continue
+            if acct.id != path.stem:
+                self.broken[path.name] = f"id {acct.id!r} does not match the file name"
+                log.error("account file %s: id does not match the file name; skipped", path)
+                continue
+            out.append(acct)
+        return out
+
+    def save(self, acct: Account) -> None:
+        ensure_private_dir(self.dir)
+        atomic_write(self.path(acct.id), _encoder.encode(acct))
+
+    def delete(self, account_id: str) -> None:
+        try:
+            os.unlink(self.path(account_id))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,296 @@
+"""config.toml: msgspec Structs, load / validate / save, typed `KEY VALUE` sets.
+
+Every key has a default and the file may be absent. Writes are atomic and
+0600 (the file holds the proxy key and maybe an OAuth secret and z.ai key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import msgspec
+
+from daemon.errors import ConfigError
+from daemon.fsutil import atomic_write
+
+AuthMode = Literal["off", "strict", "all_except_health", "auto"]
+SchedulingMode = Literal["balance", "sticky", "fixed"]
+ZaiMode = Literal["off", "exclusive", "pooled", "fallback"]
+
+ANTIGRAVITY_CLIENT_ID = "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com"
+DEFAULT_ENDPOINTS = [
+    "https://daily-cloudcode-pa.sandbox.googleapis.com",
+    "https://daily-cloudcode-pa.googleapis.com",
+    "https://cloudcode-pa.googleapis.com",
+]
+SECRET_ENV = "ANTIGRAVITY_OAUTH_CLIENT_SECRET"
+
+
+def new_api_key() -> str:
+    return "sk-" + secrets.token_hex(16)
+
+
+class ProxyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    port: int = 8045
+    allow_lan_access: bool = False
+    auth_mode: AuthMode = "auto"
+    api_key: str = ""
+    auto_start: bool = True
+    request_timeout: int = 300
+    upstream_proxy: str = ""
+    # Largest request body accepted from a client (images make bodies big).
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+class UpstreamConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    endpoints: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ENDPOINTS))
+    user_agent: str = "antigravity/1.15.8 linux/amd64"
+    # Seconds a stream may stay silent (upstream thinking) before it is dropped.
+    stream_idle_timeout: int = 300
+    connect_timeout: int = 10
+
+
+class OAuthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    client_id: str = ANTIGRAVITY_CLIENT_ID
+    client_secret: str = ""
+    auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    token_url: str = "https://oauth2.googleapis.com/token"
+    userinfo_url: str = "https://www.googleapis.com/oauth2/v2/userinfo"
+
+    def secret(self) -> str:
+        return self.client_secret or os.environ.get(SECRET_ENV, "")
+
+
+class SchedulingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    mode: SchedulingMode = "balance"
+    fixed_account: str = ""
+    # How many accounts one request may try before the client gets an error.
+    max_attempts: int = 4
+    # Longest cooldown ever set from a 429 (seconds); the reset time wins if sooner.
+    max_cooldown: int = 6 * 3600
+    # Cooldown for RATE_LIMIT_EXCEEDED / 429s without a reset time (seconds).
+    rate_limit_cooldown: int = 30
+    # How long a sticky conversation stays bound to its account (seconds).
+    sticky_ttl: int = 3600
+    # Background quota refresh interval (seconds); 0 turns it off.
+    quota_refresh_interval: int = 600
+
+
+class ZaiConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    base_url: str = "https://api.z.ai/api/anthropic"
+    api_key: str = ""
+    dispatch_mode: ZaiMode = "off"
+    models: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"opus": "glm-4.7", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
+    )
+
+
+class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    retention_days: int = 30
+    max_body_bytes: int = 0
+    log_bodies: bool = False
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
+    upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    oauth: OAuthConfig = msgspec.field(default_factory=OAuthConfig)
+    scheduling: SchedulingConfig = msgspec.field(default_factory=SchedulingConfig)
+    models: dict[str, str] = msgspec.field(default_factory=dict)
+    zai: ZaiConfig = msgspec.field(default_factory=ZaiConfig)
+    monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
+
+    def effective_auth_mode(self) -> str:
+        mode = self.proxy.auth_mode
+        if mode == "auto":
+            return "all_except_health" if self.proxy.allow_lan_access else "off"
+        return mode
+
+    def bind_host(self) -> str:
+        return "0.0.0.0" if self.proxy.allow_lan_access else "127.0.0.1"
+
+
+SECRET_KEYS = {"proxy.api_key", "oauth.client_secret", "zai.api_key"}
+
+
+def validate(cfg: Config) -> None:
+    """Checks msgspec's types cannot express. Raises ConfigError naming the key."""
+    p = cfg.proxy
+    if not (1 <= p.port <= 65535):
+        raise ConfigError(f"proxy.port must be 1..65535, got {p.port}", param="proxy.port")
+    if not p.api_key.startswith("sk-") or len(p.api_key) < 10:
+        raise ConfigError(
+            "proxy.api_key must start with 'sk-' and be at least 10 characters",
+            param="proxy.api_key",
+        )
+    if p.request_timeout <= 0:
+        raise ConfigError("proxy.request_timeout must be > 0 seconds", param="proxy.request_timeout")
+    if p.upstream_proxy and not p.upstream_proxy.startswith(
+        ("http://", "https://", "socks5://", "socks5h://")
+    ):
+        raise ConfigError(
+            "proxy.upstream_proxy must be an http://, https:// or socks5:// URL (or empty)",
+            param="proxy.upstream_proxy",
+        )
+    if not cfg.upstream.endpoints:
+        raise ConfigError("upstream.endpoints must list at least one URL", param="upstream.endpoints")
+    for url in cfg.upstream.endpoints:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"upstream.endpoints: not an http(s) URL: {url!r}", param="upstream.endpoints")
+    if cfg.scheduling.max_attempts < 1:
+        raise ConfigError("scheduling.max_attempts must be >= 1", param="scheduling.max_attempts")
+    if cfg.monitor.retention_days < 0:
+        raise ConfigError("monitor.retention_days must be >= 0", param="monitor.retention_days")
+
+
+def _decode_error(exc: msgspec.ValidationError | msgspec.DecodeError, where: str) -> ConfigError:
+    return ConfigError(f"{where}: {exc}")
+
+
+def load(path: Path) -> tuple[Config, bool]:
+    """Load config; returns (config, changed) where changed means defaults were
+    filled in that must be persisted (a generated api_key)."""
+    if path.exists():
+        try:
+            cfg = msgspec.toml.decode(path.read_bytes(), type=Config)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise _decode_error(exc, str(path)) from None
+    else:
+        cfg = Config()
+    changed = False
+    if not cfg.proxy.api_key:
+        cfg.proxy.api_key = new_api_key()
+        changed = True
+    validate(cfg)
+    return cfg, changed
+
+
+def save(cfg: Config, path: Path) -> None:
+    validate(cfg)
+    atomic_write(path, msgspec.toml.encode(cfg))
+
+
+def to_builtins(cfg: Config, *, show_secrets: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(cfg)
+    if not show_secrets:
+        for key in SECRET_KEYS:
+            section, name = key.split(".")
+            val = data[section][name]
+            if val:
+                data[section][name] = val[:5] + "…" if len(val) > 8 else "…"
+    return data
+
+
+def _field_type(struct_cls: type[msgspec.Struct], name: str) -> Any:
+    for f in msgspec.structs.fields(struct_cls):
+        if f.name == name:
+            return f.type
+    raise KeyError(name)
+
+
+def _coerce(key: str, raw: str, typ: Any) -> Any:
+    origin = get_origin(typ)
+    if typ is bool:
+        low = raw.strip().lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {raw!r}", param=key)
+    if typ is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a whole number, got {raw!r}", param=key) from None
+    if typ is str:
+        return raw
+    if origin is Literal:
+        allowed = get_args(typ)
+        if raw not in allowed:
+            raise ConfigError(
+                f"{key} must be one of {', '.join(allowed)}; got {raw!r}", param=key
+            )
+        return raw
+    if origin is list:
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                val = json.loads(text)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{key}: not a JSON list: {raw!r}", param=key) from None
+        else:
+            val = [s.strip() for s in text.split(",") if s.strip()]
+        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+            raise ConfigError(f"{key} must be a list of strings", param=key)
+        return val
+    if origin is dict:
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key} must be a JSON object of strings", param=key) from None
+        if not isinstance(val, dict) or not all(isinstance(v, str) for v in val.values()):
+            raise ConfigError(f"{key} must be a JSON object of strings", param=key)
+        return val
+    raise ConfigError(f"{key} cannot be set from the command line", param=key)  # pragma: no cover
+
+
+def keys() -> list[str]:
+    out = []
+    for section in msgspec.structs.fields(Config):
+        if section.name == "models":
+            out.append("models.<client-model-or-glob>")
+            continue
+        for f in msgspec.structs.fields(section.type):
+            out.append(f"{section.name}.{f.name}")
+    return out
+
+
+def get_value(cfg: Config, key: str) -> Any:
+    data = msgspec.to_builtins(cfg)
+    section, _, name = key.partition(".")
+    if section not in data:
+        raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(keys())}", param=key)
+    if not name:
+        return data[section]
+    if name not in data[section]:
+        if section == "models":
+            raise ConfigError(f"no model mapping for {name!r}", param=key)
+        raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(keys())}", param=key)
+    return data[section][name]
+
+
+def with_value(cfg: Config, key: str, raw: str) -> Config:
+    """A new, validated Config with ``key`` set from the string ``raw``."""
+    data = msgspec.to_builtins(cfg)
+    section, _, name = key.partition(".")
+    if not name or section not in data:
+        raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(keys())}", param=key)
+    if section == "models":
+        if raw == "":
+            data["models"].pop(name, None)
+        else:
+            data["models"][name] = raw
+    else:
+        section_cls = _field_type(Config, section)
+        try:
+            typ = _field_type(section_cls, name)
+        except KeyError:
+            raise ConfigError(
+                f"unknown config key {key!r}; known keys: {', '.join(keys())}", param=key
+            ) from None
+        data[section][name] = _coerce(key, raw, typ)
+    try:
+        new = msgspec.convert(data, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{key}: {exc}", param=key) from None
+    try:
+        validate(new)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, param=key) from None
+    return new

@@ -1,0 +1,175 @@
+"""The one exception tree of antigravity.
+
+Every layer (config, accounts, upstream, dispatch, protocols, admin) raises
+from here, and each client protocol maps these to its own error shape in
+``daemon.proxy.error_shapes``. The admin API maps them to stable error codes
+that ``agctl`` turns into exit codes.
+
+    GatewayError                  base: status, kind, message, retry_after
+    ├── BadRequest                400  the caller's request is wrong
+    │   └── ConfigError           400  a config key/value is wrong
+    ├── AuthenticationError       401  missing/wrong client key
+    ├── PermissionDenied          403
+    ├── NotFound                  404
+    │   └── ModelNotFound         404  no upstream model for that name
+    ├── PayloadTooLarge           413
+    ├── Conflict                  409  e.g. proxy already running
+    ├── RateLimited               429  upstream quota / rate limit
+    ├── NoAccountAvailable        503  nothing in the pool can serve
+    ├── UpstreamError             502  upstream answered badly
+    │   ├── UpstreamTimeout       504
+    │   └── UpstreamUnavailable   503  network error / all endpoints down
+    ├── Overloaded                529  server-side capacity
+    └── InternalError             500  a bug: never leaks a traceback
+
+Messages are for people: they say what happened and what to do next. They
+must never hold tokens or keys (use ``redact``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+_SECRET_RE = re.compile(
+    r"(ya29\.[A-Za-z0-9_\-]{0,4})[A-Za-z0-9_\-\.]+"  # Google access tokens
+    r"|(1//[A-Za-z0-9_\-]{0,2})[A-Za-z0-9_\-]+"  # Google refresh tokens
+    r"|(sk-[A-Za-z0-9]{0,2})[A-Za-z0-9_\-]{6,}"  # proxy / provider keys
+)
+
+
+def redact(text: str) -> str:
+    """Hide tokens and keys in ``text``, keeping a short recognisable prefix."""
+
+    def _sub(m: re.Match[str]) -> str:
+        prefix = next(g for g in m.groups() if g is not None)
+        return prefix + "…"
+
+    return _SECRET_RE.sub(_sub, text)
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    kind: ClassVar[str] = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        param: str | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        self.message = redact(message)
+        self.retry_after = retry_after
+        self.param = param
+        self.upstream_status = upstream_status
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"kind": self.kind, "message": self.message}
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
+
+
+class BadRequest(GatewayError):
+    status = 400
+    kind = "invalid_request"
+
+
+class ConfigError(BadRequest):
+    kind = "config"
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    kind = "authentication"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    kind = "permission"
+
+
+class NotFound(GatewayError):
+    status = 404
+    kind = "not_found"
+
+
+class ModelNotFound(NotFound):
+    kind = "model_not_found"
+
+
+class Conflict(GatewayError):
+    status = 409
+    kind = "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    kind = "too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    kind = "rate_limited"
+
+
+class NoAccountAvailable(GatewayError):
+    status = 503
+    kind = "no_account"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    kind = "upstream"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    kind = "upstream_unavailable"
+
+
+class Overloaded(GatewayError):
+    status = 529
+    kind = "overloaded"
+
+
+class InternalError(GatewayError):
+    status = 500
+    kind = "internal"
+
+
+KINDS: dict[str, type[GatewayError]] = {
+    cls.kind: cls
+    for cls in (
+        BadRequest,
+        ConfigError,
+        AuthenticationError,
+        PermissionDenied,
+        NotFound,
+        ModelNotFound,
+        Conflict,
+        PayloadTooLarge,
+        RateLimited,
+        NoAccountAvailable,
+        UpstreamError,
+        UpstreamTimeout,
+        UpstreamUnavailable,
+        Overloaded,
+        InternalError,
+    )
+}
+
+
+def from_dict(data: dict[str, object]) -> GatewayError:
+    """Rebuild an error sent over the admin API (used by agctl)."""
+    cls = KINDS.get(str(data.get("kind")), GatewayError)
+    ra = data.get("retry_after")
+    return cls(str(data.get("message", "")), retry_after=float(ra) if isinstance(ra, int | float) else None)

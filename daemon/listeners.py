@@ -1,0 +1,142 @@
+"""Sockets we bind ourselves, and uvicorn servers that serve on them.
+
+Facts that shaped this (issue 2):
+- uvicorn's ``Server.serve`` installs SIGINT/SIGTERM handlers and re-raises
+  the signal afterwards; with two servers in one process that kills the
+  daemon without cleanup. ``_Server`` leaves signals to the Service.
+- uvicorn calls ``sys.exit`` when it cannot bind; we bind the sockets here
+  and hand them over, so a taken port is an ordinary error.
+- uvicorn's ``uds=`` makes the socket 0666; the admin socket is created here
+  with umask 0177 inside a 0700 directory.
+- every ``uvicorn.Config`` resets logging unless ``log_config=None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from daemon.errors import Conflict, GatewayError
+from daemon.fsutil import ensure_private_dir
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 2048
+
+
+class BindError(GatewayError):
+    status = 500
+    kind = "bind_failed"
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise BindError(f"failed to bind address {host}:{port}: {reason}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """Bind the admin socket 0600 in a 0700 directory; replace a stale one,
+    refuse when a live daemon answers on it."""
+    ensure_private_dir(path.parent)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK, errno.EINVAL):
+                raise
+            log.info("removing stale admin socket %s", path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            raise Conflict(
+                f"another antigravityd is already running (its admin socket {path} answers); "
+                "stop it with `agctl shutdown` first"
+            )
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"failed to bind admin socket {path}: {exc.strerror or exc}") from None
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The Service owns SIGINT/SIGTERM (see module docstring).
+        yield
+
+
+class Listener:
+    """One uvicorn server on one pre-bound socket, run as a task."""
+
+    def __init__(self, app: Any, sock: socket.socket, *, name: str, graceful: float = 10.0) -> None:
+        self.name = name
+        self.sock = sock
+        cfg = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful,
+            timeout_keep_alive=75,
+            server_header=False,
+            date_header=False,
+            http="httptools",
+            loop="none",
+            ws="none",
+        )
+        self.server = _Server(cfg)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]), name=self.name)
+        while not self.server.started:
+            if self.task.done():
+                exc = self.task.exception() if not self.task.cancelled() else None
+                raise BindError(f"{self.name} failed to start: {exc or 'server exited'}")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            try:
+                await self.task
+            except (Exception, SystemExit) as exc:  # uvicorn may sys.exit on errors
+                log.warning("%s stopped with %r", self.name, exc)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()

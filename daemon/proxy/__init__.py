@@ -1,0 +1,1 @@
+"""The proxy listener: AI routes, client auth, error shapes."""

@@ -1,0 +1,166 @@
+"""Anthropic routes: /v1/messages and /v1/messages/count_tokens, with z.ai dispatch."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request, Response, post
+from litestar.response import Stream
+
+from daemon.dispatch import Attempt, RequestCtx
+from daemon.errors import GatewayError, NoAccountAvailable
+from daemon.proxy.serving import (
+    decode_body,
+    finish_ctx,
+    json_response,
+    model_of,
+    new_ctx,
+    run_call,
+    service_of,
+    store_of,
+    stream_response,
+)
+from daemon.upstream.zai import Zai
+
+log = logging.getLogger(__name__)
+_pooled_counter = itertools.count()
+
+
+def _zai_mode(svc: Any) -> str:
+    z = svc.config.zai
+    if not z.enabled or not z.api_key:
+        return "off"
+    return str(z.dispatch_mode)
+
+
+def _use_zai_first(svc: Any) -> bool:
+    mode = _zai_mode(svc)
+    if mode == "exclusive":
+        return True
+    if mode == "pooled":
+        # z.ai is one more slot in the rotation.
+        slots = svc.pool.active_count() + 1
+        return next(_pooled_counter) % slots == 0
+    return False
+
+
+async def _serve_zai(request: Request[Any, Any, Any], body: dict[str, Any], ctx: RequestCtx) -> Response[Any] | Stream:
+    from daemon.protocols import zai as zai_tr
+
+    svc = service_of(request)
+    cfg = svc.config.zai
+    model = zai_tr.zai_model(str(body.get("model", "")), cfg.models)
+    ctx.model = model
+    ctx.account = "z.ai"
+    client = Zai(svc.http, cfg)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    zbody = zai_tr.zai_request_body(body, model)
+    if body.get("stream"):
+        ctx.stream = True
+        chunks = await client.stream(zbody, headers)
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    ctx.mark_first_byte()
+                    yield chunk
+            except GatewayError as exc:
+                ctx.fail(exc)
+                from daemon.proxy.error_shapes import anthropic_body
+                from daemon.protocols.common import sse_json
+
+                yield sse_json(anthropic_body(exc), "error")
+            finally:
+                with contextlib.suppress(Exception):
+                    await chunks.aclose()  # type: ignore[attr-defined]
+                finish_ctx(svc, ctx)
+
+        return stream_response(gen())
+    data = await client.messages(zbody, headers)
+    usage = data.get("usage") or {}
+    ctx.usage.input_tokens = int(usage.get("input_tokens") or 0)
+    ctx.usage.output_tokens = int(usage.get("output_tokens") or 0)
+    finish_ctx(svc, ctx)
+    return json_response(data)
+
+
+@post("/v1/messages", status_code=200)
+async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
+    from daemon.protocols import anthropic
+
+    svc = service_of(request)
+    ctx = new_ctx(request, "anthropic", "messages")
+    store = store_of(request)
+    mode = _zai_mode(svc)
+    try:
+        body = await decode_body(request)
+        client_model = model_of(body)
+        ctx.client_model = client_model
+        if mode != "off" and _use_zai_first(svc):
+            try:
+                return await _serve_zai(request, body, ctx)
+            except GatewayError as exc:
+                if mode == "exclusive" or not svc.pool.active_count():
+                    raise
+                log.info("z.ai failed (%s); failing over to Google accounts", exc.message)
+                ctx.attempts.append(Attempt(account="z.ai", status=exc.status, error=exc.message[:300]))
+        model = svc.dispatcher.resolve_model(client_model)
+        call = anthropic.to_gemini(body, model=model, store=store)
+        call.extra.setdefault("id", "msg_" + secrets.token_hex(12))
+        try:
+            return await run_call(
+                request,
+                ctx,
+                call,
+                render=lambda resp: anthropic.from_gemini(resp, call=call, store=store),
+                translator=lambda: anthropic.StreamTranslator(call, store),
+            )
+        except GatewayError as exc:
+            if mode in ("fallback", "pooled") and (isinstance(exc, NoAccountAvailable) or exc.status >= 429):
+                log.info("no Google account could serve (%s); falling back to z.ai", exc.message)
+                ctx.status, ctx.error, ctx.error_kind = 200, "", ""
+                return await _serve_zai(request, body, ctx)
+            raise
+    except GatewayError as exc:
+        if ctx.latency_ms is None:
+            ctx.fail(exc)
+            finish_ctx(svc, ctx)
+        raise
+
+
+@post("/v1/messages/count_tokens", status_code=200)
+async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
+    from daemon.protocols import anthropic
+
+    svc = service_of(request)
+    ctx = new_ctx(request, "anthropic", "count_tokens")
+    try:
+        body = await decode_body(request)
+        client_model = model_of(body)
+        ctx.client_model = client_model
+        if _zai_mode(svc) == "exclusive":
+            from daemon.protocols import zai as zai_tr
+
+            client = Zai(svc.http, svc.config.zai)
+            zbody = zai_tr.zai_request_body(body, zai_tr.zai_model(client_model, svc.config.zai.models))
+            data = await client.count_tokens(zbody, {k.lower(): v for k, v in request.headers.items()})
+            finish_ctx(svc, ctx)
+            return json_response(data)
+        model = svc.dispatcher.resolve_model(client_model)
+        ctx.model = model
+        call = anthropic.to_gemini({**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(request))
+        total = await svc.dispatcher.count_tokens(call, ctx)
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
+    finish_ctx(svc, ctx)
+    return json_response({"input_tokens": total})
+
+
+handlers = [messages, count_tokens]

@@ -1,0 +1,106 @@
+"""Gemini API routes under /v1beta (google-genai SDK, Gemini CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from daemon.errors import BadRequest, NotFound
+from daemon.protocols import gemini
+from daemon.proxy.serving import (
+    decode_body,
+    finish_ctx,
+    json_response,
+    new_ctx,
+    run_call,
+    service_of,
+    store_of,
+)
+
+METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+
+
+def _model_entry(mid: str, q: Any) -> dict[str, Any]:
+    return {
+        "name": f"models/{mid}",
+        "baseModelId": mid,
+        "version": "001",
+        "displayName": getattr(q, "display_name", "") or mid,
+        "description": f"{mid} served by the antigravity pool",
+        "inputTokenLimit": getattr(q, "max_tokens", None) or 1_048_576,
+        "outputTokenLimit": getattr(q, "max_output_tokens", None) or 65_536,
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+        "thinking": bool(getattr(q, "supports_thinking", False)),
+    }
+
+
+@get(["/v1beta/models", "/v1alpha/models"])
+async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    svc = service_of(request)
+    avail = svc.pool.available_models()
+    from daemon.models import client_names
+
+    names = client_names(svc.config.models, avail.keys())
+    return json_response({"models": [_model_entry(m, avail.get(m)) for m in names]})
+
+
+async def _generate(request: Request[Any, Any, Any], model_method: str) -> Response[Any] | Stream:
+    model_name, _, method = model_method.rpartition(":")
+    if method not in METHODS or not model_name:
+        raise NotFound(
+            f"unknown Gemini method {model_method!r}: use models/{{model}}:generateContent, "
+            ":streamGenerateContent or :countTokens"
+        )
+    svc = service_of(request)
+    ctx = new_ctx(request, "gemini", method)
+    body = await decode_body(request)
+    try:
+        model = svc.dispatcher.resolve_model(model_name)
+        if method == "countTokens":
+            inner = body.get("generateContentRequest") or body.get("generate_content_request") or body
+            if not isinstance(inner, dict):
+                raise BadRequest("generateContentRequest must be an object")
+            call = gemini.to_gemini(inner, model=model, store=store_of(request), client_model=model_name)
+            ctx.client_model, ctx.model = model_name, model
+            total = await svc.dispatcher.count_tokens(call, ctx)
+            finish_ctx(svc, ctx)
+            return json_response({"totalTokens": total})
+        stream = method == "streamGenerateContent"
+        call = gemini.to_gemini(body, model=model, store=store_of(request), client_model=model_name, stream=stream)
+    except Exception as exc:
+        from daemon.errors import GatewayError
+
+        if isinstance(exc, GatewayError):
+            ctx.fail(exc)
+            finish_ctx(svc, ctx)
+        raise
+    sse_mode = request.query_params.get("alt") == "sse"
+    store = store_of(request)
+    return await run_call(
+        request,
+        ctx,
+        call,
+        render=lambda resp: gemini.from_gemini(resp, call=call, store=store),
+        translator=lambda: gemini.StreamTranslator(call, store, sse_mode=sse_mode),
+        media_type="text/event-stream" if sse_mode else "application/json",
+    )
+
+
+@post(["/v1beta/models/{model_method:str}", "/v1alpha/models/{model_method:str}"], status_code=200)
+async def generate(request: Request[Any, Any, Any], model_method: str) -> Response[Any] | Stream:
+    return await _generate(request, model_method)
+
+
+@get(["/v1beta/models/{model:str}", "/v1alpha/models/{model:str}"])
+async def get_model(request: Request[Any, Any, Any], model: str) -> Response[bytes]:
+    svc = service_of(request)
+    avail = svc.pool.available_models()
+    resolved = svc.dispatcher.resolve_model(model)
+    entry = _model_entry(resolved, avail.get(resolved))
+    entry["name"] = f"models/{model}"
+    return json_response(entry)
+
+
+handlers = [list_models, generate, get_model]

@@ -1,0 +1,136 @@
+"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/responses, /v1/models."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from daemon.errors import GatewayError, NotFound
+from daemon.models import client_names
+from daemon.proxy.serving import (
+    decode_body,
+    finish_ctx,
+    json_response,
+    model_of,
+    new_ctx,
+    run_call,
+    service_of,
+    store_of,
+)
+
+log = logging.getLogger(__name__)
+
+
+@get("/v1/models")
+async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    svc = service_of(request)
+    names = client_names(svc.config.models, svc.pool.available_models().keys())
+    created = int(svc.started_at)
+    return json_response(
+        {
+            "object": "list",
+            "data": [{"id": m, "object": "model", "created": created, "owned_by": "antigravity"} for m in names],
+        }
+    )
+
+
+@get("/v1/models/{model:str}")
+async def get_model(request: Request[Any, Any, Any], model: str) -> Response[bytes]:
+    svc = service_of(request)
+    names = client_names(svc.config.models, svc.pool.available_models().keys())
+    if model not in names:
+        svc.dispatcher.resolve_model(model)  # raises ModelNotFound with the list
+    return json_response({"id": model, "object": "model", "created": int(svc.started_at), "owned_by": "antigravity"})
+
+
+async def _serve(request: Request[Any, Any, Any], module: Any, route: str, **kwargs: Any) -> Response[Any] | Stream:
+    svc = service_of(request)
+    ctx = new_ctx(request, "openai", route)
+    store = store_of(request)
+    try:
+        body = await decode_body(request)
+        client_model = model_of(body)
+        model = svc.dispatcher.resolve_model(client_model)
+        call = module.to_gemini(body, model=model, store=store, **kwargs)
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
+    call.extra.setdefault("created", int(time.time()))
+    return await run_call(
+        request,
+        ctx,
+        call,
+        render=lambda resp: module.from_gemini(resp, call=call, store=store),
+        translator=lambda: module.StreamTranslator(call, store),
+    )
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
+    from daemon.protocols import openai_chat
+
+    return await _serve(request, openai_chat, "chat")
+
+
+@post("/v1/completions", status_code=200)
+async def completions(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
+    from daemon.protocols import openai_completions
+
+    return await _serve(request, openai_completions, "completions")
+
+
+@post("/v1/responses", status_code=200)
+async def responses(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
+    from daemon.protocols import openai_responses
+
+    svc = service_of(request)
+    ctx = new_ctx(request, "openai", "responses")
+    store = store_of(request)
+    try:
+        body = await decode_body(request)
+        client_model = model_of(body)
+        model = svc.dispatcher.resolve_model(client_model)
+        history = None
+        prev = body.get("previous_response_id")
+        if prev:
+            history = svc.responses.get(str(prev))
+            if history is None:
+                raise NotFound(
+                    f"previous_response_id {prev!r} is unknown or expired (the proxy keeps recent "
+                    "responses in memory); send the full input instead",
+                    param="previous_response_id",
+                )
+        call = openai_responses.to_gemini(body, model=model, store=store, history=history)
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
+    call.extra.setdefault("id", "resp_" + secrets.token_hex(24))
+    call.extra.setdefault("created", int(time.time()))
+    for typ in call.extra.get("ignored_tools", []) or []:
+        log.info("responses: ignoring built-in tool type %r (not served by the upstream)", typ)
+    inputs = openai_responses.input_items(body)
+    past = list(history or [])
+
+    def remember(resp_obj: Any) -> None:
+        if body.get("store") is False or not isinstance(resp_obj, dict):
+            return
+        svc.responses.put(str(resp_obj.get("id")), [*past, *inputs, *openai_responses.output_items(resp_obj)])
+
+    return await run_call(
+        request,
+        ctx,
+        call,
+        render=lambda resp: openai_responses.from_gemini(resp, call=call, store=store),
+        translator=lambda: openai_responses.StreamTranslator(call, store),
+        on_complete=remember,
+    )
+
+
+handlers = [list_models, get_model, chat_completions, completions, responses]

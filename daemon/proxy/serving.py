@@ -1,0 +1,209 @@
+"""The path every AI route shares: decode, resolve the model, translate,
+dispatch, translate back (whole or as a stream), record in the monitor.
+
+Streams: bytes go out as each upstream event arrives; while the upstream is
+silent the translator's keepalive goes out every KEEPALIVE_SECONDS; a client
+disconnect cancels the response task, whose ``finally`` closes the upstream
+response (the upstream call is cancelled at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import msgspec
+from litestar import Request, Response
+from litestar.response import Stream
+
+from daemon.dispatch import RequestCtx
+from daemon.errors import BadRequest, GatewayError, InternalError
+from daemon.protocols import GeminiCall
+from daemon.protocols.signatures import SignatureStore
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 10.0
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class StreamTranslator(Protocol):
+    def start(self) -> bytes: ...
+    def feed(self, chunk: dict[str, Any]) -> bytes: ...
+    def finish(self) -> bytes: ...
+    def fail(self, err: GatewayError) -> bytes: ...
+    def keepalive(self) -> bytes: ...
+
+
+def service_of(request: Request[Any, Any, Any]) -> Any:
+    return request.app.state.service
+
+
+async def decode_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        raise BadRequest("the request body is empty: send a JSON object")
+    try:
+        data = _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+def new_ctx(request: Request[Any, Any, Any], protocol: str, route: str) -> RequestCtx:
+    scope = request.scope
+    client = scope.get("client")
+    return RequestCtx(
+        request_id=scope.get("state", {}).get("request_id", ""),
+        protocol=protocol,
+        route=route,
+        client=f"{client[0]}" if client else "",
+        user_agent=request.headers.get("user-agent", ""),
+    )
+
+
+def finish_ctx(svc: Any, ctx: RequestCtx) -> None:
+    ctx.latency_ms = (time.perf_counter() - ctx.t0) * 1000
+    try:
+        svc.monitor.record(ctx)
+        metrics = getattr(svc, "metrics", None)
+        if metrics is not None:
+            metrics.observe(ctx)
+    except Exception:  # the log must never break a request
+        log.exception("monitor record failed")
+
+
+def model_of(body: dict[str, Any], field: str = "model") -> str:
+    model = body.get(field)
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest(f"{field} is required and must be a string", param=field)
+    return model
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(content=_encode(content), status_code=status, media_type="application/json", headers=headers)
+
+
+async def relay(
+    events: AsyncIterator[dict[str, Any]],
+    translator: StreamTranslator,
+    ctx: RequestCtx,
+    on_done: Callable[[], None],
+) -> AsyncIterator[bytes]:
+    """Upstream events -> client bytes, with keepalives and a clean error
+    event when the upstream fails after the first byte."""
+    pending: asyncio.Future[dict[str, Any]] | None = None
+    it = events.__aiter__()
+    try:
+        head = translator.start()
+        if head:
+            ctx.mark_first_byte()
+            yield head
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(it.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+            if not done:
+                ka = translator.keepalive()
+                if ka:
+                    yield ka
+                continue
+            fut, pending = pending, None
+            try:
+                chunk = fut.result()
+            except StopAsyncIteration:
+                break
+            out = translator.feed(chunk)
+            if out:
+                ctx.mark_first_byte()
+                yield out
+        tail = translator.finish()
+        if tail:
+            yield tail
+    except GatewayError as exc:
+        ctx.fail(exc)
+        log.warning("stream %s failed after the first byte: %s", ctx.request_id, exc.message)
+        yield translator.fail(exc)
+    except asyncio.CancelledError:
+        ctx.status = 499
+        ctx.error_kind = "client_closed"
+        ctx.error = "the client went away"
+        raise
+    except Exception as exc:  # a bug: end the stream properly, log it
+        log.exception("stream %s crashed", ctx.request_id)
+        err = InternalError(f"internal error (request {ctx.request_id}); see the daemon log")
+        ctx.fail(err)
+        yield translator.fail(err)
+        del exc
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(BaseException):
+                await aclose()
+        on_done()
+
+
+def stream_response(gen: AsyncIterator[bytes], headers: dict[str, str] | None = None, media_type: str = "text/event-stream") -> Stream:
+    return Stream(gen, media_type=media_type, headers={**SSE_HEADERS, **(headers or {})})
+
+
+async def run_call(
+    request: Request[Any, Any, Any],
+    ctx: RequestCtx,
+    call: GeminiCall,
+    *,
+    render: Callable[[dict[str, Any]], Any],
+    translator: Callable[[], StreamTranslator],
+    media_type: str = "text/event-stream",
+    on_complete: Callable[[Any], None] | None = None,
+) -> Response[Any] | Stream:
+    """Dispatch a translated call and answer whole or streamed. Errors before
+    the first byte propagate (the app turns them into protocol errors)."""
+    svc = service_of(request)
+    ctx.client_model = call.client_model
+    ctx.model = call.model
+    ctx.stream = call.stream
+    try:
+        if call.stream:
+            events = await svc.dispatcher.stream(call, ctx)
+            tr = translator()
+            gen = relay(events, tr, ctx, lambda: _stream_done(svc, ctx, tr, on_complete))
+            return stream_response(gen, {"x-antigravity-model": call.model}, media_type)
+        resp = await svc.dispatcher.generate(call, ctx)
+        out = render(resp)
+        if on_complete is not None:
+            on_complete(out)
+        ctx.mark_first_byte()
+        finish_ctx(svc, ctx)
+        return json_response(out, headers={"x-antigravity-model": call.model})
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
+
+
+def _stream_done(svc: Any, ctx: RequestCtx, tr: Any, on_complete: Callable[[Any], None] | None) -> None:
+    if on_complete is not None and ctx.status == 200:
+        result = getattr(tr, "result", None)
+        if result is not None:
+            with contextlib.suppress(Exception):
+                on_complete(result)
+    finish_ctx(svc, ctx)
+
+
+def store_of(request: Request[Any, Any, Any]) -> SignatureStore:
+    store: SignatureStore = service_of(request).signatures
+    return store

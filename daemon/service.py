@@ -1,0 +1,281 @@
+"""The Service: owns config, the account pool, the upstream client, both
+listeners and the sd_notify conversation. One per process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+
+from daemon import __version__, config as config_mod
+from daemon.accounts.pool import Pool
+from daemon.accounts.store import AccountStore
+from daemon.config import Config
+from daemon.dispatch import Dispatcher
+from daemon.errors import Conflict, GatewayError, NoAccountAvailable
+from daemon.listeners import Listener, bind_tcp, bind_unix
+from daemon.monitor import Monitor
+from daemon.paths import Paths
+from daemon.protocols.signatures import SignatureStore
+from daemon.proxy.response_store import ResponseStore
+from daemon.proxy_state import ProxyState, State
+from daemon.sdnotify import Notifier
+from daemon.upstream.http import make_client
+
+log = logging.getLogger(__name__)
+
+# How long in-flight requests may run on after SIGTERM / stop.
+GRACE_SECONDS = 10.0
+NO_ACCOUNT_MESSAGE = "No account available: add one with `agctl accounts add` first"
+
+
+class Service:
+    def __init__(self, paths: Paths, cfg: Config, *, log_target: str = "stderr") -> None:
+        self.paths = paths
+        self._config = cfg
+        self.log_target = log_target
+        self.started_at = time.time()
+        self.proxy_state = ProxyState()
+        self.proxy_listener: Listener | None = None
+        self.admin_listener: Listener | None = None
+        self.bound_host = ""
+        self.bound_port = 0
+        self.restart_pending = False
+        self.notifier = Notifier()
+        self._stop = asyncio.Event()
+        self._proxy_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.http: httpx.AsyncClient = make_client(cfg)
+        self.store = AccountStore(paths.accounts_dir)
+        self.pool = Pool(self.store, lambda: self._config, self.http)
+        self.monitor = Monitor(paths.monitor_db, lambda: self._config)
+        self.dispatcher = Dispatcher(self)
+        self.signatures = SignatureStore()
+        self.responses = ResponseStore()
+
+    # ------------------------------------------------------------ config
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def auth_settings(self) -> tuple[str, str]:
+        cfg = self._config
+        return cfg.effective_auth_mode(), cfg.proxy.api_key
+
+    def base_url(self) -> str:
+        cfg = self._config
+        port = self.bound_port or cfg.proxy.port
+        return f"http://127.0.0.1:{port}"
+
+    def set_config(self, key: str, raw: str) -> Any:
+        new = config_mod.with_value(self._config, key, raw)
+        self._apply_config(new)
+        return config_mod.get_value(new, key)
+
+    def rotate_key(self) -> str:
+        new = config_mod.with_value(self._config, "proxy.api_key", config_mod.new_api_key())
+        self._apply_config(new)
+        return new.proxy.api_key
+
+    def _apply_config(self, new: Config) -> None:
+        old = self._config
+        config_mod.save(new, self.paths.config_file)
+        self._config = new
+        running = self.proxy_state.state in (State.RUNNING, State.STARTING)
+        if running and (
+            new.proxy.port != self.bound_port or new.bind_host() != self.bound_host
+        ):
+            self.restart_pending = True
+        elif running:
+            self.restart_pending = False
+        if (new.proxy.upstream_proxy, new.proxy.request_timeout) != (
+            old.proxy.upstream_proxy,
+            old.proxy.request_timeout,
+        ):
+            old_http = self.http
+            self.http = make_client(new)
+            self.pool.http = self.http
+            self._spawn(old_http.aclose())
+
+    # ------------------------------------------------------------ proxy
+
+    def can_serve(self) -> bool:
+        zai = self._config.zai
+        if zai.enabled and zai.dispatch_mode != "off" and zai.api_key:
+            return True
+        return self.pool.active_count() > 0
+
+    async def start_proxy(self) -> None:
+        async with self._proxy_lock:
+            if self.proxy_state.state == State.RUNNING:
+                raise Conflict(f"the proxy is already running on {self.base_url()}")
+            if not self.can_serve():
+                raise NoAccountAvailable(NO_ACCOUNT_MESSAGE)
+            self.proxy_state.to(State.STARTING)
+            cfg = self._config
+            host, port = cfg.bind_host(), cfg.proxy.port
+            try:
+                sock = bind_tcp(host, port)
+                from daemon.proxy.app import create_proxy_app
+
+                self.bound_host, self.bound_port = host, sock.getsockname()[1]
+                listener = Listener(create_proxy_app(self), sock, name="proxy", graceful=GRACE_SECONDS)
+                await listener.start()
+            except GatewayError as exc:
+                self.proxy_state.to(State.FAILED, exc.message)
+                self.bound_host, self.bound_port = "", 0
+                self._notify_status()
+                raise
+            self.proxy_listener = listener
+            self.restart_pending = False
+            self.proxy_state.to(State.RUNNING)
+            if host == "0.0.0.0":
+                log.warning(
+                    "the proxy listens on all interfaces (LAN access on), auth mode %s",
+                    cfg.effective_auth_mode(),
+                )
+            log.info("proxy listening on %s:%s", host, self.bound_port)
+            self._notify_status()
+
+    async def stop_proxy(self) -> None:
+        async with self._proxy_lock:
+            if self.proxy_state.state != State.RUNNING or self.proxy_listener is None:
+                if self.proxy_state.state == State.FAILED:
+                    self.proxy_state.to(State.STOPPED)
+                    return
+                raise Conflict("the proxy is not running")
+            self.proxy_state.to(State.STOPPING)
+            listener, self.proxy_listener = self.proxy_listener, None
+            await listener.stop()
+            self.bound_host, self.bound_port = "", 0
+            self.restart_pending = False
+            self.proxy_state.to(State.STOPPED)
+            self._notify_status()
+
+    async def restart_proxy(self) -> None:
+        if self.proxy_state.state == State.RUNNING:
+            await self.stop_proxy()
+        await self.start_proxy()
+
+    def _notify_status(self) -> None:
+        self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        st = self.proxy_state
+        if st.state == State.RUNNING:
+            return f"proxy running on {self.bound_host}:{self.bound_port}"
+        if st.state == State.FAILED:
+            return f"proxy failed: {st.reason}"
+        return f"proxy {st.state}"
+
+    def status(self) -> dict[str, Any]:
+        cfg = self._config
+        st = self.proxy_state
+        running = st.state == State.RUNNING
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "uptime": round(time.time() - self.started_at, 3),
+                "started_at": self.started_at,
+                "socket": str(self.admin_socket_path),
+                "config_file": str(self.paths.config_file),
+                "data_dir": str(self.paths.data_dir),
+                "logs": self.log_target,
+            },
+            "proxy": {
+                "state": str(st.state),
+                "reason": st.reason,
+                "since": st.since,
+                "host": self.bound_host if running else cfg.bind_host(),
+                "port": self.bound_port if running else cfg.proxy.port,
+                "base_url": self.base_url(),
+                "auth_mode": cfg.effective_auth_mode(),
+                "auth_mode_setting": cfg.proxy.auth_mode,
+                "allow_lan_access": cfg.proxy.allow_lan_access,
+                "restart_pending": self.restart_pending,
+            },
+            "accounts": {"active": self.pool.active_count(), "total": len(self.pool.accounts)},
+            "zai": {"enabled": cfg.zai.enabled, "dispatch_mode": cfg.zai.dispatch_mode},
+        }
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def admin_socket_path(self) -> Any:
+        from daemon.paths import socket_path
+
+        return socket_path(self.paths)
+
+    def request_shutdown(self) -> None:
+        log.info("shutdown requested")
+        self._stop.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_shutdown)
+        sock_path = self.admin_socket_path
+        admin_sock = bind_unix(sock_path)  # raises Conflict when another daemon runs
+        try:
+            from daemon.admin import create_admin_app
+
+            self.admin_listener = Listener(create_admin_app(self), admin_sock, name="admin", graceful=2.0)
+            await self.admin_listener.start()
+        except BaseException:
+            admin_sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock_path)
+            raise
+        log.info("antigravityd %s (pid %s) admin socket %s", __version__, os.getpid(), sock_path)
+        self.pool.load()
+        await self.monitor.start()
+        if self._config.proxy.auto_start:
+            try:
+                await self.start_proxy()
+            except GatewayError as exc:
+                log.warning("proxy not started: %s", exc.message)
+                if self.proxy_state.state == State.STOPPED:
+                    self.proxy_state.reason = exc.message
+        self.pool.start_background()
+        self.notifier.ready(self.status_line())
+        interval = self.notifier.watchdog_interval()
+        if interval and self.notifier.enabled:
+            self._spawn(self._watchdog(interval))
+        await self._stop.wait()
+        await self.shutdown()
+        return 0
+
+    async def _watchdog(self, interval: float) -> None:
+        # Sent from the event loop itself: a blocked loop stops the pings.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.proxy_listener is not None:
+            with contextlib.suppress(GatewayError):
+                await self.stop_proxy()
+        await self.pool.stop_background()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.admin_listener is not None:
+            await self.admin_listener.stop()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.admin_socket_path)
+        await self.monitor.stop()
+        await self.http.aclose()
+        log.info("antigravityd stopped")

@@ -1,0 +1,1 @@
+"""Upstream clients: Google Cloud Code (v1internal) and z.ai."""

@@ -1,0 +1,108 @@
+"""z.ai: an Anthropic-compatible upstream (UPSTREAM.md "z.ai"), used only for
+the Anthropic routes. Bodies go through in Anthropic form with the model
+mapped to glm-*; streams are relayed byte for byte."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+
+from daemon.config import ZaiConfig
+from daemon.errors import (
+    AuthenticationError,
+    BadRequest,
+    GatewayError,
+    Overloaded,
+    RateLimited,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _error(status: int, body: bytes, headers: httpx.Headers) -> GatewayError:
+    message = body[:300].decode("utf-8", "replace")
+    try:
+        data = msgspec.json.decode(body)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            message = str(data["error"].get("message") or message)
+    except msgspec.DecodeError:
+        pass
+    retry = headers.get("retry-after")
+    retry_after = float(retry) if retry and retry.replace(".", "", 1).isdigit() else None
+    if status == 429:
+        return RateLimited(f"z.ai: {message}", retry_after=retry_after)
+    if status in (401, 403):
+        return AuthenticationError(f"z.ai rejected zai.api_key ({status}): {message}")
+    if status == 529 or status == 503:
+        return Overloaded(f"z.ai overloaded: {message}")
+    if 400 <= status < 500:
+        return BadRequest(f"z.ai: {message}", upstream_status=status)
+    return UpstreamError(f"z.ai error {status}: {message}", upstream_status=status)
+
+
+class Zai:
+    def __init__(self, http: Any, cfg: ZaiConfig) -> None:
+        self.http: httpx.AsyncClient = http
+        self.cfg = cfg
+
+    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
+        out = {
+            "x-api-key": self.cfg.api_key,
+            "content-type": "application/json",
+            "anthropic-version": headers.get("anthropic-version", "2023-06-01"),
+        }
+        if headers.get("anthropic-beta"):
+            out["anthropic-beta"] = headers["anthropic-beta"]
+        return out
+
+    def _url(self, path: str) -> str:
+        return self.cfg.base_url.rstrip("/") + path
+
+    async def messages(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        try:
+            resp = await self.http.post(self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers))
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise _error(resp.status_code, resp.content, resp.headers)
+        data = resp.json()
+        if not isinstance(data, dict):
+            raise UpstreamError("z.ai answered a non-object")
+        return data
+
+    async def stream(self, body: dict[str, Any], headers: dict[str, str]) -> AsyncIterator[bytes]:
+        """Opens the stream (errors raise before any byte); returns a byte iterator."""
+        req = self.http.build_request("POST", self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers))
+        try:
+            resp = await self.http.send(req, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            content = await resp.aread()
+            await resp.aclose()
+            raise _error(resp.status_code, content, resp.headers)
+        return self._relay(resp)
+
+    async def _relay(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"z.ai stream broke off: {type(exc).__name__}") from None
+        finally:
+            await resp.aclose()
+
+    async def count_tokens(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        try:
+            resp = await self.http.post(self._url("/v1/messages/count_tokens"), content=_encode(body), headers=self._headers(headers))
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise _error(resp.status_code, resp.content, resp.headers)
+        data = resp.json()
+        return data if isinstance(data, dict) else {}

@@ -1,0 +1,2067 @@
+"""A fake Google for tests: Cloud Code ``v1internal``, Google OAuth, and the public Gemini API.
+
+The real hosts are unreachable from the development machines, so every test of
+the gateway talks to this fake instead. It is a real HTTP server (uvicorn on
+``127.0.0.1``, a raw ASGI app, no framework) running in a daemon thread with its
+own event loop, so sync and async tests can both use it::
+
+    from tests.fakes.google import FakeGoogle, Reply
+
+    with FakeGoogle() as fake:                    # or fake = FakeGoogle().start()
+        acct = fake.add_account(email="a@example.com", refresh_token="1//rt-a",
+                                project="proj-a", tier="PRO")
+        fake.script([Reply.function_call("read_file", {"path": "x"})])
+        ...  # point the daemon at fake.endpoint / fake.token_url / ...
+        assert fake.calls[-1].email == "a@example.com"
+
+Facts it follows (all from /work/shared/UPSTREAM.md; a test that passes here must
+also pass against Google):
+
+Hosts and routes
+    ``POST {endpoint}/v1internal:{method}`` for ``generateContent``,
+    ``streamGenerateContent?alt=sse``, ``countTokens``, ``loadCodeAssist`` and
+    ``fetchAvailableModels``; ``POST {base}/token`` (OAuth token endpoint, both
+    grants, form-encoded); ``GET {base}/o/oauth2/v2/auth`` (consent page, answers
+    a 302 to the loopback redirect); ``GET {base}/oauth2/v2/userinfo``; the public
+    Gemini API ``POST {base}/v1beta/models/{model}:generateContent`` /
+    ``:streamGenerateContent?alt=sse`` / ``:countTokens`` (no envelope, any API key).
+
+Authentication
+    Every v1internal method needs ``Authorization: Bearer <access token>`` issued
+    by the token endpoint and not expired/revoked, else 401 UNAUTHENTICATED
+    ("Request had invalid authentication credentials..."). ``acct.forbidden``
+    makes an account answer 403 to everything (``"VALIDATION_REQUIRED"``: the
+    message and an ErrorInfo ``metadata.validation_url`` carry the URL;
+    ``"TOS"``: plain "The caller does not have permission").
+
+Envelope (generate / stream)
+    ``{"project", "model", "requestId", "userAgent", "requestType", "request"}``;
+    the project must be the account's (another fake account's project: 403,
+    unknown: 404), the model must be in the account's model table (else 404
+    "Requested entity was not found."), ``request.contents`` must be non-empty.
+
+Request validation (both families), answered with Google's 400 messages
+    * proto (snake_case) and JSON (lowerCamelCase) field names are both accepted:
+      incoming keys are normalised to camelCase once (only keys that are known
+      field names; unknown keys keep their spelling so errors name them as sent;
+      the insides of ``functionCall.args``, ``functionResponse.response``,
+      schema ``properties`` names, ``example``/``default`` are never touched);
+    * unknown fields on the request, a Content, a Part, a Tool, a
+      FunctionDeclaration, generationConfig or thinkingConfig:
+      ``Invalid JSON payload received. Unknown name "X" at 'request.contents[0].parts[1]': Cannot find field.``
+      (e.g. an Anthropic ``cache_control`` left on a part);
+    * ``systemInstruction`` must be a Content object, not a string;
+    * a part with no data field (an empty text counts as none unless the part
+      carries a thoughtSignature — the Gemini "carrier" part):
+      ``required oneof field 'data' must have one initialized field``;
+    * roles must be ``user`` or ``model``; parts must not be empty;
+    * function parameter schemas may only use Gemini's Schema keys
+      (:data:`SCHEMA_KEYS`), checked recursively through ``properties``,
+      ``items`` and ``anyOf``; ``type`` must be one string;
+    * tool names must match ``^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$``;
+    * every ``functionCall`` and ``functionResponse`` needs a ``name``.
+
+Thinking, signatures and tool calls (``fake.check_signatures``, default True)
+    The fake issues signatures itself (opaque base64 strings it remembers, tied
+    to the model family; for Claude also to the exact thought text; for Gemini
+    to the kind of part — a functionCall of that name, or a non-call part).
+    The *current turn* is every content after the last ``user`` content that
+    has a ``text`` part.
+
+    Gemini-family (``gemini-*``), current turn only: the first functionCall
+    part of each model content must carry a signature issued for a Gemini model
+    on a functionCall of the same name, or ``skip_thought_signature_validator``;
+    missing -> 400 "Function call is missing a thought_signature in
+    functionCall parts. ... function call `default_api:NAME` , position N. ..."
+    where N is the 1-based index of that content in ``contents``; any other
+    signature in the current turn that the fake did not issue for a Gemini model
+    (or that moved between a call and a non-call part, or between calls of
+    different names) -> 400 "Corrupted thought signature.".
+
+    Claude-family (``claude-*``), errors are Google 400s whose message is the
+    Anthropic JSON error text (``{"type":"error","error":{"type":
+    "invalid_request_error","message":...}}``); ``messages.N.content.M`` are the
+    content and part indexes in ``contents``:
+    * the conversation must end with a user content ("This model does not
+      support assistant message prefill...");
+    * every model functionCall needs an ``id``; every functionResponse needs the
+      ``id`` of a functionCall in the previous model content, and every call
+      needs its response in the very next content;
+    * when thinking is on (the model supports thinking and
+      ``thinkingConfig.includeThoughts`` is true or ``thinkingBudget >= 1024``):
+      ``maxOutputTokens`` must exceed ``thinkingBudget``; every thought part in
+      a model content must have non-empty text ("...thinking.thinking: Field
+      required"), a signature ("...thinking.signature: Field required"), issued
+      by the fake for a Claude model for exactly that text ("Invalid
+      `signature` in `thinking` block"); and when the current turn contains a
+      model functionCall (a tool loop), every model content of the current turn
+      must start with a thought part ("Expected `thinking` or
+      `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a
+      final `assistant` message must start with a thinking block ...").
+    ``check_signatures = False`` turns off every signature/thinking-block rule
+    above (the structural Claude rules stay on).
+
+Replies
+    Non-stream: ``{"response": GenerateContentResponse, "traceId"}``. Stream
+    (``alt=sse``): one ``data: {"response": {...}, "traceId"}`` event per chunk,
+    each written as its own body message (really flushed), the last carrying
+    ``finishReason`` and ``usageMetadata``. Without ``alt=sse`` a stream is a
+    JSON array, as Google does. The public Gemini API answers the bare
+    GenerateContentResponse (events end with CRLF CRLF, like Google's).
+
+    Signatures in replies: Gemini — on the first functionCall part (parallel
+    calls: only the first; always, thinking or not), else on the last text
+    part when a thought was produced (or on an empty-text "carrier" part with
+    ``carrier=True``). Claude — non-stream: one thought part with text and
+    signature; stream: the thought text over unsigned chunks, then
+    ``{"thought": true, "text": ""}`` and ``{"thought": true,
+    "thoughtSignature": ...}``; tool call ids look like ``toolu_vrtx_...``.
+
+    Usage: ``promptTokenCount = count_tokens(request)``;
+    ``candidatesTokenCount = ceil(len(answer text + compact JSON of call args) / 4)``;
+    ``thoughtsTokenCount = ceil(len(thought) / 4)`` when a thought was produced;
+    ``totalTokenCount`` is their sum. ``Reply(usage=...)`` overrides any of them
+    (e.g. ``cachedContentTokenCount``).
+
+Errors
+    Google JSON errors ``{"error": {"code", "message", "status", "details"}}``;
+    429 details carry ``google.rpc.ErrorInfo`` (``reason``, ``domain``
+    ``cloudcode-pa.googleapis.com``, ``metadata.quotaResetDelay`` as a Go
+    duration, ``metadata.quotaResetTimeStamp`` RFC3339, ``metadata.model``)
+    and/or ``google.rpc.RetryInfo`` (``retryDelay``), maybe a ``Retry-After``
+    header. A model whose quota fraction is 0 with a reset time in the future
+    answers 429 QUOTA_EXHAUSTED by itself (per account AND model).
+
+The tier of an account (``loadCodeAssist``), exactly:
+    * ``paidTier.id``: ``"g1-pro-tier"`` (name "Google AI Pro") for PRO,
+      ``"g1-ultra-tier"`` (name "Google AI Ultra") for ULTRA; **no paidTier key at
+      all for FREE**;
+    * ``currentTier.id`` is ``"standard-tier"`` for every tier (as Google shows
+      for Antigravity accounts), so it does not tell the tiers apart;
+    * ``allowedTiers`` lists ``standard-tier`` with ``isDefault: true``.
+    So: ``paidTier.id`` if present (``g1-pro-tier`` -> PRO, ``g1-ultra-tier`` ->
+    ULTRA), otherwise FREE.
+
+Knobs and records are attributes of :class:`FakeGoogle` and :class:`Account`;
+:meth:`FakeGoogle.reset` puts every knob back and clears records and scripts
+but keeps the accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import math
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import msgspec
+import uvicorn
+
+__all__ = [
+    "ANTIGRAVITY_CLIENT_ID",
+    "DEFAULT_MODELS",
+    "SCHEMA_KEYS",
+    "SKIP_SIGNATURE",
+    "Account",
+    "Call",
+    "FakeGoogle",
+    "Reply",
+    "SignatureInfo",
+    "count_tokens",
+    "go_duration",
+    "model_family",
+    "to_camel",
+]
+
+# --------------------------------------------------------------------------- constants
+
+#: The public client id of the Antigravity desktop client (UPSTREAM.md, OAuth).
+ANTIGRAVITY_CLIENT_ID = "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com"
+DEFAULT_CLIENT_SECRET = "test-secret"
+#: Accepted instead of a real signature on a Gemini functionCall part.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+DEFAULT_EXPIRES_IN = 3599
+DEFAULT_SCOPES = (
+    "openid https://www.googleapis.com/auth/cloud-platform "
+    "https://www.googleapis.com/auth/userinfo.email "
+    "https://www.googleapis.com/auth/userinfo.profile "
+    "https://www.googleapis.com/auth/cclog "
+    "https://www.googleapis.com/auth/experimentsandconfigs"
+)
+ERROR_DOMAIN = "cloudcode-pa.googleapis.com"
+#: Claude thinking needs a budget of at least this many tokens (UPSTREAM.md).
+MIN_THINKING_BUDGET = 1024
+#: Default time until a model's quota resets, for fresh accounts.
+DEFAULT_QUOTA_WINDOW = timedelta(hours=5)
+
+UNAUTHENTICATED_MESSAGE = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+    "or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+MISSING_CREDENTIALS_MESSAGE = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+NOT_FOUND_MESSAGE = "Requested entity was not found."
+PERMISSION_DENIED_MESSAGE = "The caller does not have permission"
+MISSING_SIGNATURE_MESSAGE = (
+    "Function call is missing a thought_signature in functionCall parts. This is required for "
+    "tools to work correctly, and missing thought_signature may lead to degraded model "
+    "performance. Additional data, function call `default_api:{name}` , position {position}. "
+    "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+)
+CORRUPTED_SIGNATURE_MESSAGE = "Corrupted thought signature."
+ONEOF_MESSAGE = "required oneof field 'data' must have one initialized field"
+TOOL_NAME_MESSAGE = (
+    "Invalid function name. Must start with a letter or an underscore. Must be alphameric "
+    "(a-z, A-Z, 0-9), underscores (_), dots (.), colons (:), or dashes (-), with a maximum "
+    "length of 64."
+)
+PREFILL_MESSAGE = (
+    "This model does not support assistant message prefill. The conversation must end with a "
+    "user message."
+)
+THINKING_FIRST_MESSAGE = (
+    "Expected `thinking` or `redacted_thinking`, but found `{found}`. When `thinking` is "
+    "enabled, a final `assistant` message must start with a thinking block (preceeding the "
+    "lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking "
+    "blocks from previous turns. To avoid this requirement, disable `thinking`. Please consult "
+    "our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+BUDGET_MESSAGE = (
+    "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+    "documentation at https://docs.claude.com/en/docs/build-with-claude/"
+    "extended-thinking#max-tokens-and-context-window-size"
+)
+
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    529: "UNAVAILABLE",
+}
+DEFAULT_ERROR_MESSAGES = {
+    400: "Request contains an invalid argument.",
+    401: UNAUTHENTICATED_MESSAGE,
+    403: PERMISSION_DENIED_MESSAGE,
+    404: NOT_FOUND_MESSAGE,
+    408: "Request timed out.",
+    429: "Resource has been exhausted (e.g. check quota).",
+    500: "Internal error encountered.",
+    503: "The service is currently unavailable.",
+    504: "Deadline exceeded.",
+    529: "The model is overloaded. Please try again later.",
+}
+
+#: Field names of Gemini's Schema object: anything else in function parameters is a 400.
+SCHEMA_KEYS = frozenset(
+    {
+        "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
+        "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
+        "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum",
+        "maximum",
+    }
+)  # fmt: skip
+SCHEMA_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL", "TYPE_UNSPECIFIED"})
+# The Part's "data" oneof (a part needs exactly one of these).
+PART_DATA_KEYS = frozenset(
+    {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult"}
+)
+PART_KEYS = PART_DATA_KEYS | {"thought", "thoughtSignature", "videoMetadata", "partMetadata", "mediaResolution"}
+CONTENT_KEYS = frozenset({"role", "parts"})
+REQUEST_KEYS = frozenset(
+    {
+        "contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings",
+        "sessionId", "cachedContent", "labels", "model", "modelArmorConfig",
+    }
+)  # fmt: skip
+TOOL_KEYS = frozenset(
+    {
+        "functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext",
+        "retrieval", "computerUse", "googleMaps", "enterpriseWebSearch", "fileSearch",
+    }
+)  # fmt: skip
+FUNCTION_DECLARATION_KEYS = frozenset(
+    {"name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema", "behavior"}
+)
+GENERATION_CONFIG_KEYS = frozenset(
+    {
+        "temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences",
+        "presencePenalty", "frequencyPenalty", "seed", "responseMimeType", "responseSchema",
+        "responseJsonSchema", "responseLogprobs", "logprobs", "responseModalities", "speechConfig",
+        "thinkingConfig", "mediaResolution", "enableEnhancedCivicAnswers", "routingConfig",
+        "audioTimestamp", "imageConfig", "modelSelectionConfig", "enableAffectiveDialog",
+    }
+)  # fmt: skip
+THINKING_CONFIG_KEYS = frozenset({"includeThoughts", "thinkingBudget", "thinkingLevel"})
+OTHER_KNOWN_KEYS = frozenset(
+    {
+        "mimeType", "data", "fileUri", "displayName", "name", "args", "id", "response", "mode",
+        "allowedFunctionNames", "functionCallingConfig", "retrievalConfig", "category", "threshold",
+        "method", "startOffset", "endOffset", "fps", "language", "code", "outcome", "output",
+        "generateContentRequest", "willContinue", "scheduling", "parts",
+    }
+)  # fmt: skip
+# snake_case keys are converted only when their camelCase form is one of these, so an
+# unknown key keeps the spelling the client sent and the error names it as sent.
+KNOWN_CAMEL_KEYS = (
+    SCHEMA_KEYS | PART_KEYS | CONTENT_KEYS | REQUEST_KEYS | TOOL_KEYS | FUNCTION_DECLARATION_KEYS
+    | GENERATION_CONFIG_KEYS | THINKING_CONFIG_KEYS | OTHER_KNOWN_KEYS
+)  # fmt: skip
+# Values under these keys are user data (JSON Struct/Value in the proto), never renamed.
+OPAQUE_KEYS = frozenset(
+    {"args", "response", "example", "default", "labels", "parametersJsonSchema", "responseJsonSchema", "enum"}
+)
+
+TOOL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+FUNCTION_CALLING_MODES = frozenset({"AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED"})
+
+
+def _model(
+    display: str,
+    *,
+    max_tokens: int,
+    max_output: int,
+    thinking: bool,
+    images: bool = True,
+    internal: bool = False,
+    quota: bool = True,
+) -> dict[str, Any]:
+    return {
+        "displayName": display,
+        "maxTokens": max_tokens,
+        "maxOutputTokens": max_output,
+        "supportsThinking": thinking,
+        "supportsImages": images,
+        "isInternal": internal,
+        "quota": quota,
+    }
+
+
+#: The model table every account gets unless ``add_account(models=...)`` says otherwise.
+#: ``"quota": False`` means the model has no quotaInfo in fetchAvailableModels.
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "gemini-3-flash": _model("Gemini 3 Flash", max_tokens=1048576, max_output=65536, thinking=True),
+    "gemini-3-pro-high": _model("Gemini 3 Pro (High)", max_tokens=1048576, max_output=65535, thinking=True),
+    "gemini-3-pro-low": _model("Gemini 3 Pro (Low)", max_tokens=1048576, max_output=65535, thinking=True),
+    "gemini-2.5-flash": _model("Gemini 2.5 Flash", max_tokens=1048576, max_output=65535, thinking=True),
+    "gemini-2.5-flash-lite": _model("Gemini 2.5 Flash Lite", max_tokens=1048576, max_output=65535, thinking=True),
+    "gemini-2.5-pro": _model("Gemini 2.5 Pro", max_tokens=1048576, max_output=65535, thinking=True, quota=False),
+    "claude-sonnet-4-5": _model("Claude Sonnet 4.5", max_tokens=200000, max_output=64000, thinking=False),
+    "claude-sonnet-4-5-thinking": _model(
+        "Claude Sonnet 4.5 (Thinking)", max_tokens=200000, max_output=64000, thinking=True
+    ),
+    "claude-opus-4-5-thinking": _model(
+        "Claude Opus 4.5 (Thinking)", max_tokens=200000, max_output=64000, thinking=True
+    ),
+    "chat_20706": _model("chat_20706", max_tokens=32768, max_output=8192, thinking=False, internal=True),
+}
+
+_JSON = msgspec.json.Encoder()
+_JSON_SORTED = msgspec.json.Encoder(order="sorted")
+_DECODE = msgspec.json.decode
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def model_family(model: str) -> str:
+    """``"claude"``, ``"gemini"`` or ``"other"`` for a model id (``models/`` prefix allowed)."""
+    name = model.removeprefix("models/")
+    if name.startswith("claude"):
+        return "claude"
+    if name.startswith("gemini"):
+        return "gemini"
+    return "other"
+
+
+@lru_cache(maxsize=4096)
+def _camel_key(key: str) -> str:
+    if "_" not in key or key.startswith(("_", "$")):
+        return key
+    head, *rest = key.split("_")
+    camel = head + "".join(word[:1].upper() + word[1:] for word in rest)
+    return camel if camel in KNOWN_CAMEL_KEYS else key
+
+
+def to_camel(obj: Any) -> Any:
+    """Rename proto (snake_case) field names to JSON (lowerCamelCase) names, recursively.
+
+    Like Google's parser: only real field names are renamed; user data (call
+    arguments, function responses, schema property names, examples) is kept.
+    """
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            name = _camel_key(key) if isinstance(key, str) else key
+            if name in OPAQUE_KEYS:
+                out[name] = value
+            elif name == "properties" and isinstance(value, dict):
+                out[name] = {prop: to_camel(schema) for prop, schema in value.items()}
+            else:
+                out[name] = to_camel(value)
+        return out
+    if isinstance(obj, list):
+        return [to_camel(item) for item in obj]
+    return obj
+
+
+def count_tokens(request: dict[str, Any]) -> int:
+    """The fake's deterministic token count of a GenerateContentRequest.
+
+    ``ceil(len(B) / 4)`` where ``B`` is the compact, key-sorted UTF-8 JSON of
+    ``{"contents", "systemInstruction", "tools"}`` (those present) taken from
+    the request after snake_case names were normalised to camelCase. Other
+    fields (generationConfig, model, ...) do not count.
+    """
+    req = to_camel(request)
+    counted = {key: req[key] for key in ("contents", "systemInstruction", "tools") if key in req}
+    return math.ceil(len(_JSON_SORTED.encode(counted)) / 4)
+
+
+def go_duration(seconds: float) -> str:
+    """Format seconds as a Go duration string, as Google's quotaResetDelay is ("1h30m5s", "500ms")."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        ms = round(seconds * 1000, 3)
+        return f"{ms:g}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = ""
+    if hours:
+        out += f"{int(hours)}h"
+    if hours or minutes:
+        out += f"{int(minutes)}m"
+    secs = round(secs, 6)
+    out += f"{secs:g}s" if secs != int(secs) else f"{int(secs)}s"
+    return out
+
+
+def _proto_duration(seconds: float | str) -> str:
+    if isinstance(seconds, str):
+        return seconds
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+def _to_epoch(value: datetime | float | int | str) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _split(text: str, pieces: int) -> list[str]:
+    """Split text into at most ``pieces`` non-empty consecutive pieces (joining them gives text)."""
+    if not text:
+        return []
+    pieces = max(1, min(pieces, len(text)))
+    size, extra = divmod(len(text), pieces)
+    out, start = [], 0
+    for i in range(pieces):
+        end = start + size + (1 if i < extra else 0)
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+def _random_id(n: int = 24) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+# --------------------------------------------------------------------------- answers (errors)
+
+
+class _Answer(Exception):
+    """A complete HTTP answer raised from deep inside a handler."""
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"application/json; charset=UTF-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or {}
+
+
+def google_error_body(
+    code: int, message: str | None = None, status: str | None = None, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The Google JSON error shape ``{"error": {"code", "message", "status", "details"?}}``."""
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message if message is not None else DEFAULT_ERROR_MESSAGES.get(code, f"HTTP {code}"),
+        "status": status or STATUS_NAMES.get(code, "UNKNOWN"),
+    }
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+class GoogleError(_Answer):
+    """A Google JSON error answer."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str | None = None,
+        status: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.error = google_error_body(code, message, status, details)
+        super().__init__(code, _JSON.encode(self.error), headers=headers)
+
+
+def _bad_request(messages: Sequence[str], fields: Sequence[tuple[str, str]] = ()) -> GoogleError:
+    details = []
+    if fields:
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": f, "description": d} for f, d in fields],
+            }
+        )
+    return GoogleError(400, "\n".join(messages), details=details or None)
+
+
+def _anthropic_error(message: str) -> GoogleError:
+    """Claude-family errors: Google wraps the Anthropic JSON error text in its own 400."""
+    inner = {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": message},
+        "request_id": "req_vrtx_" + _random_id(24),
+    }
+    return GoogleError(400, _JSON.encode(inner).decode())
+
+
+def _oauth_error(status: int, error: str, description: str | None = None) -> _Answer:
+    body: dict[str, Any] = {"error": error}
+    if description is not None:
+        body["error_description"] = description
+    return _Answer(status, _JSON.encode(body))
+
+
+def _plain(status: int, text: str) -> _Answer:
+    return _Answer(status, text.encode(), b"text/plain; charset=utf-8")
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+@dataclass
+class Account:
+    """One fake Google account. Attributes are knobs: tests may change them at any time.
+
+    ``forbidden``: None, ``"VALIDATION_REQUIRED"``, ``"TOS"`` or any other
+    message — every v1internal call then answers 403. ``revoked``: the refresh
+    token answers invalid_grant and access tokens 401 (``fake.revoke(email)``).
+    ``expires_in``: seconds of life of the access tokens issued from now on.
+    ``models``: model id -> model fields (see :data:`DEFAULT_MODELS`) plus
+    ``fraction``/``reset`` (epoch seconds) for its quota.
+    """
+
+    email: str
+    refresh_token: str
+    project: str
+    tier: str = "PRO"
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    expires_in: int = DEFAULT_EXPIRES_IN
+    forbidden: str | None = None
+    revoked: bool = False
+    validation_url: str = ""
+    name: str = ""
+    picture: str = ""
+    id: str = ""
+    token_calls: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tier not in ("FREE", "PRO", "ULTRA"):
+            raise ValueError(f"tier must be FREE, PRO or ULTRA, not {self.tier!r}")
+        digest = hashlib.sha256(self.email.encode()).hexdigest()
+        self.id = self.id or str(int(digest[:16], 16)).rjust(21, "1")[:21]
+        local = self.email.split("@")[0]
+        self.name = self.name or local.replace(".", " ").title()
+        self.picture = self.picture or f"https://lh3.googleusercontent.com/a/fake-{self.id}=s96-c"
+        self.validation_url = self.validation_url or (
+            "https://accounts.google.com/signin/continue?sarp=1&scc=1&plt=" + digest[:32]
+        )
+
+    def set_quota(self, model: str, fraction: float, reset_time: datetime | float | str | None = None) -> None:
+        """Set a model's ``remainingFraction`` (0..1) and optionally its reset time.
+
+        ``reset_time``: datetime, epoch seconds or RFC3339; None keeps the current one.
+        A fraction of 0 with a reset time in the future makes generate answer 429
+        QUOTA_EXHAUSTED for this account and model.
+        """
+        if model not in self.models:
+            raise KeyError(f"{self.email} has no model {model!r}; it has {sorted(self.models)}")
+        info = self.models[model]
+        info["quota"] = True
+        info["fraction"] = float(fraction)
+        if reset_time is not None:
+            info["reset"] = _to_epoch(reset_time)
+        elif info.get("reset") is None:
+            info["reset"] = time.time() + DEFAULT_QUOTA_WINDOW.total_seconds()
+
+    def quota(self, model: str) -> tuple[float, float] | None:
+        """``(fraction, reset epoch)`` of a model, or None when it has no quota data."""
+        info = self.models[model]
+        if not info.get("quota", True):
+            return None
+        return info["fraction"], info["reset"]
+
+
+def _build_models(models: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    reset = time.time() + DEFAULT_QUOTA_WINDOW.total_seconds()
+    table: dict[str, dict[str, Any]] = {}
+    source = DEFAULT_MODELS if models is None else models
+    for model_id, given in source.items():
+        base = dict(DEFAULT_MODELS.get(model_id) or _model(model_id, max_tokens=128000, max_output=8192,
+                                                           thinking=model_family(model_id) != "other"))
+        given = dict(given or {})
+        fraction = given.pop("fraction", given.pop("remainingFraction", 1.0))
+        reset_at = given.pop("reset", given.pop("resetTime", None))
+        if "quotaInfo" in given and given.pop("quotaInfo") is None:
+            given["quota"] = False
+        base.update(given)
+        base["fraction"] = float(fraction)
+        base["reset"] = _to_epoch(reset_at) if reset_at is not None else reset
+        table[model_id] = base
+    return table
+
+
+@dataclass
+class Call:
+    """One request the fake received (``fake.calls``).
+
+    ``api``: ``"oauth"``, ``"v1internal"`` or ``"v1beta"``; ``method``: ``"token"``,
+    ``"auth"``, ``"userinfo"`` or the v1internal/v1beta method name
+    (``"generateContent"``, ``"streamGenerateContent"``, ...); ``body``: the parsed
+    JSON (token: the form as a dict); ``headers``: lower-cased names; ``at``:
+    ``time.monotonic()`` on arrival; ``status``: the HTTP status answered.
+    """
+
+    api: str
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    at: float
+    email: str | None = None
+    model: str | None = None
+    body: Any = None
+    status: int | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """What the fake remembers about a signature it issued."""
+
+    family: str
+    kind: str  # "thought" (claude), "call" or "text" (gemini)
+    text: str | None = None
+    name: str | None = None
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@dataclass
+class Reply:
+    """A scripted answer to one generate/stream call. Build with the classmethods.
+
+    Fields (all optional, use :func:`dataclasses.replace` to tweak): ``answer``
+    (None: the default "Hello from <model> (<email>)"), ``thought`` (None: a
+    thought is added when the request has thinking on and the model supports
+    it; False: never; a string: always), ``calls`` ((name, args, id) tuples),
+    ``chunks`` (stream events the answer text is split into), ``delay``
+    (seconds between stream events), ``finish`` (finishReason), ``usage``
+    (usageMetadata overrides), ``carrier`` (Gemini: put the signature on an
+    extra empty-text part), ``drop_at`` (stream: abort the connection after that
+    many events; non-stream: after half the body), ``silent_for`` (seconds of
+    silence after the headers).
+    """
+
+    kind: str = "content"  # content | error | raw | empty
+    answer: str | None = None
+    thought: str | bool | None = None
+    calls: tuple[tuple[str, dict[str, Any], str | None], ...] = ()
+    chunks: int = 2
+    delay: float = 0.0
+    finish: str = "STOP"
+    usage: dict[str, int] | None = None
+    carrier: bool = False
+    drop_at: int | None = None
+    silent_for: float = 0.0
+    status: int = 200
+    error_spec: dict[str, Any] | None = None
+    raw_response: dict[str, Any] | None = None
+    raw_events: list[dict[str, Any]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def default(cls) -> Reply:
+        """What the fake answers when nothing is scripted."""
+        return cls()
+
+    @classmethod
+    def text(cls, text: str, chunks: int = 3, delay: float = 0.0, thought: str | bool | None = None) -> Reply:
+        """A text answer; a stream splits it into ``chunks`` events ``delay`` seconds apart."""
+        return cls(answer=text, chunks=chunks, delay=delay, thought=thought)
+
+    @classmethod
+    def thinking(
+        cls, thought: str, then_text: str = "", chunks: int = 3, delay: float = 0.0, carrier: bool = False
+    ) -> Reply:
+        """A thought (always shown, signed as the model family does) then ``then_text``."""
+        return cls(answer=then_text, thought=thought, chunks=chunks, delay=delay, carrier=carrier)
+
+    @classmethod
+    def function_call(
+        cls, name: str, args: dict[str, Any] | None = None, id: str | None = None, thought: str | bool | None = None
+    ) -> Reply:
+        """One tool call. Claude models get an id ``toolu_vrtx_...`` unless one is given."""
+        return cls(answer="", calls=((name, args or {}, id),), thought=thought)
+
+    @classmethod
+    def function_calls(
+        cls, calls: Iterable[Sequence[Any]], thought: str | bool | None = None
+    ) -> Reply:
+        """Parallel tool calls from ``(name, args)`` or ``(name, args, id)`` tuples."""
+        normalised = tuple((c[0], dict(c[1]), c[2] if len(c) > 2 else None) for c in calls)
+        return cls(answer="", calls=normalised, thought=thought)
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        reason: str | None = None,
+        quota_reset_delay: str | float | None = None,
+        quota_reset_timestamp: datetime | float | str | None = None,
+        retry_delay: str | float | None = None,
+        retry_after: str | float | None = None,
+        message: str | None = None,
+    ) -> Reply:
+        """A Google JSON error. ``reason``/quota fields give a google.rpc.ErrorInfo,
+        ``retry_delay`` a google.rpc.RetryInfo, ``retry_after`` a Retry-After header.
+        Numbers are seconds (formatted as Go / proto durations)."""
+        spec = {
+            "reason": reason,
+            "quota_reset_delay": quota_reset_delay,
+            "quota_reset_timestamp": quota_reset_timestamp,
+            "retry_delay": retry_delay,
+            "message": message,
+        }
+        headers = {"retry-after": str(retry_after)} if retry_after is not None else {}
+        return cls(kind="error", status=status, error_spec=spec, headers=headers)
+
+    @classmethod
+    def drop_after(cls, n_events: int, then: Reply | None = None) -> Reply:
+        """Send ``n_events`` events of ``then`` (default reply) and abort the connection."""
+        return replace(then or cls(), drop_at=n_events)
+
+    @classmethod
+    def empty(cls) -> Reply:
+        """Stream: zero events; non-stream: a candidate with no parts."""
+        return cls(kind="empty")
+
+    @classmethod
+    def silence(cls, seconds: float, then: Reply | None = None) -> Reply:
+        """Send the headers, stay silent ``seconds``, then answer ``then`` (default reply)."""
+        return replace(then or cls(), silent_for=seconds)
+
+    @classmethod
+    def max_tokens(cls, partial_text: str, chunks: int = 2) -> Reply:
+        """A cut-off answer: finishReason MAX_TOKENS."""
+        return cls(answer=partial_text, finish="MAX_TOKENS", chunks=chunks)
+
+    @classmethod
+    def raw(
+        cls,
+        response: dict[str, Any],
+        events: list[dict[str, Any]] | None = None,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """Anything else: ``response`` is the GenerateContentResponse of a non-stream
+        answer (wrapped in the v1internal envelope by the fake); ``events`` the ones of
+        a stream (default: ``[response]``)."""
+        return cls(kind="raw", raw_response=response, raw_events=events, status=status, headers=headers or {})
+
+
+@dataclass
+class _Context:
+    """What rendering a reply needs to know about the request."""
+
+    api: str  # v1internal | v1beta
+    model: str
+    email: str | None
+    family: str
+    thinking: bool  # the model thinks for this request
+    show_thoughts: bool  # thought text is returned
+    request: dict[str, Any]
+
+
+@dataclass
+class _Rendered:
+    status: int
+    headers: dict[str, str]
+    events: list[bytes] | None = None  # stream
+    body: bytes | None = None  # non-stream
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _thinking_state(req: dict[str, Any], supports_thinking: bool) -> tuple[bool, bool, int | None]:
+    """(thinking on, includeThoughts, budget) for a normalised request."""
+    gen = req.get("generationConfig") or {}
+    tc = gen.get("thinkingConfig") or {} if isinstance(gen, dict) else {}
+    budget = tc.get("thinkingBudget") if isinstance(tc, dict) else None
+    include = bool(tc.get("includeThoughts")) if isinstance(tc, dict) else False
+    requested = include or (isinstance(budget, int) and budget >= MIN_THINKING_BUDGET)
+    return (requested and supports_thinking), include, budget if isinstance(budget, int) else None
+
+
+def _current_turn_start(contents: list[dict[str, Any]]) -> int:
+    """Index of the first content after the last user content that has a text part."""
+    start = 0
+    for i, content in enumerate(contents):
+        if content.get("role", "user") == "user" and any("text" in p for p in content.get("parts") or ()):
+            start = i + 1
+    return start
+
+
+class _Validator:
+    """Google's checks of a normalised GenerateContentRequest (raise GoogleError)."""
+
+    def __init__(self, prefix: str) -> None:
+        # v1internal paths start with "request." (the envelope field); the public API's do not.
+        self.prefix = prefix
+        self.unknown: list[tuple[str, str]] = []
+        self.violations: list[str] = []
+
+    def _unknown(self, name: str, path: str, why: str = "Cannot find field.") -> None:
+        where = f"{self.prefix}{path}" if path else self.prefix.rstrip(".")
+        self.unknown.append((where, f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': {why}"))
+
+    def _check_keys(self, obj: dict[str, Any], allowed: frozenset[str], path: str) -> None:
+        for key in obj:
+            if key not in allowed:
+                self._unknown(key, path)
+
+    def _violation(self, path: str, message: str) -> None:
+        self.violations.append(f"* GenerateContentRequest.{path}: {message}\n")
+
+    def raise_if_any(self) -> None:
+        if self.unknown:
+            raise _bad_request([m for _, m in self.unknown], self.unknown)
+        if self.violations:
+            raise GoogleError(400, "".join(self.violations))
+
+    # -- pieces
+
+    def content(self, content: Any, path: str, snake_path: str, system: bool = False) -> None:
+        if not isinstance(content, dict):
+            raise _bad_request(
+                [f"Invalid value at '{self.prefix}{snake_path}' (type.googleapis.com/google.ai.generativelanguage"
+                 f".v1beta.Content), {_JSON.encode(content).decode()}"],
+                [(self.prefix + snake_path, "Invalid value")],
+            )  # fmt: skip
+        self._check_keys(content, CONTENT_KEYS, snake_path)
+        role = content.get("role")
+        if not system and role is not None and role not in ("user", "model"):
+            self.violations.append("Please use a valid role: user, model.")
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            self._violation(f"{path}.parts", "contents.parts must not be empty.")
+            return
+        for j, part in enumerate(parts):
+            part_path = f"{snake_path}.parts[{j}]"
+            if not isinstance(part, dict):
+                self._violation(f"{path}.parts[{j}].data", ONEOF_MESSAGE)
+                continue
+            self._check_keys(part, PART_KEYS, part_path)
+            data = [k for k in PART_DATA_KEYS if k in part]
+            empty_text = data == ["text"] and part["text"] == "" and not part.get("thoughtSignature")
+            if not data or empty_text:
+                self._violation(f"{path}.parts[{j}].data", ONEOF_MESSAGE)
+            call = part.get("functionCall")
+            if isinstance(call, dict) and not call.get("name"):
+                self._violation(f"{path}.parts[{j}].function_call.name", "Name cannot be empty.")
+            result = part.get("functionResponse")
+            if isinstance(result, dict) and not result.get("name"):
+                self._violation(f"{path}.parts[{j}].function_response.name", "Name cannot be empty.")
+
+    def schema(self, schema: Any, path: str) -> None:
+        if not isinstance(schema, dict):
+            return
+        for key, value in schema.items():
+            if key not in SCHEMA_KEYS:
+                self._unknown(key, path)
+            elif key == "type":
+                if isinstance(value, list):
+                    self._unknown("type", path, "Proto field is not repeating, cannot start list.")
+                elif not isinstance(value, str) or value.upper() not in SCHEMA_TYPES:
+                    where = f"{self.prefix}{path}.type"
+                    message = (
+                        f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), "
+                        f"{_JSON.encode(value).decode()}"
+                    )
+                    self.unknown.append((where, message))
+            elif key == "properties" and isinstance(value, dict):
+                for i, sub in enumerate(value.values()):
+                    self.schema(sub, f"{path}.properties[{i}].value")
+            elif key == "items":
+                self.schema(value, f"{path}.items")
+            elif key == "anyOf" and isinstance(value, list):
+                for i, sub in enumerate(value):
+                    self.schema(sub, f"{path}.any_of[{i}]")
+
+    def request(self, req: dict[str, Any]) -> None:
+        self._check_keys(req, REQUEST_KEYS, "")
+        system = req.get("systemInstruction")
+        if system is not None:
+            if not isinstance(system, dict):
+                where = f"{self.prefix}system_instruction"
+                raise _bad_request(
+                    [f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content), "
+                     f"{_JSON.encode(system).decode()}"],
+                    [(where, "Invalid value")],
+                )  # fmt: skip
+            self.content(system, "system_instruction", "system_instruction", system=True)
+        contents = req.get("contents")
+        if not isinstance(contents, list) or not contents:
+            self._violation("contents", "contents is not specified")
+        else:
+            for i, content in enumerate(contents):
+                self.content(content, f"contents[{i}]", f"contents[{i}]")
+        tools = req.get("tools")
+        if tools is not None:
+            for t, tool in enumerate(tools if isinstance(tools, list) else [tools]):
+                if not isinstance(tool, dict):
+                    continue
+                self._check_keys(tool, TOOL_KEYS, f"tools[{t}]")
+                decls = tool.get("functionDeclarations") or []
+                for d, decl in enumerate(decls if isinstance(decls, list) else []):
+                    path = f"tools[{t}].function_declarations[{d}]"
+                    if not isinstance(decl, dict):
+                        continue
+                    self._check_keys(decl, FUNCTION_DECLARATION_KEYS, path)
+                    name = decl.get("name")
+                    if not isinstance(name, str) or not TOOL_NAME_RE.match(name):
+                        self._violation(f"{path}.name", TOOL_NAME_MESSAGE)
+                    if "parameters" in decl:
+                        self.schema(decl["parameters"], f"{path}.parameters")
+        gen = req.get("generationConfig")
+        if isinstance(gen, dict):
+            self._check_keys(gen, GENERATION_CONFIG_KEYS, "generation_config")
+            tc = gen.get("thinkingConfig")
+            if isinstance(tc, dict):
+                self._check_keys(tc, THINKING_CONFIG_KEYS, "generation_config.thinking_config")
+        tool_config = req.get("toolConfig")
+        if isinstance(tool_config, dict):
+            fcc = tool_config.get("functionCallingConfig")
+            if isinstance(fcc, dict) and "mode" in fcc and fcc["mode"] not in FUNCTION_CALLING_MODES:
+                where = f"{self.prefix}tool_config.function_calling_config.mode"
+                self.unknown.append(
+                    (where, f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
+                            f"FunctionCallingConfig.Mode), \"{fcc['mode']}\"")
+                )  # fmt: skip
+        self.raise_if_any()
+
+
+def _check_gemini_signatures(contents: list[dict[str, Any]], issued: dict[str, SignatureInfo]) -> None:
+    for ci in range(_current_turn_start(contents), len(contents)):
+        content = contents[ci]
+        if content.get("role") != "model":
+            continue
+        first_call = True
+        for part in content.get("parts") or ():
+            call = part.get("functionCall")
+            signature = part.get("thoughtSignature")
+            if call is not None and first_call:
+                first_call = False
+                if not signature:
+                    name = call.get("name", "")
+                    raise GoogleError(400, MISSING_SIGNATURE_MESSAGE.format(name=name, position=ci + 1))
+            if not signature:
+                continue
+            if call is not None and signature == SKIP_SIGNATURE:
+                continue
+            info = issued.get(signature)
+            if info is None or info.family != "gemini":
+                raise GoogleError(400, CORRUPTED_SIGNATURE_MESSAGE)
+            if call is not None and (info.kind != "call" or info.name != call.get("name")):
+                raise GoogleError(400, CORRUPTED_SIGNATURE_MESSAGE)
+            if call is None and info.kind == "call":
+                raise GoogleError(400, CORRUPTED_SIGNATURE_MESSAGE)
+
+
+def _check_claude(
+    req: dict[str, Any],
+    thinking: bool,
+    budget: int | None,
+    issued: dict[str, SignatureInfo],
+    check_signatures: bool,
+) -> None:
+    contents: list[dict[str, Any]] = req["contents"]
+    if contents[-1].get("role", "user") != "user":
+        raise _anthropic_error(PREFILL_MESSAGE)
+    max_out = (req.get("generationConfig") or {}).get("maxOutputTokens")
+    if thinking and budget is not None and isinstance(max_out, int) and max_out <= budget:
+        raise _anthropic_error(BUDGET_MESSAGE)
+
+    # Tool-use / tool-result pairing (ids keep both ways, results in the very next message).
+    for ci, content in enumerate(contents):
+        parts = content.get("parts") or []
+        if content.get("role") == "model":
+            call_ids = []
+            for pi, part in enumerate(parts):
+                call = part.get("functionCall")
+                if call is not None:
+                    if not call.get("id"):
+                        raise _anthropic_error(f"messages.{ci}.content.{pi}.tool_use.id: Field required")
+                    call_ids.append(call["id"])
+            if call_ids:
+                following = contents[ci + 1] if ci + 1 < len(contents) else {}
+                answered = {
+                    (p.get("functionResponse") or {}).get("id")
+                    for p in following.get("parts") or ()
+                    if following.get("role", "user") == "user"
+                }
+                missing = [i for i in call_ids if i not in answered]
+                if missing:
+                    raise _anthropic_error(
+                        f"messages.{ci}: `tool_use` ids were found without `tool_result` blocks immediately "
+                        f"after: {', '.join(missing)}. Each `tool_use` block must have a corresponding "
+                        "`tool_result` block in the next message."
+                    )
+        else:
+            previous = contents[ci - 1] if ci > 0 else {}
+            known = {
+                (p.get("functionCall") or {}).get("id")
+                for p in previous.get("parts") or ()
+                if previous.get("role") == "model"
+            }
+            for pi, part in enumerate(parts):
+                result = part.get("functionResponse")
+                if result is not None and (not result.get("id") or result.get("id") not in known):
+                    raise _anthropic_error(
+                        f"messages.{ci}.content.{pi}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{result.get('id')}. Each `tool_result` block must have a corresponding `tool_use` "
+                        "block in the previous message."
+                    )
+
+    if not (thinking and check_signatures):
+        return
+    # 1. fields (Anthropic validates the block shape first)
+    for ci, content in enumerate(contents):
+        if content.get("role") != "model":
+            continue
+        for pi, part in enumerate(content.get("parts") or ()):
+            if part.get("thought"):
+                if not part.get("text"):
+                    raise _anthropic_error(f"messages.{ci}.content.{pi}.thinking.thinking: Field required")
+                if not part.get("thoughtSignature"):
+                    raise _anthropic_error(f"messages.{ci}.content.{pi}.thinking.signature: Field required")
+    # 2. the tool loop of the current turn must start each assistant message with thinking
+    start = _current_turn_start(contents)
+    turn = [(ci, contents[ci]) for ci in range(start, len(contents)) if contents[ci].get("role") == "model"]
+    if any("functionCall" in p for _, c in turn for p in c.get("parts") or ()):
+        for ci, content in turn:
+            first = (content.get("parts") or [{}])[0]
+            if not first.get("thought"):
+                found = "tool_use" if "functionCall" in first else "text"
+                raise _anthropic_error(f"messages.{ci}.content.0.type: " + THINKING_FIRST_MESSAGE.format(found=found))
+    # 3. signatures (verified last, by the model backend)
+    for ci, content in enumerate(contents):
+        if content.get("role") != "model":
+            continue
+        for pi, part in enumerate(content.get("parts") or ()):
+            if part.get("thought"):
+                info = issued.get(part["thoughtSignature"])
+                if info is None or info.family != "claude" or info.text != part["text"]:
+                    raise _anthropic_error(f"messages.{ci}.content.{pi}: Invalid `signature` in `thinking` block")
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class _QuietDrops(logging.Filter):
+    """Hide uvicorn's error line for connections the fake aborts on purpose (Reply.drop_after)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.thread in self.threads and record.msg == "ASGI callable returned without completing response.")
+
+
+_QUIET = _QuietDrops()
+logging.getLogger("uvicorn.error").addFilter(_QUIET)
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _pause(watcher: asyncio.Future[None], seconds: float) -> bool:
+    """Sleep, waking early if the client goes away. True when it went away."""
+    if seconds > 0:
+        await asyncio.wait({watcher}, timeout=seconds)
+    return watcher.done()
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class FakeGoogle:
+    """The fake Google server. See the module docstring for the facts it follows.
+
+    Knobs (reset by :meth:`reset`): ``client_id``, ``client_secret`` (kept by
+    reset), ``token_delay``, ``token_fail_status``, ``consent_account``,
+    ``consent_deny``, ``check_signatures``, ``outage`` (an HTTP status every
+    v1internal call answers, before authentication — a dead host).
+    Records: ``calls``, ``token_calls``, ``streams_cancelled``,
+    ``streams_open``, ``last_auth_params``, ``signatures`` (issued).
+    """
+
+    def __init__(self, *, client_id: str = ANTIGRAVITY_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.accounts: dict[str, Account] = {}
+        self.signatures: dict[str, SignatureInfo] = {}
+        self._tokens: dict[str, tuple[Account, float]] = {}
+        self._codes: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._scripts: dict[str | None, deque[Reply]] = {}
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._port: int | None = None
+        self.streams_open = 0
+        self._reset_knobs()
+
+    def _reset_knobs(self) -> None:
+        self.token_delay = 0.0
+        self.token_fail_status: int | None = None
+        self.consent_account: str | None = None
+        self.consent_deny = False
+        self.check_signatures = True
+        self.outage: int | None = None
+        self.last_auth_params: dict[str, str] | None = None
+        self.calls: list[Call] = []
+        self.token_calls = 0
+        self.streams_cancelled = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> FakeGoogle:
+        """Serve on 127.0.0.1:<free port> in a daemon thread; return once it accepts connections."""
+        if self._server is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        self._port = sock.getsockname()[1]
+        # log_config=None and log_level=None: uvicorn must not reconfigure the test
+        # process's logging (it would set global levels on the uvicorn loggers).
+        config = uvicorn.Config(
+            self,
+            host="127.0.0.1",
+            port=self._port,
+            log_config=None,
+            log_level=None,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name=f"fake-google-{self._port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake Google server did not start")
+            time.sleep(0.002)
+        if self._thread.ident is not None:
+            _QUIET.threads.add(self._thread.ident)
+        self._sock = sock
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (open streams get a second to finish)."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(5)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(5)
+        if thread.ident is not None:
+            _QUIET.threads.discard(thread.ident)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> FakeGoogle:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("FakeGoogle is not started: call start() first")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def endpoint(self) -> str:
+        """Base of the v1internal methods (``POST {endpoint}/v1internal:{method}``)."""
+        return self.base_url
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url + "/token"
+
+    @property
+    def auth_url(self) -> str:
+        return self.base_url + "/o/oauth2/v2/auth"
+
+    @property
+    def userinfo_url(self) -> str:
+        return self.base_url + "/oauth2/v2/userinfo"
+
+    # ----------------------------------------------------------------- accounts & knobs
+
+    def add_account(
+        self,
+        email: str,
+        refresh_token: str | None = None,
+        project: str | None = None,
+        tier: str = "PRO",
+        models: dict[str, dict[str, Any]] | None = None,
+        expires_in: int = DEFAULT_EXPIRES_IN,
+    ) -> Account:
+        """Add (or replace) an account. ``models``: None for :data:`DEFAULT_MODELS`, else
+        model id -> fields (``{}`` for the defaults of a known id; ``fraction``,
+        ``reset``, ``quotaInfo: None`` for no quota data, any model field)."""
+        local = email.split("@")[0]
+        account = Account(
+            email=email,
+            refresh_token=refresh_token or f"1//rt-{local}",
+            project=project or f"proj-{local}",
+            tier=tier,
+            models=_build_models(models),
+            expires_in=expires_in,
+        )
+        self.accounts[email] = account
+        return account
+
+    def account(self, email: str) -> Account:
+        return self.accounts[email]
+
+    def revoke(self, email: str) -> None:
+        """The account's refresh token now answers invalid_grant; its access tokens 401."""
+        account = self.accounts[email]
+        account.revoked = True
+        with self._lock:
+            for token in [t for t, (a, _) in self._tokens.items() if a is account]:
+                del self._tokens[token]
+
+    def issue_token(self, email: str, expires_in: int | None = None) -> str:
+        """A valid access token for an account, without going through the token endpoint."""
+        account = self.accounts[email]
+        token = "ya29.a0" + _random_id(60)
+        life = account.expires_in if expires_in is None else expires_in
+        with self._lock:
+            self._tokens[token] = (account, time.monotonic() + life)
+        return token
+
+    def expire_tokens(self, email: str | None = None) -> None:
+        """Expire the access tokens of one account (or all): they answer 401 from now on."""
+        with self._lock:
+            for token, (account, _) in list(self._tokens.items()):
+                if email is None or account.email == email:
+                    self._tokens[token] = (account, 0.0)
+
+    def sign(self, model: str, *, thought: str | None = None, call: str | None = None) -> str:
+        """Issue a signature as the model would (for tests that build a history by hand).
+
+        Claude: ``thought`` is the exact thought text it signs. Gemini: ``call`` is
+        the function name when it rides on a functionCall, else it is for a text part.
+        """
+        family = model_family(model)
+        if family == "claude":
+            return self._issue("claude", "thought", text=thought or "")
+        return self._issue(family, "call" if call else "text", name=call)
+
+    def _issue(self, family: str, kind: str, text: str | None = None, name: str | None = None) -> str:
+        signature = base64.b64encode(secrets.token_bytes(96)).decode()
+        self.signatures[signature] = SignatureInfo(family, kind, text, name)
+        return signature
+
+    def script(self, replies: Iterable[Reply], email: str | None = None) -> None:
+        """Queue replies, one consumed per generate/stream call that passes validation.
+
+        With ``email`` only that account's calls consume them; the global queue is
+        used when the account's queue is empty. Unscripted calls get Reply.default().
+        """
+        with self._lock:
+            self._scripts.setdefault(email, deque()).extend(replies)
+
+    def _next_reply(self, email: str | None) -> Reply:
+        with self._lock:
+            for key in (email, None) if email is not None else (None,):
+                queue = self._scripts.get(key)
+                if queue:
+                    return queue.popleft()
+        return Reply.default()
+
+    def reset(self) -> None:
+        """Clear scripts, calls, counters and knobs; keep accounts, tokens and signatures."""
+        with self._lock:
+            self._scripts.clear()
+        self._reset_knobs()
+        for account in self.accounts.values():
+            account.token_calls = 0
+
+    def calls_to(self, method: str) -> list[Call]:
+        """The recorded calls of one method (e.g. ``"streamGenerateContent"``, ``"token"``)."""
+        return [c for c in self.calls if c.method == method]
+
+    # ----------------------------------------------------------------- ASGI
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = scope.get("query_string", b"").decode("latin-1")
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if path.startswith("/v1internal:"):
+            api, method = "v1internal", path[len("/v1internal:") :]
+        elif path.startswith("/v1beta/models/"):
+            api, method = "v1beta", path.rsplit(":", 1)[-1] if ":" in path else ""
+        elif path == "/token":
+            api, method = "oauth", "token"
+        elif path == "/o/oauth2/v2/auth":
+            api, method = "oauth", "auth"
+        elif path in ("/oauth2/v2/userinfo", "/oauth2/v1/userinfo"):
+            api, method = "oauth", "userinfo"
+        else:
+            api, method = "other", path
+        call = Call(api=api, method=method, path=path, query=query, headers=headers, at=time.monotonic())
+        self.calls.append(call)
+        try:
+            if api == "v1internal":
+                await self._v1internal(method, scope, body, headers, query, call, receive, send)
+            elif api == "v1beta":
+                await self._v1beta(path, method, body, headers, query, call, receive, send)
+            elif method == "token":
+                await self._token(scope, body, headers, call, send)
+            elif method == "auth":
+                await self._auth(scope, query, call, send)
+            elif method == "userinfo":
+                await self._userinfo(headers, query, call, send)
+            else:
+                page = f"<!DOCTYPE html><title>Error 404 (Not Found)</title><p>The requested URL {path} was not found."
+                raise _Answer(404, page.encode(), b"text/html; charset=UTF-8")
+        except _Answer as answer:
+            await self._send(send, call, answer.status, answer.body, answer.content_type, answer.headers)
+
+    async def _send(
+        self,
+        send: Any,
+        call: Call,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"application/json; charset=UTF-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        call.status = status
+        raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    # ----------------------------------------------------------------- OAuth
+
+    async def _token(self, scope: dict[str, Any], body: bytes, headers: dict[str, str], call: Call, send: Any) -> None:
+        self.token_calls += 1
+        if scope["method"] != "POST":
+            raise _Answer(405, b"Method Not Allowed", b"text/plain")
+        if headers.get("content-type", "").startswith("application/json"):
+            parsed = _parse_json(body)
+            form = {k: str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+        else:
+            form = {k: v[-1] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+        call.body = form
+        if self.token_delay:
+            await asyncio.sleep(self.token_delay)
+        if self.token_fail_status:
+            raise _oauth_error(self.token_fail_status, "internal_failure", "Backend Error")
+        if form.get("client_id") != self.client_id:
+            raise _oauth_error(401, "invalid_client", "The OAuth client was not found.")
+        if form.get("client_secret") != self.client_secret:
+            raise _oauth_error(401, "invalid_client", "Unauthorized")
+        grant = form.get("grant_type")
+        if grant == "refresh_token":
+            token = form.get("refresh_token")
+            if not token:
+                raise _oauth_error(400, "invalid_request", "Missing required parameter: refresh_token")
+            account = next((a for a in self.accounts.values() if a.refresh_token == token), None)
+            if account is not None:
+                account.token_calls += 1
+                call.email = account.email
+            if account is None or account.revoked:
+                raise _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
+            answer = {
+                "access_token": self.issue_token(account.email),
+                "expires_in": account.expires_in,
+                "scope": DEFAULT_SCOPES,
+                "token_type": "Bearer",
+            }
+        elif grant == "authorization_code":
+            code = form.get("code", "")
+            issued = self._codes.get(code)
+            if issued is None or issued["expires"] < time.monotonic():
+                raise _oauth_error(400, "invalid_grant", "Malformed auth code.")
+            account = self.accounts.get(issued["email"])
+            if account is None:
+                raise _oauth_error(400, "invalid_grant", "Malformed auth code.")
+            account.token_calls += 1
+            call.email = account.email
+            if form.get("redirect_uri") != issued["redirect_uri"]:
+                raise _oauth_error(400, "redirect_uri_mismatch", "Bad Request")
+            challenge = issued["code_challenge"]
+            if challenge:
+                verifier = form.get("code_verifier", "")
+                if not verifier:
+                    raise _oauth_error(400, "invalid_grant", "Missing code verifier.")
+                if issued["code_challenge_method"] == "S256":
+                    computed = _b64url(hashlib.sha256(verifier.encode()).digest())
+                else:
+                    computed = verifier
+                if computed != challenge:
+                    raise _oauth_error(400, "invalid_grant", "Bad Request")
+            del self._codes[code]  # single use
+            if account.revoked:
+                raise _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
+            answer = {
+                "access_token": self.issue_token(account.email),
+                "expires_in": account.expires_in,
+                "refresh_token": account.refresh_token,
+                "scope": issued["scope"],
+                "token_type": "Bearer",
+                "id_token": self._id_token(account),
+            }
+        else:
+            raise _oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant or ''}")
+        await self._send(send, call, 200, _JSON.encode(answer))
+
+    def _id_token(self, account: Account) -> str:
+        """An unsigned JWT-shaped id token (the gateway must not rely on verifying it)."""
+        now = int(time.time())
+        header = {"alg": "RS256", "kid": "fake-google", "typ": "JWT"}
+        payload = {
+            "iss": "https://accounts.google.com",
+            "azp": self.client_id,
+            "aud": self.client_id,
+            "sub": account.id,
+            "email": account.email,
+            "email_verified": True,
+            "name": account.name,
+            "picture": account.picture,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        return ".".join([_b64url(_JSON.encode(header)), _b64url(_JSON.encode(payload)), _b64url(b"fake-signature")])
+
+    async def _auth(self, scope: dict[str, Any], query: str, call: Call, send: Any) -> None:
+        params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        call.body = params
+        self.last_auth_params = params
+        for required in ("client_id", "redirect_uri", "response_type", "scope"):
+            if not params.get(required):
+                raise _plain(400, f"Error 400: invalid_request\nMissing required parameter: {required}")
+        if params["client_id"] != self.client_id:
+            raise _plain(401, "Error 401: invalid_client\nThe OAuth client was not found.")
+        if params["response_type"] != "code":
+            raise _plain(400, f"Error 400: invalid_request\nInvalid response_type: {params['response_type']}")
+        if params.get("code_challenge_method") and not params.get("code_challenge"):
+            raise _plain(400, "Error 400: invalid_request\nMissing required parameter: code_challenge")
+        method = params.get("code_challenge_method") or "plain"
+        if method not in ("S256", "plain"):
+            raise _plain(400, f"Error 400: invalid_request\nInvalid code_challenge_method: {method}")
+        redirect = params["redirect_uri"]
+        state = params.get("state")
+        if self.consent_deny:
+            query_out = {"error": "access_denied"}
+        else:
+            email = self.consent_account
+            if email is None and params.get("login_hint") in self.accounts:
+                email = params["login_hint"]
+            if email is None and self.accounts:
+                email = next(iter(self.accounts))
+            if email is None or email not in self.accounts:
+                raise _plain(400, "fake Google: no account to consent with (call add_account first)")
+            call.email = email
+            code = "4/0A" + _random_id(70)
+            self._codes[code] = {
+                "email": email,
+                "redirect_uri": redirect,
+                "code_challenge": params.get("code_challenge"),
+                "code_challenge_method": method,
+                "scope": params["scope"],
+                "expires": time.monotonic() + 600,
+            }
+            query_out = {"code": code, "scope": params["scope"], "authuser": "0", "prompt": "consent"}
+        if state is not None:
+            query_out = {"state": state, **query_out}
+        location = redirect + ("&" if urlsplit(redirect).query else "?") + urlencode(query_out)
+        await self._send(send, call, 302, b"", b"text/html; charset=UTF-8", {"location": location})
+
+    def _authenticate(self, headers: dict[str, str], query: str = "") -> Account:
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not token and "access_token=" in query:
+            token = parse_qs(query).get("access_token", [""])[-1]
+        www = {"www-authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'}
+        if not token:
+            raise GoogleError(401, MISSING_CREDENTIALS_MESSAGE, details=[_auth_info("CREDENTIALS_MISSING")], headers=www)
+        entry = self._tokens.get(token)
+        if entry is None:
+            raise GoogleError(401, UNAUTHENTICATED_MESSAGE, details=[_auth_info("ACCESS_TOKEN_TYPE_UNSUPPORTED")],
+                              headers=www)  # fmt: skip
+        account, expires = entry
+        if account.revoked or expires <= time.monotonic():
+            raise GoogleError(401, UNAUTHENTICATED_MESSAGE, details=[_auth_info("ACCESS_TOKEN_EXPIRED")], headers=www)
+        return account
+
+    async def _userinfo(self, headers: dict[str, str], query: str, call: Call, send: Any) -> None:
+        account = self._authenticate(headers, query)
+        call.email = account.email
+        info = {
+            "id": account.id,
+            "email": account.email,
+            "verified_email": True,
+            "name": account.name,
+            "given_name": account.name.split(" ")[0],
+            "picture": account.picture,
+        }
+        await self._send(send, call, 200, _JSON.encode(info))
+
+    # ----------------------------------------------------------------- v1internal
+
+    async def _v1internal(
+        self,
+        method: str,
+        scope: dict[str, Any],
+        raw: bytes,
+        headers: dict[str, str],
+        query: str,
+        call: Call,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        if self.outage:
+            raise GoogleError(self.outage)
+        if scope["method"] != "POST":
+            raise GoogleError(404, NOT_FOUND_MESSAGE)
+        account = self._authenticate(headers)
+        call.email = account.email
+        body = _parse_json(raw)
+        call.body = body
+        if account.forbidden:
+            raise self._forbidden(account)
+        if method == "loadCodeAssist":
+            await self._send(send, call, 200, _JSON.encode(self._load_code_assist(account)))
+        elif method == "fetchAvailableModels":
+            if not isinstance(body, dict) or body.get("project") != account.project:
+                project = body.get("project") if isinstance(body, dict) else None
+                raise GoogleError(403, f"Permission denied on resource project {project}.")
+            await self._send(send, call, 200, _JSON.encode(self._available_models(account)))
+        elif method == "countTokens":
+            request = body.get("request") if isinstance(body, dict) else None
+            if not isinstance(request, dict):
+                raise GoogleError(400, "Invalid request: field 'request' is required.")
+            model = str(request.get("model") or body.get("model") or "").removeprefix("models/")
+            call.model = model
+            if model not in account.models:
+                raise GoogleError(404, NOT_FOUND_MESSAGE)
+            req = to_camel(request)
+            _Validator("request.").request(req)
+            await self._send(send, call, 200, _JSON.encode({"totalTokens": count_tokens(req)}))
+        elif method in ("generateContent", "streamGenerateContent"):
+            stream = method == "streamGenerateContent"
+            call.stream = stream
+            model, req = self._check_envelope(account, body, call)
+            info = account.models[model]
+            ctx = self._validate(req, model, "request.", info.get("supportsThinking", False), "v1internal",
+                                 account.email)  # fmt: skip
+            quota = account.quota(model)
+            if quota is not None and quota[0] <= 0 and quota[1] > time.time():
+                delay = quota[1] - time.time()
+                raise _quota_error(model, go_duration(round(delay)), _rfc3339(quota[1]))
+            reply = self._next_reply(account.email)
+            sse = "alt=sse" in query
+            await self._answer(reply, ctx, stream, sse, call, receive, send)
+        else:
+            raise GoogleError(404, NOT_FOUND_MESSAGE)
+
+    def _forbidden(self, account: Account) -> GoogleError:
+        reason = account.forbidden or ""
+        if reason == "VALIDATION_REQUIRED":
+            url = account.validation_url
+            message = (
+                "VALIDATION_REQUIRED: Verify your account to continue. Open this link to verify your "
+                f"account: {url}"
+            )
+            info = {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "VALIDATION_REQUIRED",
+                "domain": ERROR_DOMAIN,
+                "metadata": {"validation_url": url},
+            }
+            return GoogleError(403, message, details=[info])
+        if reason == "TOS":
+            return GoogleError(403, PERMISSION_DENIED_MESSAGE)
+        return GoogleError(403, reason)
+
+    def _load_code_assist(self, account: Account) -> dict[str, Any]:
+        standard = {
+            "id": "standard-tier",
+            "name": "Gemini Code Assist",
+            "description": "Unlimited coding assistant with the most powerful Gemini models",
+            "userDefinedCloudaicompanionProject": True,
+        }
+        answer: dict[str, Any] = {
+            "currentTier": standard,
+            "allowedTiers": [{**standard, "isDefault": True}],
+            "cloudaicompanionProject": account.project,
+            "gcpManaged": False,
+        }
+        if account.tier == "PRO":
+            answer["paidTier"] = {"id": "g1-pro-tier", "name": "Google AI Pro", "description": "Google AI Pro"}
+        elif account.tier == "ULTRA":
+            answer["paidTier"] = {"id": "g1-ultra-tier", "name": "Google AI Ultra", "description": "Google AI Ultra"}
+        return answer
+
+    def _available_models(self, account: Account) -> dict[str, Any]:
+        models: dict[str, Any] = {}
+        for model_id, info in account.models.items():
+            entry = {
+                "displayName": info["displayName"],
+                "maxTokens": info["maxTokens"],
+                "maxOutputTokens": info["maxOutputTokens"],
+                "supportsThinking": info["supportsThinking"],
+                "supportsImages": info["supportsImages"],
+            }
+            if info.get("isInternal"):
+                entry["isInternal"] = True
+            quota = account.quota(model_id)
+            if quota is not None:
+                entry["quotaInfo"] = {"remainingFraction": quota[0], "resetTime": _rfc3339(quota[1])}
+            models[model_id] = entry
+        return {"models": models, "deprecatedModelIds": {}}
+
+    def _check_envelope(self, account: Account, body: Any, call: Call) -> tuple[str, dict[str, Any]]:
+        if not isinstance(body, dict):
+            raise GoogleError(400, "Invalid JSON payload received. Expected an object.")
+        project = body.get("project")
+        if not project:
+            raise GoogleError(400, "Invalid request: field 'project' is required.")
+        if project != account.project:
+            if any(a.project == project for a in self.accounts.values()):
+                raise GoogleError(
+                    403,
+                    f"Permission 'cloudaicompanion.companions.generateChat' denied on resource "
+                    f"'//cloudaicompanion.googleapis.com/projects/{project}/locations/global' (or it may not exist).",
+                )
+            raise GoogleError(404, NOT_FOUND_MESSAGE)
+        for name in ("model", "requestId", "userAgent", "requestType"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise GoogleError(400, f"Invalid request: field '{name}' is required.")
+        model = body["model"].removeprefix("models/")
+        call.model = model
+        if model not in account.models:
+            raise GoogleError(404, NOT_FOUND_MESSAGE)
+        request = body.get("request")
+        if not isinstance(request, dict):
+            raise GoogleError(400, "* GenerateContentRequest.contents: contents is not specified\n")
+        return model, request
+
+    def _validate(
+        self, request: dict[str, Any], model: str, prefix: str, supports_thinking: bool, api: str, email: str | None
+    ) -> _Context:
+        req = to_camel(request)
+        _Validator(prefix).request(req)
+        family = model_family(model)
+        thinking, include, budget = _thinking_state(req, supports_thinking)
+        if family == "claude":
+            _check_claude(req, thinking, budget, self.signatures, self.check_signatures)
+        elif family == "gemini" and self.check_signatures:
+            _check_gemini_signatures(req["contents"], self.signatures)
+        show = thinking if family == "claude" else (include and supports_thinking)
+        return _Context(api, model, email, family, thinking, show, req)
+
+    # ----------------------------------------------------------------- public Gemini API
+
+    async def _v1beta(
+        self,
+        path: str,
+        method: str,
+        raw: bytes,
+        headers: dict[str, str],
+        query: str,
+        call: Call,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        model = path[len("/v1beta/models/") :].rsplit(":", 1)[0]
+        call.model = model
+        if not headers.get("x-goog-api-key") and "key=" not in query:
+            raise GoogleError(
+                403,
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API.",
+            )
+        body = _parse_json(raw)
+        call.body = body
+        if not isinstance(body, dict):
+            raise GoogleError(400, "Invalid JSON payload received. Expected an object.")
+        if method == "countTokens":
+            request = body.get("generateContentRequest", body)
+            req = to_camel(request)
+            _Validator("").request(req)
+            await self._send(send, call, 200, _JSON.encode({"totalTokens": count_tokens(req)}))
+            return
+        if method not in ("generateContent", "streamGenerateContent"):
+            raise GoogleError(404, NOT_FOUND_MESSAGE)
+        stream = method == "streamGenerateContent"
+        call.stream = stream
+        supports = DEFAULT_MODELS.get(model, {}).get("supportsThinking", model_family(model) != "other")
+        ctx = self._validate(body, model, "", supports, "v1beta", None)
+        reply = self._next_reply(None)
+        await self._answer(reply, ctx, stream, "alt=sse" in query, call, receive, send)
+
+    # ----------------------------------------------------------------- rendering & sending
+
+    def _render(self, reply: Reply, ctx: _Context, stream: bool) -> _Rendered:
+        trace = secrets.token_hex(8)  # one trace (and response id) per answer, as Google does
+        response_id = _random_id(20)
+        if reply.kind == "error":
+            return _Rendered(reply.status, dict(reply.headers), body=_JSON.encode(_error_body(reply, ctx.model)))
+        if reply.kind == "raw":
+            assert reply.raw_response is not None
+            events = reply.raw_events if reply.raw_events is not None else [reply.raw_response]
+            if stream:
+                return _Rendered(reply.status, dict(reply.headers), events=[self._wrap(e, ctx, trace) for e in events])
+            return _Rendered(reply.status, dict(reply.headers), body=self._wrap(reply.raw_response, ctx, trace))
+        base = {"modelVersion": ctx.model, "responseId": response_id}
+        usage = {"promptTokenCount": count_tokens(ctx.request), "candidatesTokenCount": 0, "totalTokenCount": 0}
+        if reply.kind == "empty":
+            usage["totalTokenCount"] = usage["promptTokenCount"]
+            if stream:
+                return _Rendered(200, dict(reply.headers), events=[])
+            response = {"candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}], "usageMetadata": usage}
+            return _Rendered(200, dict(reply.headers), body=self._wrap({**response, **base}, ctx, trace))
+
+        events, thought, answer, calls = self._parts(reply, ctx, stream)
+        usage["candidatesTokenCount"] = math.ceil(
+            (len(answer) + sum(len(_JSON.encode(args)) for _, args, _ in calls)) / 4
+        )
+        if thought:
+            usage["thoughtsTokenCount"] = math.ceil(len(thought) / 4)
+        usage["totalTokenCount"] = (
+            usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
+        )
+        if reply.usage:
+            usage.update(reply.usage)
+            if "totalTokenCount" not in reply.usage:
+                usage["totalTokenCount"] = (
+                    usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
+                )
+        responses = []
+        for i, parts in enumerate(events):
+            candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
+            response: dict[str, Any] = {"candidates": [candidate]}
+            if i == len(events) - 1:
+                candidate["finishReason"] = reply.finish
+                response["usageMetadata"] = usage
+            response.update(base)
+            responses.append(response)
+        if stream:
+            return _Rendered(200, dict(reply.headers), events=[self._wrap(r, ctx, trace) for r in responses])
+        return _Rendered(200, dict(reply.headers), body=self._wrap(responses[0], ctx, trace))
+
+    def _parts(
+        self, reply: Reply, ctx: _Context, stream: bool
+    ) -> tuple[list[list[dict[str, Any]]], str, str, list[tuple[str, dict[str, Any], str | None]]]:
+        """Parts grouped by stream event (non-stream: one group), plus thought/answer/calls."""
+        if reply.answer is None:
+            answer = f"Hello from {ctx.model} ({ctx.email or 'gemini-api'})"
+        else:
+            answer = reply.answer
+        calls = list(reply.calls)
+        if isinstance(reply.thought, str):
+            thought = reply.thought
+        elif reply.thought is None and ctx.show_thoughts:
+            thought = f"I should call {calls[0][0]}." if calls else f"Thinking about how to answer with {ctx.model}."
+        else:
+            thought = ""
+        family = ctx.family
+        events: list[list[dict[str, Any]]] = []
+        chunks = reply.chunks if stream else 1
+
+        if thought:
+            if family == "claude":
+                signature = self._issue("claude", "thought", text=thought)
+                if stream:
+                    events += [[{"text": piece, "thought": True}] for piece in _split(thought, chunks)]
+                    events += [[{"thought": True, "text": ""}], [{"thought": True, "thoughtSignature": signature}]]
+                else:
+                    events.append([{"text": thought, "thought": True, "thoughtSignature": signature}])
+            else:
+                events += [[{"text": piece, "thought": True}] for piece in _split(thought, chunks)]
+        text_events = [[{"text": piece}] for piece in _split(answer, chunks)]
+        events += text_events
+        if calls:
+            call_parts = []
+            for n, (name, args, call_id) in enumerate(calls):
+                fc: dict[str, Any] = {"name": name, "args": args}
+                if call_id is None and family == "claude":
+                    call_id = "toolu_vrtx_" + _random_id(24)
+                if call_id is not None:
+                    fc["id"] = call_id
+                part: dict[str, Any] = {"functionCall": fc}
+                if n == 0 and family != "claude":
+                    # Gemini: the signature rides on the FIRST call of the turn only.
+                    part["thoughtSignature"] = self._issue(family, "call", name=name)
+                call_parts.append(part)
+            events.append(call_parts)
+        elif thought and family != "claude":
+            signature = self._issue(family, "text")
+            if text_events and not reply.carrier:
+                text_events[-1][-1]["thoughtSignature"] = signature
+            else:
+                events.append([{"text": "", "thoughtSignature": signature}])
+        if not stream:
+            events = [[part for group in events for part in group]] if events else [[]]
+        return events, thought, answer, calls
+
+    def _wrap(self, response: dict[str, Any], ctx: _Context, trace: str) -> bytes:
+        if ctx.api == "v1internal":
+            return _JSON.encode({"response": response, "traceId": trace})
+        return _JSON.encode(response)
+
+    async def _answer(
+        self, reply: Reply, ctx: _Context, stream: bool, sse: bool, call: Call, receive: Any, send: Any
+    ) -> None:
+        rendered = self._render(reply, ctx, stream)
+        if rendered.body is not None:
+            if reply.silent_for or reply.drop_at is not None:
+                await self._send_slow(reply, rendered, call, receive, send)
+            else:
+                await self._send(send, call, rendered.status, rendered.body, headers=rendered.headers)
+            return
+        assert rendered.events is not None
+        if sse:
+            end = b"\n\n" if ctx.api == "v1internal" else b"\r\n\r\n"
+            chunks = [b"data: " + event + end for event in rendered.events]
+            content_type = b"text/event-stream"
+        else:
+            # Without alt=sse Google streams one JSON array.
+            chunks = [(b"[" if i == 0 else b",\r\n") + e for i, e in enumerate(rendered.events)]
+            chunks = chunks or [b"["]
+            chunks[-1] += b"]"
+            content_type = b"application/json; charset=UTF-8"
+        await self._stream(reply, rendered, chunks, content_type, call, receive, send)
+
+    async def _send_slow(self, reply: Reply, rendered: _Rendered, call: Call, receive: Any, send: Any) -> None:
+        """A non-stream answer with silence before the body, or cut in the middle."""
+        assert rendered.body is not None
+        body = rendered.body
+        call.status = rendered.status
+        headers = [(b"content-type", b"application/json; charset=UTF-8"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.encode(), v.encode()) for k, v in rendered.headers.items()]
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
+            if await _pause(watcher, reply.silent_for):
+                return
+            if reply.drop_at is not None:
+                await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+                return  # uvicorn closes the connection: the body is cut
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            watcher.cancel()
+
+    async def _stream(
+        self,
+        reply: Reply,
+        rendered: _Rendered,
+        chunks: list[bytes],
+        content_type: bytes,
+        call: Call,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        call.status = rendered.status
+        headers = [(b"content-type", content_type), (b"cache-control", b"no-cache")]
+        headers += [(k.encode(), v.encode()) for k, v in rendered.headers.items()]
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        self.streams_open += 1
+        cancelled = False
+        try:
+            await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
+            if await _pause(watcher, reply.silent_for):
+                cancelled = True
+                return
+            for i, chunk in enumerate(chunks):
+                if reply.drop_at is not None and i >= reply.drop_at:
+                    return  # abort: uvicorn closes the connection mid-body
+                if i and await _pause(watcher, reply.delay):
+                    cancelled = True
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if watcher.done():
+                    cancelled = True
+                    return
+            if reply.drop_at is not None:
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            self.streams_open -= 1
+            if cancelled:
+                self.streams_cancelled += 1
+
+
+# --------------------------------------------------------------------------- small builders
+
+
+def _parse_json(raw: bytes) -> Any:
+    if not raw:
+        return {}
+    try:
+        return _DECODE(raw)
+    except msgspec.DecodeError as exc:
+        raise GoogleError(400, f"Invalid JSON payload received. {exc}") from None
+
+
+def _auth_info(reason: str) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": ERROR_DOMAIN},
+    }
+
+
+def _quota_error(model: str, delay: str, timestamp: str) -> GoogleError:
+    details = [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "QUOTA_EXHAUSTED",
+            "domain": ERROR_DOMAIN,
+            "metadata": {"model": model, "quotaResetDelay": delay, "quotaResetTimeStamp": timestamp},
+        }
+    ]
+    message = f"You have exhausted your capacity on this model. Your quota will reset after {delay}."
+    return GoogleError(429, message, details=details)
+
+
+def _error_body(reply: Reply, model: str) -> dict[str, Any]:
+    spec = reply.error_spec or {}
+    reason = spec.get("reason")
+    delay = spec.get("quota_reset_delay")
+    if delay is not None and not isinstance(delay, str):
+        delay = go_duration(float(delay))
+    stamp = spec.get("quota_reset_timestamp")
+    if stamp is not None:
+        stamp = _rfc3339(_to_epoch(stamp)) if not isinstance(stamp, str) else stamp
+    details: list[dict[str, Any]] = []
+    if reason or delay is not None or stamp is not None:
+        metadata: dict[str, str] = {"model": model}
+        if delay is not None:
+            metadata["quotaResetDelay"] = delay
+        if stamp is not None:
+            metadata["quotaResetTimeStamp"] = stamp
+        info: dict[str, Any] = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "domain": ERROR_DOMAIN}
+        if reason:
+            info["reason"] = reason
+        info["metadata"] = metadata
+        details.append(info)
+    if spec.get("retry_delay") is not None:
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _proto_duration(spec["retry_delay"])}
+        )
+    message = spec.get("message")
+    if message is None:
+        if reason == "QUOTA_EXHAUSTED" and delay is not None:
+            message = f"You have exhausted your capacity on this model. Your quota will reset after {delay}."
+        elif reason == "MODEL_CAPACITY_EXHAUSTED":
+            message = f"No capacity available for model {model} on the server"
+    return google_error_body(reply.status, message, details=details or None)
