@@ -24,15 +24,24 @@ from tests.fakes.google import (
 
 GEMINI = "gemini-3-flash"
 CLAUDE = "claude-sonnet-4-5-thinking"
-THINKING = {"thinkingConfig": {"includeThoughts": True, "thinkingBudget": 2048}, "maxOutputTokens": 8192}
+THINKING = {
+    "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 2048},
+    "maxOutputTokens": 8192,
+}
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeGoogle]:
     with FakeGoogle() as fake:
-        fake.add_account(email="a@example.com", refresh_token="1//rt-a", project="proj-a", tier="PRO")
-        fake.add_account(email="b@example.com", refresh_token="1//rt-b", project="proj-b", tier="FREE")
-        fake.add_account(email="c@example.com", refresh_token="1//rt-c", project="proj-c", tier="ULTRA")
+        fake.add_account(
+            email="a@example.com", refresh_token="1//rt-a", project="proj-a", tier="PRO"
+        )
+        fake.add_account(
+            email="b@example.com", refresh_token="1//rt-b", project="proj-b", tier="FREE"
+        )
+        fake.add_account(
+            email="c@example.com", refresh_token="1//rt-c", project="proj-c", tier="ULTRA"
+        )
         yield fake
 
 
@@ -67,7 +76,9 @@ def bearer(fake: FakeGoogle, email: str = "a@example.com") -> dict[str, str]:
     return {"authorization": "Bearer " + fake.issue_token(email)}
 
 
-def envelope(request: dict[str, Any], model: str = GEMINI, project: str = "proj-a") -> dict[str, Any]:
+def envelope(
+    request: dict[str, Any], model: str = GEMINI, project: str = "proj-a"
+) -> dict[str, Any]:
     return {
         "project": project,
         "model": model,
@@ -118,16 +129,23 @@ def test_refresh_grant_issues_access_token_that_userinfo_accepts(
     assert fake.token_calls == 1 and fake.accounts["a@example.com"].token_calls == 1
     assert fake.calls_to("token")[0].body["grant_type"] == "refresh_token"
 
-    info = client.get(fake.userinfo_url, headers={"authorization": "Bearer " + body["access_token"]})
+    info = client.get(
+        fake.userinfo_url, headers={"authorization": "Bearer " + body["access_token"]}
+    )
     assert info.status_code == 200
     assert info.json()["email"] == "a@example.com" and info.json()["verified_email"] is True
     assert {"id", "name", "picture"} <= set(info.json())
 
 
-def test_invalid_grant_for_unknown_and_revoked_tokens(fake: FakeGoogle, client: httpx.Client) -> None:
+def test_invalid_grant_for_unknown_and_revoked_tokens(
+    fake: FakeGoogle, client: httpx.Client
+) -> None:
     r = refresh(client, fake, "1//nope")
     assert r.status_code == 400
-    assert r.json() == {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+    assert r.json() == {
+        "error": "invalid_grant",
+        "error_description": "Token has been expired or revoked.",
+    }
 
     token = refresh(client, fake, "1//rt-b").json()["access_token"]
     fake.revoke("b@example.com")
@@ -155,7 +173,9 @@ def test_wrong_client_and_token_knobs(fake: FakeGoogle, client: httpx.Client) ->
 
 def test_consent_redirect_and_pkce_code_exchange(fake: FakeGoogle, client: httpx.Client) -> None:
     verifier = "v" * 64
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
     redirect = "http://localhost:51121/oauth-callback"
     fake.consent_account = "c@example.com"
     params = {
@@ -184,13 +204,22 @@ def test_consent_redirect_and_pkce_code_exchange(fake: FakeGoogle, client: httpx
         "client_id": ANTIGRAVITY_CLIENT_ID,
         "client_secret": "test-secret",
     }
-    assert client.post(fake.token_url, data={**form, "code_verifier": "wrong"}).json()["error"] == "invalid_grant"
-    mismatch = client.post(fake.token_url, data={**form, "redirect_uri": "http://x/", "code_verifier": verifier})
+    assert (
+        client.post(fake.token_url, data={**form, "code_verifier": "wrong"}).json()["error"]
+        == "invalid_grant"
+    )
+    mismatch = client.post(
+        fake.token_url, data={**form, "redirect_uri": "http://x/", "code_verifier": verifier}
+    )
     assert mismatch.json()["error"] == "redirect_uri_mismatch"
     ok = client.post(fake.token_url, data={**form, "code_verifier": verifier})
     assert ok.status_code == 200
     tokens = ok.json()
-    assert tokens["refresh_token"] == "1//rt-c" and tokens["id_token"] and tokens["access_token"].startswith("ya29.")
+    assert (
+        tokens["refresh_token"] == "1//rt-c"
+        and tokens["id_token"]
+        and tokens["access_token"].startswith("ya29.")
+    )
     again = client.post(fake.token_url, data={**form, "code_verifier": verifier})
     assert again.json()["error"] == "invalid_grant"  # single use
 
@@ -206,8 +235,13 @@ def test_consent_denied_and_missing_params(fake: FakeGoogle, client: httpx.Clien
     fake.consent_deny = True
     r = client.get(fake.auth_url, params=base)
     assert r.status_code == 302
-    assert parse_qs(urlsplit(r.headers["location"]).query) == {"error": ["access_denied"], "state": ["s"]}
-    missing = client.get(fake.auth_url, params={k: v for k, v in base.items() if k != "redirect_uri"})
+    assert parse_qs(urlsplit(r.headers["location"]).query) == {
+        "error": ["access_denied"],
+        "state": ["s"],
+    }
+    missing = client.get(
+        fake.auth_url, params={k: v for k, v in base.items() if k != "redirect_uri"}
+    )
     assert missing.status_code == 400 and "redirect_uri" in missing.text
 
 
@@ -221,9 +255,12 @@ def test_userinfo_rejects_bad_token(fake: FakeGoogle, client: httpx.Client) -> N
 
 
 @pytest.mark.parametrize(
-    ("email", "paid"), [("a@example.com", "g1-pro-tier"), ("b@example.com", None), ("c@example.com", "g1-ultra-tier")]
+    ("email", "paid"),
+    [("a@example.com", "g1-pro-tier"), ("b@example.com", None), ("c@example.com", "g1-ultra-tier")],
 )
-def test_load_code_assist_tier(fake: FakeGoogle, client: httpx.Client, email: str, paid: str | None) -> None:
+def test_load_code_assist_tier(
+    fake: FakeGoogle, client: httpx.Client, email: str, paid: str | None
+) -> None:
     r = client.post(
         fake.endpoint + "/v1internal:loadCodeAssist",
         json={"metadata": {"ideType": "ANTIGRAVITY"}},
@@ -250,9 +287,13 @@ def test_fetch_available_models_and_quota(fake: FakeGoogle, client: httpx.Client
         "remainingFraction": 0.25,
         "resetTime": "2030-01-01T00:00:00Z",
     }
-    assert {"displayName", "maxTokens", "maxOutputTokens", "supportsThinking", "supportsImages"} <= set(
-        models[GEMINI]
-    )
+    assert {
+        "displayName",
+        "maxTokens",
+        "maxOutputTokens",
+        "supportsThinking",
+        "supportsImages",
+    } <= set(models[GEMINI])
     assert r.json()["deprecatedModelIds"] == {}
     wrong = client.post(url, json={"project": "proj-b"}, headers=bearer(fake))
     assert wrong.status_code == 403
@@ -267,7 +308,9 @@ def test_forbidden_accounts(fake: FakeGoogle, client: httpx.Client) -> None:
     assert "VALIDATION_REQUIRED" in error["message"] and acct.validation_url in error["message"]
     assert error["details"][0]["metadata"]["validation_url"] == acct.validation_url
     acct.forbidden = "TOS"
-    r = client.post(fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=bearer(fake, "b@example.com"))
+    r = client.post(
+        fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=bearer(fake, "b@example.com")
+    )
     assert r.status_code == 403
     assert r.json()["error"] == {
         "code": 403,
@@ -292,7 +335,9 @@ def test_v1internal_needs_valid_unexpired_token(fake: FakeGoogle, client: httpx.
 def test_unknown_model_is_404(fake: FakeGoogle, client: httpx.Client) -> None:
     r = generate(client, fake, {"contents": [user("hi")]}, model="gpt-4o")
     assert r.status_code == 404
-    assert r.json() == {"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}}
+    assert r.json() == {
+        "error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}
+    }
 
 
 def test_count_tokens_accepts_both_model_forms(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -301,7 +346,9 @@ def test_count_tokens_accepts_both_model_forms(fake: FakeGoogle, client: httpx.C
         "systemInstruction": {"role": "user", "parts": [{"text": "be brief"}]},
     }
     expected = count_tokens(request)
-    assert expected == count_tokens({"contents": request["contents"], "system_instruction": request["systemInstruction"]})
+    assert expected == count_tokens(
+        {"contents": request["contents"], "system_instruction": request["systemInstruction"]}
+    )
     for model in (GEMINI, "models/" + GEMINI):
         r = client.post(
             fake.endpoint + "/v1internal:countTokens",
@@ -329,7 +376,12 @@ def test_generate_default_reply(fake: FakeGoogle, client: httpx.Client) -> None:
     assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
     assert response["modelVersion"] == GEMINI and response["responseId"]
     call = fake.calls[-1]
-    assert (call.method, call.email, call.model, call.status) == ("generateContent", "c@example.com", GEMINI, 200)
+    assert (call.method, call.email, call.model, call.status) == (
+        "generateContent",
+        "c@example.com",
+        GEMINI,
+        200,
+    )
 
 
 def test_stream_events_arrive_separately(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -404,8 +456,13 @@ def test_exhausted_quota_answers_429_by_itself(fake: FakeGoogle, client: httpx.C
         r = generate(client, fake, {"contents": [user("x")]}, model="gemini-3-pro-high")
         assert r.status_code == 429
         info = r.json()["error"]["details"][0]
-        assert info["reason"] == "QUOTA_EXHAUSTED" and info["metadata"]["quotaResetDelay"] in ("1m30s", "1m29s")
-        assert generate(client, fake, {"contents": [user("x")]}).status_code == 200  # other model fine
+        assert info["reason"] == "QUOTA_EXHAUSTED" and info["metadata"]["quotaResetDelay"] in (
+            "1m30s",
+            "1m29s",
+        )
+        assert (
+            generate(client, fake, {"contents": [user("x")]}).status_code == 200
+        )  # other model fine
     finally:
         acct.set_quota("gemini-3-pro-high", 1.0)
 
@@ -462,7 +519,9 @@ def test_empty_silence_and_max_tokens(fake: FakeGoogle, client: httpx.Client) ->
     fake.script([Reply.max_tokens("cut off")])
     r = generate(client, fake, {"contents": [user("x")]})
     candidate = r.json()["response"]["candidates"][0]
-    assert candidate["finishReason"] == "MAX_TOKENS" and candidate["content"]["parts"] == [{"text": "cut off"}]
+    assert candidate["finishReason"] == "MAX_TOKENS" and candidate["content"]["parts"] == [
+        {"text": "cut off"}
+    ]
 
     fake.script([Reply.empty()])
     r = generate(client, fake, {"contents": [user("x")]})
@@ -470,7 +529,9 @@ def test_empty_silence_and_max_tokens(fake: FakeGoogle, client: httpx.Client) ->
 
 
 def test_raw_reply_and_outage(fake: FakeGoogle, client: httpx.Client) -> None:
-    fake.script([Reply.raw({"candidates": [{"content": {"role": "model", "parts": [{"text": "r"}]}}]})])
+    fake.script(
+        [Reply.raw({"candidates": [{"content": {"role": "model", "parts": [{"text": "r"}]}}]})]
+    )
     r = generate(client, fake, {"contents": [user("x")]})
     assert r.json()["response"]["candidates"][0]["content"]["parts"] == [{"text": "r"}]
     fake.outage = 503
@@ -489,7 +550,10 @@ def test_schema_validation_error(fake: FakeGoogle, client: httpx.Client) -> None
                     "name": "read_file",
                     "parameters": {
                         "type": "object",
-                        "properties": {"path": {"type": "string"}, "opts": {"type": "object", "additionalProperties": False}},
+                        "properties": {
+                            "path": {"type": "string"},
+                            "opts": {"type": "object", "additionalProperties": False},
+                        },
                         "$schema": "http://json-schema.org/draft-07/schema#",
                     },
                 },
@@ -499,9 +563,9 @@ def test_schema_validation_error(fake: FakeGoogle, client: httpx.Client) -> None
     r = generate(client, fake, {"contents": [user("x")], "tools": tools})
     assert r.status_code == 400
     assert error_message(r).split("\n") == [
-        "Invalid JSON payload received. Unknown name \"additionalProperties\" at "
+        'Invalid JSON payload received. Unknown name "additionalProperties" at '
         "'request.tools[0].function_declarations[1].parameters.properties[1].value': Cannot find field.",
-        "Invalid JSON payload received. Unknown name \"$schema\" at "
+        'Invalid JSON payload received. Unknown name "$schema" at '
         "'request.tools[0].function_declarations[1].parameters': Cannot find field.",
     ]
     bad_name = [{"functionDeclarations": [{"name": "bad name!", "parameters": {"type": "object"}}]}]
@@ -509,17 +573,40 @@ def test_schema_validation_error(fake: FakeGoogle, client: httpx.Client) -> None
     assert r.status_code == 400 and "Invalid function name" in error_message(r)
 
 
-def test_snake_case_accepted_and_unknown_fields_rejected(fake: FakeGoogle, client: httpx.Client) -> None:
+def test_snake_case_accepted_and_unknown_fields_rejected(
+    fake: FakeGoogle, client: httpx.Client
+) -> None:
     request = {
-        "contents": [{"role": "user", "parts": [{"text": "hi"}, {"inline_data": {"mime_type": "image/png", "data": "AA=="}}]}],
+        "contents": [
+            {
+                "role": "user",
+                "parts": [
+                    {"text": "hi"},
+                    {"inline_data": {"mime_type": "image/png", "data": "AA=="}},
+                ],
+            }
+        ],
         "system_instruction": {"parts": [{"text": "sys"}]},
-        "generation_config": {"max_output_tokens": 100, "thinking_config": {"include_thoughts": False}},
-        "tools": [{"function_declarations": [{"name": "f", "parameters": {"type": "OBJECT", "any_of": [{"type": "STRING"}]}}]}],
+        "generation_config": {
+            "max_output_tokens": 100,
+            "thinking_config": {"include_thoughts": False},
+        },
+        "tools": [
+            {
+                "function_declarations": [
+                    {"name": "f", "parameters": {"type": "OBJECT", "any_of": [{"type": "STRING"}]}}
+                ]
+            }
+        ],
         "tool_config": {"function_calling_config": {"mode": "AUTO"}},
     }
     assert generate(client, fake, request).status_code == 200
 
-    cache = {"contents": [{"role": "user", "parts": [{"text": "hi", "cache_control": {"type": "ephemeral"}}]}]}
+    cache = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "hi", "cache_control": {"type": "ephemeral"}}]}
+        ]
+    }
     r = generate(client, fake, cache)
     assert r.status_code == 400
     assert error_message(r) == (
@@ -533,7 +620,10 @@ def test_system_instruction_string_and_empty_part(fake: FakeGoogle, client: http
     assert r.status_code == 400 and "system_instruction" in error_message(r)
     r = generate(client, fake, {"contents": [{"role": "user", "parts": [{"text": "a"}, {}]}]})
     assert r.status_code == 400
-    assert "contents[0].parts[1].data: required oneof field 'data' must have one initialized field" in error_message(r)
+    assert (
+        "contents[0].parts[1].data: required oneof field 'data' must have one initialized field"
+        in error_message(r)
+    )
     r = generate(client, fake, {"contents": [{"role": "user", "parts": [{"text": ""}]}]})
     assert r.status_code == 400 and "oneof" in error_message(r)
 
@@ -541,9 +631,13 @@ def test_system_instruction_string_and_empty_part(fake: FakeGoogle, client: http
 # ------------------------------------------------------------------ gemini signatures
 
 
-def gemini_tool_turn(fake: FakeGoogle, client: httpx.Client) -> tuple[dict[str, Any], dict[str, Any]]:
+def gemini_tool_turn(
+    fake: FakeGoogle, client: httpx.Client
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ask the fake for a tool call; return (the model content it sent, the user turn)."""
-    fake.script([Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})])])
+    fake.script(
+        [Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})])]
+    )
     first = [user("read a and b")]
     r = generate(client, fake, {"contents": first, "generationConfig": THINKING})
     content = r.json()["response"]["candidates"][0]["content"]
@@ -562,18 +656,30 @@ def responses_for(content: dict[str, Any]) -> dict[str, Any]:
     return {"role": "user", "parts": parts}
 
 
-def test_gemini_signature_on_first_call_and_round_trip(fake: FakeGoogle, client: httpx.Client) -> None:
+def test_gemini_signature_on_first_call_and_round_trip(
+    fake: FakeGoogle, client: httpx.Client
+) -> None:
     content, question = gemini_tool_turn(fake, client)
     calls = [p for p in content["parts"] if "functionCall" in p]
     assert len(calls) == 2 and "thoughtSignature" in calls[0] and "thoughtSignature" not in calls[1]
-    assert content["parts"][0].get("thought") is True  # includeThoughts: the thought text comes first
-    history = {"contents": [question, content, responses_for(content)], "generationConfig": THINKING}
+    assert (
+        content["parts"][0].get("thought") is True
+    )  # includeThoughts: the thought text comes first
+    history = {
+        "contents": [question, content, responses_for(content)],
+        "generationConfig": THINKING,
+    }
     assert generate(client, fake, history).status_code == 200
 
 
 def test_gemini_missing_signature(fake: FakeGoogle, client: httpx.Client) -> None:
     content, question = gemini_tool_turn(fake, client)
-    stripped = {"role": "model", "parts": [{k: v for k, v in p.items() if k != "thoughtSignature"} for p in content["parts"]]}
+    stripped = {
+        "role": "model",
+        "parts": [
+            {k: v for k, v in p.items() if k != "thoughtSignature"} for p in content["parts"]
+        ],
+    }
     r = generate(client, fake, {"contents": [question, stripped, responses_for(content)]})
     assert r.status_code == 400
     assert error_message(r) == (
@@ -583,12 +689,25 @@ def test_gemini_missing_signature(fake: FakeGoogle, client: httpx.Client) -> Non
         "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
     )
     # The same history in an OLD turn (a new user text follows) is not validated.
-    later = {"contents": [question, stripped, responses_for(content), {"role": "model", "parts": [{"text": "done"}]}, user("next")]}
+    later = {
+        "contents": [
+            question,
+            stripped,
+            responses_for(content),
+            {"role": "model", "parts": [{"text": "done"}]},
+            user("next"),
+        ]
+    }
     assert generate(client, fake, later).status_code == 200
     # The documented escape hatch.
     skipped = {"role": "model", "parts": [dict(p) for p in stripped["parts"]]}
     next(p for p in skipped["parts"] if "functionCall" in p)["thoughtSignature"] = SKIP_SIGNATURE
-    assert generate(client, fake, {"contents": [question, skipped, responses_for(content)]}).status_code == 200
+    assert (
+        generate(
+            client, fake, {"contents": [question, skipped, responses_for(content)]}
+        ).status_code
+        == 200
+    )
 
 
 def test_gemini_corrupted_signature(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -604,7 +723,12 @@ def test_gemini_corrupted_signature(fake: FakeGoogle, client: httpx.Client) -> N
     assert error_message(r) == "Corrupted thought signature."
     # check_signatures=False turns the rules off.
     fake.check_signatures = False
-    assert generate(client, fake, {"contents": [question, altered, responses_for(content)]}).status_code == 200
+    assert (
+        generate(
+            client, fake, {"contents": [question, altered, responses_for(content)]}
+        ).status_code
+        == 200
+    )
 
 
 def test_gemini_thinking_text_reply_signs_last_part(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -618,7 +742,9 @@ def test_gemini_thinking_text_reply_signs_last_part(fake: FakeGoogle, client: ht
 # ------------------------------------------------------------------ claude rules
 
 
-def claude_tool_turn(fake: FakeGoogle, client: httpx.Client) -> tuple[dict[str, Any], dict[str, Any]]:
+def claude_tool_turn(
+    fake: FakeGoogle, client: httpx.Client
+) -> tuple[dict[str, Any], dict[str, Any]]:
     fake.script([Reply.function_call("get_weather", {"city": "Paris"})])
     question = user("weather?")
     r = generate(client, fake, {"contents": [question], "generationConfig": THINKING}, model=CLAUDE)
@@ -638,7 +764,10 @@ def test_claude_valid_tool_round_trip(fake: FakeGoogle, client: httpx.Client) ->
     thought, call = content["parts"]
     assert thought["thought"] is True and thought["thoughtSignature"] and thought["text"]
     assert call["functionCall"]["id"].startswith("toolu_vrtx_")
-    history = {"contents": [question, content, responses_for(content)], "generationConfig": THINKING}
+    history = {
+        "contents": [question, content, responses_for(content)],
+        "generationConfig": THINKING,
+    }
     r = generate(client, fake, history, model=CLAUDE)
     assert r.status_code == 200, r.text
 
@@ -649,16 +778,27 @@ def test_claude_thinking_errors(fake: FakeGoogle, client: httpx.Client) -> None:
 
     def send(model_parts: list[dict[str, Any]]) -> httpx.Response:
         contents = [question, {"role": "model", "parts": model_parts}, responses_for(content)]
-        return generate(client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE)
+        return generate(
+            client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE
+        )
 
     unsigned = {k: v for k, v in thought.items() if k != "thoughtSignature"}
-    assert claude_error(send([unsigned, call])) == "messages.1.content.0.thinking.signature: Field required"
+    assert (
+        claude_error(send([unsigned, call]))
+        == "messages.1.content.0.thinking.signature: Field required"
+    )
     forged = {**thought, "text": thought["text"] + " (edited)"}
-    assert claude_error(send([forged, call])) == "messages.1.content.0: Invalid `signature` in `thinking` block"
+    assert (
+        claude_error(send([forged, call]))
+        == "messages.1.content.0: Invalid `signature` in `thinking` block"
+    )
     foreign = {**thought, "thoughtSignature": fake.sign(GEMINI)}
     assert "Invalid `signature` in `thinking` block" in claude_error(send([foreign, call]))
     empty = {**thought, "text": ""}
-    assert claude_error(send([empty, call])) == "messages.1.content.0.thinking.thinking: Field required"
+    assert (
+        claude_error(send([empty, call]))
+        == "messages.1.content.0.thinking.thinking: Field required"
+    )
     message = claude_error(send([call]))
     assert message.startswith(
         "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When "
@@ -679,14 +819,19 @@ def test_claude_structural_errors(fake: FakeGoogle, client: httpx.Client) -> Non
     assert "`max_tokens` must be greater than `thinking.budget_tokens`" in claude_error(
         generate(client, fake, budget, model=CLAUDE)
     )
+
     def ask(results: dict[str, Any]) -> str:
         contents = [question, content, results]
         return claude_error(
-            generate(client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE)
+            generate(
+                client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE
+            )
         )
 
     extra = responses_for(content)
-    foreign = {"functionResponse": {"name": "get_weather", "id": "toolu_vrtx_other", "response": {}}}
+    foreign = {
+        "functionResponse": {"name": "get_weather", "id": "toolu_vrtx_other", "response": {}}
+    }
     extra["parts"].append(foreign)
     assert ask(extra).startswith(
         "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_vrtx_other."
@@ -708,15 +853,29 @@ def test_claude_stream_thinking_shape(fake: FakeGoogle, client: httpx.Client) ->
         json=envelope({"contents": [user("q")], "generationConfig": THINKING}, model=CLAUDE),
         headers=bearer(fake),
     )
-    parts = [p for e in sse_events(r.text) for p in e["response"]["candidates"][0]["content"]["parts"]]
-    assert parts[0] == {"text": "Let me th", "thought": True} and parts[1] == {"text": "ink hard.", "thought": True}
+    parts = [
+        p for e in sse_events(r.text) for p in e["response"]["candidates"][0]["content"]["parts"]
+    ]
+    assert parts[0] == {"text": "Let me th", "thought": True} and parts[1] == {
+        "text": "ink hard.",
+        "thought": True,
+    }
     assert parts[2] == {"thought": True, "text": ""}
     assert set(parts[3]) == {"thought", "thoughtSignature"}
     assert "".join(p["text"] for p in parts[4:]) == "Answer."
     # Merged back (identical text + the closing signature) it is accepted.
-    merged = {"text": "Let me think hard.", "thought": True, "thoughtSignature": parts[3]["thoughtSignature"]}
+    merged = {
+        "text": "Let me think hard.",
+        "thought": True,
+        "thoughtSignature": parts[3]["thoughtSignature"],
+    }
     contents = [user("q"), {"role": "model", "parts": [merged, {"text": "Answer."}]}, user("more")]
-    assert generate(client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE).status_code == 200
+    assert (
+        generate(
+            client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE
+        ).status_code
+        == 200
+    )
 
 
 # ------------------------------------------------------------------ public Gemini API and async use
@@ -724,13 +883,20 @@ def test_claude_stream_thinking_shape(fake: FakeGoogle, client: httpx.Client) ->
 
 def test_public_gemini_api(fake: FakeGoogle, client: httpx.Client) -> None:
     url = fake.base_url + f"/v1beta/models/{GEMINI}"
-    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generation_config": {"max_output_tokens": 10}}
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generation_config": {"max_output_tokens": 10},
+    }
     r = client.post(url + ":generateContent", json=body, headers={"x-goog-api-key": "anything"})
     assert r.status_code == 200
     assert r.json()["candidates"][0]["content"]["parts"][0]["text"].startswith("Hello from")
     fake.script([Reply.text("abc", chunks=3)])
     r = client.post(url + ":streamGenerateContent", params={"alt": "sse", "key": "k"}, json=body)
-    assert [e["candidates"][0]["content"]["parts"][0]["text"] for e in sse_events(r.text)] == ["a", "b", "c"]
+    assert [e["candidates"][0]["content"]["parts"][0]["text"] for e in sse_events(r.text)] == [
+        "a",
+        "b",
+        "c",
+    ]
     assert client.post(url + ":generateContent", json=body).status_code == 403  # no key at all
 
 

@@ -71,6 +71,7 @@ EXTRA_IGNORED_BLOCKS = "ignored_blocks"  # content block types dropped
 EXTRA_THINKING_DISPLAY = "thinking_display"  # "omitted" / "summarized" if asked
 EXTRA_THINKING_OFF = "thinking_off"  # why requested thinking was turned off
 EXTRA_DROPPED_PREFILL = "dropped_prefill"  # True when a trailing assistant turn was dropped
+EXTRA_DROPPED_THINKING = "dropped_thinking"  # claude: thinking blocks not verifiable, not sent
 
 # Anthropic ``output_config.effort`` -> thinking budget. "max" has no Gemini
 # counterpart above the largest shared budget.
@@ -176,6 +177,7 @@ class _Ctx:
     claude: bool
     tool_names: dict[str, str] = field(default_factory=dict)  # sanitized -> original
     ignored_blocks: set[str] = field(default_factory=set)
+    dropped_thinking: int = 0
 
     def upstream_name(self, name: str) -> str:
         clean = common.sanitize_tool_name(name)
@@ -466,6 +468,8 @@ def _model_turn(msg: _Msg, ctx: _Ctx) -> tuple[Json, dict[str, str]]:
                 thought = _claude_thought(b, ctx)
                 if thought:
                     parts.append(thought)
+                else:
+                    ctx.dropped_thinking += 1
             elif gemini_sig is None:
                 sig = b.get("signature")
                 if isinstance(sig, str) and sig and ctx.store.family(sig) == FAMILY_GEMINI:
@@ -812,6 +816,8 @@ def _translate(body: Any, *, model: str, store: SignatureStore, for_count: bool)
         extra[EXTRA_IGNORED_TOOLS] = ignored_tools
     if ctx.ignored_blocks:
         extra[EXTRA_IGNORED_BLOCKS] = sorted(ctx.ignored_blocks)
+    if ctx.dropped_thinking:
+        extra[EXTRA_DROPPED_THINKING] = ctx.dropped_thinking
     return _Translated(contents, _system(body), decls, tool_config, generation, thinking, extra)
 
 

@@ -64,7 +64,9 @@ def require_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def number_param(body: dict[str, Any], key: str, *, integer: bool = False, param: str | None = None) -> Any:
+def number_param(
+    body: dict[str, Any], key: str, *, integer: bool = False, param: str | None = None
+) -> Any:
     """``body[key]`` if it is a number (an integer when asked), None if absent."""
     value = body.get(key)
     if value is None:
@@ -107,7 +109,10 @@ def sampling_config(body: dict[str, Any], *, max_tokens_keys: tuple[str, ...]) -
     seed = number_param(body, "seed", integer=True)
     if seed is not None:
         gen["seed"] = seed
-    for key, name in (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+    for key, name in (
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
         value = number_param(body, key)
         if value is not None:
             gen[name] = value
@@ -123,7 +128,10 @@ def json_output_config(kind: Any, schema: Any, *, param: str) -> dict[str, Any]:
     if kind == "json_schema":
         if not isinstance(schema, dict):
             raise BadRequest(f"{param} needs a JSON schema object", param=param)
-        return {"responseMimeType": "application/json", "responseSchema": common.clean_schema(schema)}
+        return {
+            "responseMimeType": "application/json",
+            "responseSchema": common.clean_schema(schema),
+        }
     raise BadRequest(f"{param} type must be one of text, json_object, json_schema", param=param)
 
 
@@ -157,7 +165,9 @@ def tool_config(choice: Any, names: dict[str, str], *, param: str) -> dict[str, 
     modes = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
     if isinstance(choice, str):
         if choice not in modes:
-            raise BadRequest(f"{param} must be one of none, auto, required, or a function", param=param)
+            raise BadRequest(
+                f"{param} must be one of none, auto, required, or a function", param=param
+            )
         return {"functionCallingConfig": {"mode": modes[choice]}}
     if isinstance(choice, dict):
         fn = choice.get("function")
@@ -169,7 +179,8 @@ def tool_config(choice: Any, names: dict[str, str], *, param: str) -> dict[str, 
             return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [sanitized]}}
         if choice.get("type") == "allowed_tools":
             # Chat nests {mode, tools} under "allowed_tools"; Responses does not.
-            spec = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else choice
+            nested = choice.get("allowed_tools")
+            spec: dict[str, Any] = nested if isinstance(nested, dict) else choice
             mode = "ANY" if spec.get("mode") == "required" else "AUTO"
             return {"functionCallingConfig": {"mode": mode}}
         return {"functionCallingConfig": {"mode": "AUTO"}}  # a built-in tool type: nothing to force
@@ -253,9 +264,13 @@ def _function_tools(tools: Any) -> tuple[list[dict[str, Any]], dict[str, str], l
             continue
         fn = tool.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise BadRequest(f"tools[{i}].function.name is required", param=f"tools[{i}].function.name")
+            raise BadRequest(
+                f"tools[{i}].function.name is required", param=f"tools[{i}].function.name"
+            )
         desc = fn.get("description")
-        decl = common.function_declaration(fn["name"], desc if isinstance(desc, str) else None, fn.get("parameters"))
+        decl = common.function_declaration(
+            fn["name"], desc if isinstance(desc, str) else None, fn.get("parameters")
+        )
         names[decl["name"]] = fn["name"]
         decls.append(decl)
     return decls, names, ignored
@@ -298,20 +313,28 @@ def _content_part(item: Any, *, param: str, role: str) -> dict[str, Any] | None:
         image = item.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
         if not isinstance(url, str):
-            raise BadRequest(f"{param}.image_url.url must be a string", param=f"{param}.image_url.url")
+            raise BadRequest(
+                f"{param}.image_url.url must be a string", param=f"{param}.image_url.url"
+            )
         return _inline(url, param=f"{param}.image_url.url")
     if kind == "input_audio":
         audio = item.get("input_audio")
         if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
-            raise BadRequest(f"{param}.input_audio.data must be base64 audio", param=f"{param}.input_audio.data")
+            raise BadRequest(
+                f"{param}.input_audio.data must be base64 audio", param=f"{param}.input_audio.data"
+            )
         fmt = str(audio.get("format") or "wav")
-        return {"inlineData": {"mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"), "data": audio["data"]}}
+        return {
+            "inlineData": {"mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"), "data": audio["data"]}
+        }
     if kind == "file":
         file = item.get("file")
         if not isinstance(file, dict):
             raise BadRequest(f"{param}.file must be an object", param=f"{param}.file")
         if isinstance(file.get("file_data"), str):
-            return _base64_file(file["file_data"], file.get("filename"), param=f"{param}.file.file_data")
+            return _base64_file(
+                file["file_data"], file.get("filename"), param=f"{param}.file.file_data"
+            )
         raise BadRequest(
             f"{param}.file: uploaded file ids are not supported; send the file inline as file_data",
             param=f"{param}.file.file_id",
@@ -330,7 +353,9 @@ def _content_parts(content: Any, *, param: str, role: str) -> list[dict[str, Any
         return [part] if part else []
     if not isinstance(content, list):
         raise BadRequest(f"{param} must be a string or a list of content parts", param=param)
-    parts = (_content_part(item, param=f"{param}[{j}]", role=role) for j, item in enumerate(content))
+    parts = (
+        _content_part(item, param=f"{param}[{j}]", role=role) for j, item in enumerate(content)
+    )
     return [p for p in parts if p]
 
 
@@ -339,7 +364,9 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            str(p.get("text")) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            str(p.get("text"))
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     return ""
 
@@ -366,7 +393,12 @@ class _Conversation:
         if role in ("system", "developer"):
             self.system.extend(_content_parts(msg.get("content"), param=param, role=role))
         elif role == "user":
-            self.contents.append({"role": "user", "parts": _content_parts(msg.get("content"), param=param, role=role)})
+            self.contents.append(
+                {
+                    "role": "user",
+                    "parts": _content_parts(msg.get("content"), param=param, role=role),
+                }
+            )
         elif role == "assistant":
             self._assistant(i, msg)
         else:
@@ -378,10 +410,16 @@ class _Conversation:
         parts = _content_parts(msg.get("content"), param=f"messages[{i}].content", role="assistant")
         calls = msg.get("tool_calls") or []
         if not isinstance(calls, list):
-            raise BadRequest(f"messages[{i}].tool_calls must be a list", param=f"messages[{i}].tool_calls")
-        call_parts = [self._tool_call(f"messages[{i}].tool_calls[{j}]", c) for j, c in enumerate(calls)]
+            raise BadRequest(
+                f"messages[{i}].tool_calls must be a list", param=f"messages[{i}].tool_calls"
+            )
+        call_parts = [
+            self._tool_call(f"messages[{i}].tool_calls[{j}]", c) for j, c in enumerate(calls)
+        ]
         if call_parts and self.family == "claude":
-            thinking = shared_extra.stored_turn_thinking(self.store, call_parts[0]["functionCall"]["id"])
+            thinking = shared_extra.stored_turn_thinking(
+                self.store, call_parts[0]["functionCall"]["id"]
+            )
             if thinking:
                 parts.insert(0, thinking)
         self.contents.append({"role": "model", "parts": parts + call_parts})
@@ -395,7 +433,9 @@ class _Conversation:
             raise BadRequest(f"{param}.id is required", param=f"{param}.id")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise BadRequest(f"{param}.function.name is required", param=f"{param}.function.name")
-        args = shared_extra.parse_arguments(fn.get("arguments"), param=f"{param}.function.arguments")
+        args = shared_extra.parse_arguments(
+            fn.get("arguments"), param=f"{param}.function.arguments"
+        )
         self.call_names[call_id] = fn["name"]
         part = shared_extra.function_call_part(fn["name"], args, call_id)
         if self.family == "gemini":
@@ -408,7 +448,8 @@ class _Conversation:
         call_id = msg.get("tool_call_id")
         if not isinstance(call_id, str) or call_id not in self.call_names:
             raise BadRequest(
-                f"messages[{i}].tool_call_id must match the id of a tool call in an earlier assistant message",
+                f"messages[{i}].tool_call_id must match the id of a tool call"
+                " in an earlier assistant message",
                 param=f"messages[{i}].tool_call_id",
             )
         content = msg.get("content")
@@ -416,10 +457,14 @@ class _Conversation:
         extra: list[dict[str, Any]] = []
         if isinstance(content, list):
             # Images in a tool result ride next to the functionResponse.
-            extra = [p for p in _content_parts(content, param=param, role="user") if "text" not in p]
+            extra = [
+                p for p in _content_parts(content, param=param, role="user") if "text" not in p
+            ]
         elif content is not None and not isinstance(content, str):
             raise BadRequest(f"{param} must be a string or a list of content parts", param=param)
-        part = shared_extra.function_response_part(self.call_names[call_id], call_id, _text_of(content))
+        part = shared_extra.function_response_part(
+            self.call_names[call_id], call_id, _text_of(content)
+        )
         self.contents.append({"role": "user", "parts": [part, *extra]})
 
 
@@ -525,7 +570,9 @@ class _Choice:
             return {"content": piece.text}
         elif piece.kind == "call":
             seq = len(self.tool_calls)
-            call_id = piece.call_id or "call_" + shared_extra.derived_hex(self._answer, f"{self.index}:{seq}")
+            call_id = piece.call_id or "call_" + shared_extra.derived_hex(
+                self._answer, f"{self.index}:{seq}"
+            )
             self._recorder.call(call_id, piece.signature)
             tool_call = {
                 "id": call_id,
@@ -545,7 +592,10 @@ class _Choice:
 
     def message(self) -> dict[str, Any]:
         text = "".join(self.content)
-        msg: dict[str, Any] = {"role": "assistant", "content": text if text or not self.tool_calls else None}
+        msg: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or not self.tool_calls else None,
+        }
         if self.reasoning:
             msg["reasoning_content"] = "".join(self.reasoning)
         if self.tool_calls:
@@ -612,7 +662,9 @@ class StreamTranslator:
             }
         )
 
-    def _delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    def _delta(
+        self, index: int, delta: dict[str, Any], finish: str | None = None
+    ) -> dict[str, Any]:
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
     def _choice(self, index: int) -> tuple[_Choice, bytes]:

@@ -70,13 +70,26 @@ def _candidates(resp: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     return [(c["index"] if isinstance(c.get("index"), int) else i, c) for i, c in enumerate(cands)]
 
 
-def _object(call: GeminiCall, rid: str, created: int, choices: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"id": rid, "object": "text_completion", "created": created, "model": call.client_model, "choices": choices}
+def _object(
+    call: GeminiCall, rid: str, created: int, choices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": call.client_model,
+        "choices": choices,
+    }
 
 
 def from_gemini(resp: dict[str, Any], *, call: GeminiCall, store: SignatureStore) -> dict[str, Any]:
     choices = [
-        {"text": _answer_text(c), "index": i, "logprobs": None, "finish_reason": _finish(c.get("finishReason"))}
+        {
+            "text": _answer_text(c),
+            "index": i,
+            "logprobs": None,
+            "finish_reason": _finish(c.get("finishReason")),
+        }
         for i, c in _candidates(resp)
     ]
     if not choices:  # the prompt itself was blocked

@@ -53,10 +53,21 @@ from daemon.protocols.shared_extra import Piece, SignatureRecorder
 from daemon.protocols.signatures import SignatureStore
 
 ENCRYPTED_PREFIX = "ag1."
-_WEB_SEARCH = frozenset({"web_search", "web_search_preview", "web_search_preview_2025_03_11", "web_search_2025_08_26"})
+_WEB_SEARCH = frozenset(
+    {"web_search", "web_search_preview", "web_search_preview_2025_03_11", "web_search_2025_08_26"}
+)
 _ECHO_KEYS = (
-    "instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "reasoning",
-    "temperature", "text", "tool_choice", "tools", "top_p", "user",
+    "instructions",
+    "max_output_tokens",
+    "metadata",
+    "parallel_tool_calls",
+    "reasoning",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "user",
 )
 _SYSTEM_ROLES = ("system", "developer")
 
@@ -95,7 +106,9 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
     message): what the route stores, with the output items, as history."""
     value = body.get("input")
     if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+        return [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}
+        ]
     if isinstance(value, list):
         return value
     if value is None:
@@ -122,9 +135,18 @@ def _custom_declaration(tool: dict[str, Any], name: str) -> dict[str, Any]:
     desc = tool.get("description") if isinstance(tool.get("description"), str) else ""
     fmt = tool.get("format")
     hint = "The raw input for the tool."
-    if isinstance(fmt, dict) and fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
-        hint = f"The raw input; it must follow this {fmt.get('syntax', '')} grammar:\n{fmt['definition']}"
-    schema = {"type": "object", "properties": {"input": {"type": "string", "description": hint}}, "required": ["input"]}
+    if (
+        isinstance(fmt, dict)
+        and fmt.get("type") == "grammar"
+        and isinstance(fmt.get("definition"), str)
+    ):
+        syntax = fmt.get("syntax", "")
+        hint = f"The raw input; it must follow this {syntax} grammar:\n{fmt['definition']}"
+    schema = {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": hint}},
+        "required": ["input"],
+    }
     return common.function_declaration(name, desc or None, schema)
 
 
@@ -144,7 +166,9 @@ def _tools(raw: Any, model: str) -> _Tools:
                 raise BadRequest(f"tools[{i}].name is required", param=f"tools[{i}].name")
             if kind == "function":
                 desc = tool.get("description")
-                decl = common.function_declaration(name, desc if isinstance(desc, str) else None, tool.get("parameters"))
+                decl = common.function_declaration(
+                    name, desc if isinstance(desc, str) else None, tool.get("parameters")
+                )
             else:
                 decl = _custom_declaration(tool, name)
             out.decls.append(decl)
@@ -171,7 +195,8 @@ def _image(item: dict[str, Any], param: str) -> dict[str, Any]:
     url = item.get("image_url")
     if not isinstance(url, str):
         raise BadRequest(
-            f"{param}: uploaded file ids are not supported; send the image as image_url (a data: or https URL)",
+            f"{param}: uploaded file ids are not supported;"
+            " send the image as image_url (a data: or https URL)",
             param=f"{param}.image_url",
         )
     try:
@@ -184,7 +209,12 @@ def _file(item: dict[str, Any], param: str) -> dict[str, Any]:
     data = item.get("file_data")
     if isinstance(data, str):
         if data.startswith("data:"):
-            return _image({"image_url": data}, param)
+            try:
+                return common.image_part(data)
+            except BadRequest as exc:
+                raise BadRequest(
+                    f"{param}.file_data: {exc.message}", param=f"{param}.file_data"
+                ) from None
         name = item.get("filename")
         mime = common.guess_mime(name) if isinstance(name, str) else "application/pdf"
         return {"inlineData": {"mimeType": mime, "data": data}}
@@ -200,8 +230,8 @@ def _file(item: dict[str, Any], param: str) -> dict[str, Any]:
 def _content(content: Any, *, param: str, role: str) -> list[dict[str, Any]]:
     """Message content (a string or typed parts) -> Gemini parts."""
     if isinstance(content, str):
-        part = common.text_part(content)
-        return [part] if part else []
+        text = common.text_part(content)
+        return [text] if text else []
     if not isinstance(content, list):
         raise BadRequest(f"{param} must be a string or a list of content parts", param=param)
     parts: list[dict[str, Any]] = []
@@ -220,7 +250,9 @@ def _content(content: Any, *, param: str, role: str) -> list[dict[str, Any]]:
         elif role in ("user", "tool") and kind == "input_file":
             part = _file(item, p)
         else:
-            raise BadRequest(f"{p}.type {kind!r} is not supported in a {role} message", param=f"{p}.type")
+            raise BadRequest(
+                f"{p}.type {kind!r} is not supported in a {role} message", param=f"{p}.type"
+            )
         if part:
             parts.append(part)
     return parts
@@ -235,7 +267,9 @@ class _Conversation:
         self.system: list[dict[str, Any]] = []
         self.contents: list[dict[str, Any]] = []
         self.ignored: list[str] = []
-        self.pending_signature: str | None = None  # Gemini: from a reasoning item, for the next call
+        self.pending_signature: str | None = (
+            None  # Gemini: from a reasoning item, for the next call
+        )
         # Tool outputs name their call only by call_id: learn names up front.
         self.call_names: dict[str, str] = {}
         for _, item in items:
@@ -267,7 +301,8 @@ class _Conversation:
             self._reasoning(item)
         elif kind == "item_reference":
             raise BadRequest(
-                f"{param}: item references are not supported; send the item itself or use previous_response_id",
+                f"{param}: item references are not supported;"
+                " send the item itself or use previous_response_id",
                 param=f"{param}.type",
             )
         else:
@@ -279,7 +314,8 @@ class _Conversation:
         role = item.get("role")
         if role not in ("user", "assistant", *_SYSTEM_ROLES):
             raise BadRequest(
-                f"{param}.role must be one of user, assistant, system, developer", param=f"{param}.role"
+                f"{param}.role must be one of user, assistant, system, developer",
+                param=f"{param}.role",
             )
         parts = _content(item.get("content"), param=f"{param}.content", role=str(role))
         if role in _SYSTEM_ROLES:
@@ -319,7 +355,8 @@ class _Conversation:
         name = name or (item.get("name") if isinstance(item.get("name"), str) else None)
         if not isinstance(call_id, str) or not name:
             raise BadRequest(
-                f"{param}.call_id must match the call_id of a function_call in the input or the previous response",
+                f"{param}.call_id must match the call_id of a function_call"
+                " in the input or the previous response",
                 param=f"{param}.call_id",
             )
         output = item.get("output")
@@ -329,8 +366,13 @@ class _Conversation:
             output = "\n".join(p["text"] for p in parts if "text" in p)
             extra = [p for p in parts if "text" not in p]  # images ride next to the result
         elif not isinstance(output, str):
-            raise BadRequest(f"{param}.output must be a string or a list of content parts", param=f"{param}.output")
-        self._turn("user").extend([shared_extra.function_response_part(name, call_id, output), *extra])
+            raise BadRequest(
+                f"{param}.output must be a string or a list of content parts",
+                param=f"{param}.output",
+            )
+        self._turn("user").extend(
+            [shared_extra.function_response_part(name, call_id, output), *extra]
+        )
 
     def _reasoning(self, item: dict[str, Any]) -> None:
         decoded = decode_reasoning(item.get("encrypted_content"))
@@ -341,21 +383,22 @@ class _Conversation:
             self.pending_signature = signature
             return
         if not text:
-            text = self.store.thinking(signature) or _summary_text(item)
+            text = self.store.thinking(signature) or _joined_text(item.get("summary"))
         if text:
             self._turn("model").append(shared_extra.thought_part(text, signature))
 
 
-def _summary_text(item: dict[str, Any]) -> str:
-    summary = item.get("summary")
-    if not isinstance(summary, list):
+def _joined_text(parts: Any) -> str:
+    """The text of typed parts (summary_text, input_text, ...) joined."""
+    if not isinstance(parts, list):
         return ""
-    return "".join(s["text"] for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str))
+    return "".join(
+        p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)
+    )
 
 
 def _echo(body: dict[str, Any]) -> dict[str, Any]:
-    echo = {key: body[key] for key in _ECHO_KEYS if body.get(key) is not None}
-    return echo
+    return {key: body[key] for key in _ECHO_KEYS if body.get(key) is not None}
 
 
 def _generation(body: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +432,7 @@ def _session_key(body: dict[str, Any], items: list[tuple[str, Any]]) -> str | No
     for _, item in items:
         if isinstance(item, dict) and item.get("role") == "user":
             content = item.get("content")
-            text = content if isinstance(content, str) else _summary_text({"summary": content})
+            text = content if isinstance(content, str) else _joined_text(content)
             if text:
                 return common.text_hash(text)
     return None
@@ -569,10 +612,12 @@ class _Assembler:
         ref = {"item_id": item["id"], "output_index": index}
         if item["type"] == "reasoning":
             if self.open_text:
-                part = {"type": "summary_text", "text": text}
+                summary = {"type": "summary_text", "text": text}
                 self.emit("response.reasoning_summary_text.done", **ref, summary_index=0, text=text)
-                self.emit("response.reasoning_summary_part.done", **ref, summary_index=0, part=part)
-                item["summary"] = [part]
+                self.emit(
+                    "response.reasoning_summary_part.done", **ref, summary_index=0, part=summary
+                )
+                item["summary"] = [summary]
             if self.open_payload:
                 item["encrypted_content"] = self.open_payload
         else:
@@ -595,7 +640,11 @@ class _Assembler:
             assert self.open is not None
             ref = {"item_id": self.open["id"], "output_index": len(self.items), "summary_index": 0}
             if not self.open_text:
-                self.emit("response.reasoning_summary_part.added", **ref, part={"type": "summary_text", "text": ""})
+                self.emit(
+                    "response.reasoning_summary_part.added",
+                    **ref,
+                    part={"type": "summary_text", "text": ""},
+                )
             self.open_text.append(piece.text)
             self.emit("response.reasoning_summary_text.delta", **ref, delta=piece.text)
         if block is not None and self.encrypted:
@@ -618,7 +667,13 @@ class _Assembler:
         if self.open is None or self.open["type"] != "message":
             self.close()
             self._open(
-                {"id": self._item_id("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+                {
+                    "id": self._item_id("msg"),
+                    "type": "message",
+                    "status": "in_progress",
+                    "role": "assistant",
+                    "content": [],
+                }
             )
             assert self.open is not None
             self.emit(
@@ -668,7 +723,13 @@ class _Assembler:
     def _custom_call(self, call_id: str, name: str, args: dict[str, Any]) -> None:
         raw = args.get("input")
         value = raw if isinstance(raw, str) else shared_extra.arguments_json(args)
-        item = {"id": self._item_id("ctc"), "type": "custom_tool_call", "call_id": call_id, "name": name, "input": ""}
+        item = {
+            "id": self._item_id("ctc"),
+            "type": "custom_tool_call",
+            "call_id": call_id,
+            "name": name,
+            "input": "",
+        }
         self._open_atomic(item)
         ref = {"item_id": item["id"], "output_index": len(self.items)}
         self.emit("response.custom_tool_call_input.delta", **ref, delta=value)
@@ -699,12 +760,17 @@ class _Assembler:
                 self._call(piece)
 
     def finish(self) -> dict[str, Any]:
-        reason = openai_finish(self.gemini_finish or ("SAFETY" if self.blocked else None), had_tool_calls=self.calls > 0)
+        reason = openai_finish(
+            self.gemini_finish or ("SAFETY" if self.blocked else None),
+            had_tool_calls=self.calls > 0,
+        )
         details = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(reason)
         self.close("incomplete" if details else "completed")
         usage = _usage(self.usage_meta)
         if details:
-            resp = self.response("incomplete", output=self.items, usage=usage, incomplete_details={"reason": details})
+            resp = self.response(
+                "incomplete", output=self.items, usage=usage, incomplete_details={"reason": details}
+            )
             self.emit("response.incomplete", response=resp)
         else:
             resp = self.response("completed", output=self.items, usage=usage)
@@ -750,26 +816,27 @@ class StreamTranslator:
         self._asm.events = []
         return b"".join(out)
 
-    def start(self) -> bytes:
+    def _begin(self) -> None:
         if not self._started:
             self._started = True
             self._asm.begin()
+
+    def start(self) -> bytes:
+        self._begin()
         return self._drain()
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
-        self.start() if not self._started else None
+        self._begin()
         self._asm.feed(chunk)
         return self._drain()
 
     def finish(self) -> bytes:
-        if not self._started:
-            self.start()
+        self._begin()
         self.response = self._asm.finish()
         return self._drain()
 
     def fail(self, err: GatewayError) -> bytes:
-        if not self._started:
-            self.start()
+        self._begin()
         self.response = self._asm.fail(err)
         return self._drain()
 

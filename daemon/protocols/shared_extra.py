@@ -82,7 +82,9 @@ def parse_arguments(raw: Any, *, param: str) -> dict[str, Any]:
 
 def arguments_json(args: Any) -> str:
     """Upstream args (a Struct) -> the JSON string OpenAI-shaped clients expect."""
-    return json.dumps(args if isinstance(args, dict) else {}, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        args if isinstance(args, dict) else {}, ensure_ascii=False, separators=(",", ":")
+    )
 
 
 def function_call_part(name: str, args: dict[str, Any], call_id: str | None) -> dict[str, Any]:
@@ -110,7 +112,10 @@ def tool_result_object(result: Any) -> dict[str, Any]:
 
 
 def function_response_part(name: str, call_id: str | None, result: Any) -> dict[str, Any]:
-    resp: dict[str, Any] = {"name": common.sanitize_tool_name(name), "response": tool_result_object(result)}
+    resp: dict[str, Any] = {
+        "name": common.sanitize_tool_name(name),
+        "response": tool_result_object(result),
+    }
     if call_id:
         resp["id"] = call_id
     return {"functionResponse": resp}
@@ -299,7 +304,9 @@ def finalize_contents(contents: list[dict[str, Any]], *, model: str, thinking: b
     contents = common.merge_turns(contents)
     while contents and contents[-1]["role"] == "model":
         contents.pop()
-        notes.append("dropped a trailing assistant message: Claude models do not support assistant prefill")
+        notes.append(
+            "dropped a trailing assistant message: Claude models do not support assistant prefill"
+        )
     if thinking:
         for c in contents[current_turn_start(contents) :]:
             has_call = any("functionCall" in p for p in c["parts"])

@@ -286,12 +286,28 @@ SCHEMA_KEYS = frozenset(
         "maximum",
     }
 )  # fmt: skip
-SCHEMA_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL", "TYPE_UNSPECIFIED"})
+SCHEMA_TYPES = frozenset(
+    {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL", "TYPE_UNSPECIFIED"}
+)
 # The Part's "data" oneof (a part needs exactly one of these).
 PART_DATA_KEYS = frozenset(
-    {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult"}
+    {
+        "text",
+        "inlineData",
+        "fileData",
+        "functionCall",
+        "functionResponse",
+        "executableCode",
+        "codeExecutionResult",
+    }
 )
-PART_KEYS = PART_DATA_KEYS | {"thought", "thoughtSignature", "videoMetadata", "partMetadata", "mediaResolution"}
+PART_KEYS = PART_DATA_KEYS | {
+    "thought",
+    "thoughtSignature",
+    "videoMetadata",
+    "partMetadata",
+    "mediaResolution",
+}
 CONTENT_KEYS = frozenset({"role", "parts"})
 REQUEST_KEYS = frozenset(
     {
@@ -306,7 +322,15 @@ TOOL_KEYS = frozenset(
     }
 )  # fmt: skip
 FUNCTION_DECLARATION_KEYS = frozenset(
-    {"name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema", "behavior"}
+    {
+        "name",
+        "description",
+        "parameters",
+        "parametersJsonSchema",
+        "response",
+        "responseJsonSchema",
+        "behavior",
+    }
 )
 GENERATION_CONFIG_KEYS = frozenset(
     {
@@ -334,7 +358,16 @@ KNOWN_CAMEL_KEYS = (
 )  # fmt: skip
 # Values under these keys are user data (JSON Struct/Value in the proto), never renamed.
 OPAQUE_KEYS = frozenset(
-    {"args", "response", "example", "default", "labels", "parametersJsonSchema", "responseJsonSchema", "enum"}
+    {
+        "args",
+        "response",
+        "example",
+        "default",
+        "labels",
+        "parametersJsonSchema",
+        "responseJsonSchema",
+        "enum",
+    }
 )
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
@@ -366,19 +399,33 @@ def _model(
 #: ``"quota": False`` means the model has no quotaInfo in fetchAvailableModels.
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "gemini-3-flash": _model("Gemini 3 Flash", max_tokens=1048576, max_output=65536, thinking=True),
-    "gemini-3-pro-high": _model("Gemini 3 Pro (High)", max_tokens=1048576, max_output=65535, thinking=True),
-    "gemini-3-pro-low": _model("Gemini 3 Pro (Low)", max_tokens=1048576, max_output=65535, thinking=True),
-    "gemini-2.5-flash": _model("Gemini 2.5 Flash", max_tokens=1048576, max_output=65535, thinking=True),
-    "gemini-2.5-flash-lite": _model("Gemini 2.5 Flash Lite", max_tokens=1048576, max_output=65535, thinking=True),
-    "gemini-2.5-pro": _model("Gemini 2.5 Pro", max_tokens=1048576, max_output=65535, thinking=True, quota=False),
-    "claude-sonnet-4-5": _model("Claude Sonnet 4.5", max_tokens=200000, max_output=64000, thinking=False),
+    "gemini-3-pro-high": _model(
+        "Gemini 3 Pro (High)", max_tokens=1048576, max_output=65535, thinking=True
+    ),
+    "gemini-3-pro-low": _model(
+        "Gemini 3 Pro (Low)", max_tokens=1048576, max_output=65535, thinking=True
+    ),
+    "gemini-2.5-flash": _model(
+        "Gemini 2.5 Flash", max_tokens=1048576, max_output=65535, thinking=True
+    ),
+    "gemini-2.5-flash-lite": _model(
+        "Gemini 2.5 Flash Lite", max_tokens=1048576, max_output=65535, thinking=True
+    ),
+    "gemini-2.5-pro": _model(
+        "Gemini 2.5 Pro", max_tokens=1048576, max_output=65535, thinking=True, quota=False
+    ),
+    "claude-sonnet-4-5": _model(
+        "Claude Sonnet 4.5", max_tokens=200000, max_output=64000, thinking=False
+    ),
     "claude-sonnet-4-5-thinking": _model(
         "Claude Sonnet 4.5 (Thinking)", max_tokens=200000, max_output=64000, thinking=True
     ),
     "claude-opus-4-5-thinking": _model(
         "Claude Opus 4.5 (Thinking)", max_tokens=200000, max_output=64000, thinking=True
     ),
-    "chat_20706": _model("chat_20706", max_tokens=32768, max_output=8192, thinking=False, internal=True),
+    "chat_20706": _model(
+        "chat_20706", max_tokens=32768, max_output=8192, thinking=False, internal=True
+    ),
 }
 
 _JSON = msgspec.json.Encoder()
@@ -526,12 +573,17 @@ class _Answer(Exception):
 
 
 def google_error_body(
-    code: int, message: str | None = None, status: str | None = None, details: list[dict[str, Any]] | None = None
+    code: int,
+    message: str | None = None,
+    status: str | None = None,
+    details: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The Google JSON error shape ``{"error": {"code", "message", "status", "details"?}}``."""
     error: dict[str, Any] = {
         "code": code,
-        "message": message if message is not None else DEFAULT_ERROR_MESSAGES.get(code, f"HTTP {code}"),
+        "message": message
+        if message is not None
+        else DEFAULT_ERROR_MESSAGES.get(code, f"HTTP {code}"),
         "status": status or STATUS_NAMES.get(code, "UNKNOWN"),
     }
     if details:
@@ -628,7 +680,9 @@ class Account:
             "https://accounts.google.com/signin/continue?sarp=1&scc=1&plt=" + digest[:32]
         )
 
-    def set_quota(self, model: str, fraction: float, reset_time: datetime | float | str | None = None) -> None:
+    def set_quota(
+        self, model: str, fraction: float, reset_time: datetime | float | str | None = None
+    ) -> None:
         """Set a model's ``remainingFraction`` (0..1) and optionally its reset time.
 
         ``reset_time``: datetime, epoch seconds or RFC3339; None keeps the current one.
@@ -658,8 +712,15 @@ def _build_models(models: dict[str, dict[str, Any]] | None) -> dict[str, dict[st
     table: dict[str, dict[str, Any]] = {}
     source = DEFAULT_MODELS if models is None else models
     for model_id, given in source.items():
-        base = dict(DEFAULT_MODELS.get(model_id) or _model(model_id, max_tokens=128000, max_output=8192,
-                                                           thinking=model_family(model_id) != "other"))
+        base = dict(
+            DEFAULT_MODELS.get(model_id)
+            or _model(
+                model_id,
+                max_tokens=128000,
+                max_output=8192,
+                thinking=model_family(model_id) != "other",
+            )
+        )
         given = dict(given or {})
         fraction = given.pop("fraction", given.pop("remainingFraction", 1.0))
         reset_at = given.pop("reset", given.pop("resetTime", None))
@@ -748,20 +809,31 @@ class Reply:
         return cls()
 
     @classmethod
-    def text(cls, text: str, chunks: int = 3, delay: float = 0.0, thought: str | bool | None = None) -> Reply:
+    def text(
+        cls, text: str, chunks: int = 3, delay: float = 0.0, thought: str | bool | None = None
+    ) -> Reply:
         """A text answer; a stream splits it into ``chunks`` events ``delay`` seconds apart."""
         return cls(answer=text, chunks=chunks, delay=delay, thought=thought)
 
     @classmethod
     def thinking(
-        cls, thought: str, then_text: str = "", chunks: int = 3, delay: float = 0.0, carrier: bool = False
+        cls,
+        thought: str,
+        then_text: str = "",
+        chunks: int = 3,
+        delay: float = 0.0,
+        carrier: bool = False,
     ) -> Reply:
         """A thought (always shown, signed as the model family does) then ``then_text``."""
         return cls(answer=then_text, thought=thought, chunks=chunks, delay=delay, carrier=carrier)
 
     @classmethod
     def function_call(
-        cls, name: str, args: dict[str, Any] | None = None, id: str | None = None, thought: str | bool | None = None
+        cls,
+        name: str,
+        args: dict[str, Any] | None = None,
+        id: str | None = None,
+        thought: str | bool | None = None,
     ) -> Reply:
         """One tool call. Claude models get an id ``toolu_vrtx_...`` unless one is given."""
         return cls(answer="", calls=((name, args or {}, id),), thought=thought)
@@ -829,7 +901,13 @@ class Reply:
         """Anything else: ``response`` is the GenerateContentResponse of a non-stream
         answer (wrapped in the v1internal envelope by the fake); ``events`` the ones of
         a stream (default: ``[response]``)."""
-        return cls(kind="raw", raw_response=response, raw_events=events, status=status, headers=headers or {})
+        return cls(
+            kind="raw",
+            raw_response=response,
+            raw_events=events,
+            status=status,
+            headers=headers or {},
+        )
 
 
 @dataclass
@@ -870,7 +948,9 @@ def _current_turn_start(contents: list[dict[str, Any]]) -> int:
     """Index of the first content after the last user content that has a text part."""
     start = 0
     for i, content in enumerate(contents):
-        if content.get("role", "user") == "user" and any("text" in p for p in content.get("parts") or ()):
+        if content.get("role", "user") == "user" and any(
+            "text" in p for p in content.get("parts") or ()
+        ):
             start = i + 1
     return start
 
@@ -886,7 +966,9 @@ class _Validator:
 
     def _unknown(self, name: str, path: str, why: str = "Cannot find field.") -> None:
         where = f"{self.prefix}{path}" if path else self.prefix.rstrip(".")
-        self.unknown.append((where, f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': {why}"))
+        self.unknown.append(
+            (where, f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': {why}")
+        )
 
     def _check_keys(self, obj: dict[str, Any], allowed: frozenset[str], path: str) -> None:
         for key in obj:
@@ -926,7 +1008,9 @@ class _Validator:
                 continue
             self._check_keys(part, PART_KEYS, part_path)
             data = [k for k in PART_DATA_KEYS if k in part]
-            empty_text = data == ["text"] and part["text"] == "" and not part.get("thoughtSignature")
+            empty_text = (
+                data == ["text"] and part["text"] == "" and not part.get("thoughtSignature")
+            )
             if not data or empty_text:
                 self._violation(f"{path}.parts[{j}].data", ONEOF_MESSAGE)
             call = part.get("functionCall")
@@ -934,7 +1018,9 @@ class _Validator:
                 self._violation(f"{path}.parts[{j}].function_call.name", "Name cannot be empty.")
             result = part.get("functionResponse")
             if isinstance(result, dict) and not result.get("name"):
-                self._violation(f"{path}.parts[{j}].function_response.name", "Name cannot be empty.")
+                self._violation(
+                    f"{path}.parts[{j}].function_response.name", "Name cannot be empty."
+                )
 
     def schema(self, schema: Any, path: str) -> None:
         if not isinstance(schema, dict):
@@ -1005,7 +1091,11 @@ class _Validator:
         tool_config = req.get("toolConfig")
         if isinstance(tool_config, dict):
             fcc = tool_config.get("functionCallingConfig")
-            if isinstance(fcc, dict) and "mode" in fcc and fcc["mode"] not in FUNCTION_CALLING_MODES:
+            if (
+                isinstance(fcc, dict)
+                and "mode" in fcc
+                and fcc["mode"] not in FUNCTION_CALLING_MODES
+            ):
                 where = f"{self.prefix}tool_config.function_calling_config.mode"
                 self.unknown.append(
                     (where, f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
@@ -1014,7 +1104,9 @@ class _Validator:
         self.raise_if_any()
 
 
-def _check_gemini_signatures(contents: list[dict[str, Any]], issued: dict[str, SignatureInfo]) -> None:
+def _check_gemini_signatures(
+    contents: list[dict[str, Any]], issued: dict[str, SignatureInfo]
+) -> None:
     for ci in range(_current_turn_start(contents), len(contents)):
         content = contents[ci]
         if content.get("role") != "model":
@@ -1027,7 +1119,9 @@ def _check_gemini_signatures(contents: list[dict[str, Any]], issued: dict[str, S
                 first_call = False
                 if not signature:
                     name = call.get("name", "")
-                    raise GoogleError(400, MISSING_SIGNATURE_MESSAGE.format(name=name, position=ci + 1))
+                    raise GoogleError(
+                        400, MISSING_SIGNATURE_MESSAGE.format(name=name, position=ci + 1)
+                    )
             if not signature:
                 continue
             if call is not None and signature == SKIP_SIGNATURE:
@@ -1064,7 +1158,9 @@ def _check_claude(
                 call = part.get("functionCall")
                 if call is not None:
                     if not call.get("id"):
-                        raise _anthropic_error(f"messages.{ci}.content.{pi}.tool_use.id: Field required")
+                        raise _anthropic_error(
+                            f"messages.{ci}.content.{pi}.tool_use.id: Field required"
+                        )
                     call_ids.append(call["id"])
             if call_ids:
                 following = contents[ci + 1] if ci + 1 < len(contents) else {}
@@ -1105,18 +1201,28 @@ def _check_claude(
         for pi, part in enumerate(content.get("parts") or ()):
             if part.get("thought"):
                 if not part.get("text"):
-                    raise _anthropic_error(f"messages.{ci}.content.{pi}.thinking.thinking: Field required")
+                    raise _anthropic_error(
+                        f"messages.{ci}.content.{pi}.thinking.thinking: Field required"
+                    )
                 if not part.get("thoughtSignature"):
-                    raise _anthropic_error(f"messages.{ci}.content.{pi}.thinking.signature: Field required")
+                    raise _anthropic_error(
+                        f"messages.{ci}.content.{pi}.thinking.signature: Field required"
+                    )
     # 2. the tool loop of the current turn must start each assistant message with thinking
     start = _current_turn_start(contents)
-    turn = [(ci, contents[ci]) for ci in range(start, len(contents)) if contents[ci].get("role") == "model"]
+    turn = [
+        (ci, contents[ci])
+        for ci in range(start, len(contents))
+        if contents[ci].get("role") == "model"
+    ]
     if any("functionCall" in p for _, c in turn for p in c.get("parts") or ()):
         for ci, content in turn:
             first = (content.get("parts") or [{}])[0]
             if not first.get("thought"):
                 found = "tool_use" if "functionCall" in first else "text"
-                raise _anthropic_error(f"messages.{ci}.content.0.type: " + THINKING_FIRST_MESSAGE.format(found=found))
+                raise _anthropic_error(
+                    f"messages.{ci}.content.0.type: " + THINKING_FIRST_MESSAGE.format(found=found)
+                )
     # 3. signatures (verified last, by the model backend)
     for ci, content in enumerate(contents):
         if content.get("role") != "model":
@@ -1125,7 +1231,9 @@ def _check_claude(
             if part.get("thought"):
                 info = issued.get(part["thoughtSignature"])
                 if info is None or info.family != "claude" or info.text != part["text"]:
-                    raise _anthropic_error(f"messages.{ci}.content.{pi}: Invalid `signature` in `thinking` block")
+                    raise _anthropic_error(
+                        f"messages.{ci}.content.{pi}: Invalid `signature` in `thinking` block"
+                    )
 
 
 # --------------------------------------------------------------------------- logging
@@ -1139,7 +1247,10 @@ class _QuietDrops(logging.Filter):
         self.threads: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.thread in self.threads and record.msg == "ASGI callable returned without completing response.")
+        return not (
+            record.thread in self.threads
+            and record.msg == "ASGI callable returned without completing response."
+        )
 
 
 _QUIET = _QuietDrops()
@@ -1174,7 +1285,9 @@ class FakeGoogle:
     ``streams_open``, ``last_auth_params``, ``signatures`` (issued).
     """
 
-    def __init__(self, *, client_id: str = ANTIGRAVITY_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET) -> None:
+    def __init__(
+        self, *, client_id: str = ANTIGRAVITY_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET
+    ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.accounts: dict[str, Account] = {}
@@ -1227,7 +1340,10 @@ class FakeGoogle:
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name=f"fake-google-{self._port}", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [sock]},
+            name=f"fake-google-{self._port}",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + 10
@@ -1349,7 +1465,9 @@ class FakeGoogle:
             return self._issue("claude", "thought", text=thought or "")
         return self._issue(family, "call" if call else "text", name=call)
 
-    def _issue(self, family: str, kind: str, text: str | None = None, name: str | None = None) -> str:
+    def _issue(
+        self, family: str, kind: str, text: str | None = None, name: str | None = None
+    ) -> str:
         signature = base64.b64encode(secrets.token_bytes(96)).decode()
         self.signatures[signature] = SignatureInfo(family, kind, text, name)
         return signature
@@ -1411,7 +1529,9 @@ class FakeGoogle:
             api, method = "oauth", "userinfo"
         else:
             api, method = "other", path
-        call = Call(api=api, method=method, path=path, query=query, headers=headers, at=time.monotonic())
+        call = Call(
+            api=api, method=method, path=path, query=query, headers=headers, at=time.monotonic()
+        )
         self.calls.append(call)
         try:
             if api == "v1internal":
@@ -1428,7 +1548,9 @@ class FakeGoogle:
                 page = f"<!DOCTYPE html><title>Error 404 (Not Found)</title><p>The requested URL {path} was not found."
                 raise _Answer(404, page.encode(), b"text/html; charset=UTF-8")
         except _Answer as answer:
-            await self._send(send, call, answer.status, answer.body, answer.content_type, answer.headers)
+            await self._send(
+                send, call, answer.status, answer.body, answer.content_type, answer.headers
+            )
 
     async def _send(
         self,
@@ -1447,7 +1569,9 @@ class FakeGoogle:
 
     # ----------------------------------------------------------------- OAuth
 
-    async def _token(self, scope: dict[str, Any], body: bytes, headers: dict[str, str], call: Call, send: Any) -> None:
+    async def _token(
+        self, scope: dict[str, Any], body: bytes, headers: dict[str, str], call: Call, send: Any
+    ) -> None:
         self.token_calls += 1
         if scope["method"] != "POST":
             raise _Answer(405, b"Method Not Allowed", b"text/plain")
@@ -1469,7 +1593,9 @@ class FakeGoogle:
         if grant == "refresh_token":
             token = form.get("refresh_token")
             if not token:
-                raise _oauth_error(400, "invalid_request", "Missing required parameter: refresh_token")
+                raise _oauth_error(
+                    400, "invalid_request", "Missing required parameter: refresh_token"
+                )
             account = next((a for a in self.accounts.values() if a.refresh_token == token), None)
             if account is not None:
                 account.token_calls += 1
@@ -1536,7 +1662,13 @@ class FakeGoogle:
             "iat": now,
             "exp": now + 3600,
         }
-        return ".".join([_b64url(_JSON.encode(header)), _b64url(_JSON.encode(payload)), _b64url(b"fake-signature")])
+        return ".".join(
+            [
+                _b64url(_JSON.encode(header)),
+                _b64url(_JSON.encode(payload)),
+                _b64url(b"fake-signature"),
+            ]
+        )
 
     async def _auth(self, scope: dict[str, Any], query: str, call: Call, send: Any) -> None:
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
@@ -1544,16 +1676,24 @@ class FakeGoogle:
         self.last_auth_params = params
         for required in ("client_id", "redirect_uri", "response_type", "scope"):
             if not params.get(required):
-                raise _plain(400, f"Error 400: invalid_request\nMissing required parameter: {required}")
+                raise _plain(
+                    400, f"Error 400: invalid_request\nMissing required parameter: {required}"
+                )
         if params["client_id"] != self.client_id:
             raise _plain(401, "Error 401: invalid_client\nThe OAuth client was not found.")
         if params["response_type"] != "code":
-            raise _plain(400, f"Error 400: invalid_request\nInvalid response_type: {params['response_type']}")
+            raise _plain(
+                400, f"Error 400: invalid_request\nInvalid response_type: {params['response_type']}"
+            )
         if params.get("code_challenge_method") and not params.get("code_challenge"):
-            raise _plain(400, "Error 400: invalid_request\nMissing required parameter: code_challenge")
+            raise _plain(
+                400, "Error 400: invalid_request\nMissing required parameter: code_challenge"
+            )
         method = params.get("code_challenge_method") or "plain"
         if method not in ("S256", "plain"):
-            raise _plain(400, f"Error 400: invalid_request\nInvalid code_challenge_method: {method}")
+            raise _plain(
+                400, f"Error 400: invalid_request\nInvalid code_challenge_method: {method}"
+            )
         redirect = params["redirect_uri"]
         state = params.get("state")
         if self.consent_deny:
@@ -1565,7 +1705,9 @@ class FakeGoogle:
             if email is None and self.accounts:
                 email = next(iter(self.accounts))
             if email is None or email not in self.accounts:
-                raise _plain(400, "fake Google: no account to consent with (call add_account first)")
+                raise _plain(
+                    400, "fake Google: no account to consent with (call add_account first)"
+                )
             call.email = email
             code = "4/0A" + _random_id(70)
             self._codes[code] = {
@@ -1576,7 +1718,12 @@ class FakeGoogle:
                 "scope": params["scope"],
                 "expires": time.monotonic() + 600,
             }
-            query_out = {"code": code, "scope": params["scope"], "authuser": "0", "prompt": "consent"}
+            query_out = {
+                "code": code,
+                "scope": params["scope"],
+                "authuser": "0",
+                "prompt": "consent",
+            }
         if state is not None:
             query_out = {"state": state, **query_out}
         location = redirect + ("&" if urlsplit(redirect).query else "?") + urlencode(query_out)
@@ -1587,16 +1734,28 @@ class FakeGoogle:
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not token and "access_token=" in query:
             token = parse_qs(query).get("access_token", [""])[-1]
-        www = {"www-authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'}
+        www = {
+            "www-authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
+        }
         if not token:
-            raise GoogleError(401, MISSING_CREDENTIALS_MESSAGE, details=[_auth_info("CREDENTIALS_MISSING")], headers=www)
+            raise GoogleError(
+                401,
+                MISSING_CREDENTIALS_MESSAGE,
+                details=[_auth_info("CREDENTIALS_MISSING")],
+                headers=www,
+            )
         entry = self._tokens.get(token)
         if entry is None:
             raise GoogleError(401, UNAUTHENTICATED_MESSAGE, details=[_auth_info("ACCESS_TOKEN_TYPE_UNSUPPORTED")],
                               headers=www)  # fmt: skip
         account, expires = entry
         if account.revoked or expires <= time.monotonic():
-            raise GoogleError(401, UNAUTHENTICATED_MESSAGE, details=[_auth_info("ACCESS_TOKEN_EXPIRED")], headers=www)
+            raise GoogleError(
+                401,
+                UNAUTHENTICATED_MESSAGE,
+                details=[_auth_info("ACCESS_TOKEN_EXPIRED")],
+                headers=www,
+            )
         return account
 
     async def _userinfo(self, headers: dict[str, str], query: str, call: Call, send: Any) -> None:
@@ -1703,9 +1862,17 @@ class FakeGoogle:
             "gcpManaged": False,
         }
         if account.tier == "PRO":
-            answer["paidTier"] = {"id": "g1-pro-tier", "name": "Google AI Pro", "description": "Google AI Pro"}
+            answer["paidTier"] = {
+                "id": "g1-pro-tier",
+                "name": "Google AI Pro",
+                "description": "Google AI Pro",
+            }
         elif account.tier == "ULTRA":
-            answer["paidTier"] = {"id": "g1-ultra-tier", "name": "Google AI Ultra", "description": "Google AI Ultra"}
+            answer["paidTier"] = {
+                "id": "g1-ultra-tier",
+                "name": "Google AI Ultra",
+                "description": "Google AI Ultra",
+            }
         return answer
 
     def _available_models(self, account: Account) -> dict[str, Any]:
@@ -1722,11 +1889,16 @@ class FakeGoogle:
                 entry["isInternal"] = True
             quota = account.quota(model_id)
             if quota is not None:
-                entry["quotaInfo"] = {"remainingFraction": quota[0], "resetTime": _rfc3339(quota[1])}
+                entry["quotaInfo"] = {
+                    "remainingFraction": quota[0],
+                    "resetTime": _rfc3339(quota[1]),
+                }
             models[model_id] = entry
         return {"models": models, "deprecatedModelIds": {}}
 
-    def _check_envelope(self, account: Account, body: Any, call: Call) -> tuple[str, dict[str, Any]]:
+    def _check_envelope(
+        self, account: Account, body: Any, call: Call
+    ) -> tuple[str, dict[str, Any]]:
         if not isinstance(body, dict):
             raise GoogleError(400, "Invalid JSON payload received. Expected an object.")
         project = body.get("project")
@@ -1753,7 +1925,13 @@ class FakeGoogle:
         return model, request
 
     def _validate(
-        self, request: dict[str, Any], model: str, prefix: str, supports_thinking: bool, api: str, email: str | None
+        self,
+        request: dict[str, Any],
+        model: str,
+        prefix: str,
+        supports_thinking: bool,
+        api: str,
+        email: str | None,
     ) -> _Context:
         req = to_camel(request)
         _Validator(prefix).request(req)
@@ -1801,7 +1979,9 @@ class FakeGoogle:
             raise GoogleError(404, NOT_FOUND_MESSAGE)
         stream = method == "streamGenerateContent"
         call.stream = stream
-        supports = DEFAULT_MODELS.get(model, {}).get("supportsThinking", model_family(model) != "other")
+        supports = DEFAULT_MODELS.get(model, {}).get(
+            "supportsThinking", model_family(model) != "other"
+        )
         ctx = self._validate(body, model, "", supports, "v1beta", None)
         reply = self._next_reply(None)
         await self._answer(reply, ctx, stream, "alt=sse" in query, call, receive, send)
@@ -1812,21 +1992,38 @@ class FakeGoogle:
         trace = secrets.token_hex(8)  # one trace (and response id) per answer, as Google does
         response_id = _random_id(20)
         if reply.kind == "error":
-            return _Rendered(reply.status, dict(reply.headers), body=_JSON.encode(_error_body(reply, ctx.model)))
+            return _Rendered(
+                reply.status, dict(reply.headers), body=_JSON.encode(_error_body(reply, ctx.model))
+            )
         if reply.kind == "raw":
             assert reply.raw_response is not None
             events = reply.raw_events if reply.raw_events is not None else [reply.raw_response]
             if stream:
-                return _Rendered(reply.status, dict(reply.headers), events=[self._wrap(e, ctx, trace) for e in events])
-            return _Rendered(reply.status, dict(reply.headers), body=self._wrap(reply.raw_response, ctx, trace))
+                return _Rendered(
+                    reply.status,
+                    dict(reply.headers),
+                    events=[self._wrap(e, ctx, trace) for e in events],
+                )
+            return _Rendered(
+                reply.status, dict(reply.headers), body=self._wrap(reply.raw_response, ctx, trace)
+            )
         base = {"modelVersion": ctx.model, "responseId": response_id}
-        usage = {"promptTokenCount": count_tokens(ctx.request), "candidatesTokenCount": 0, "totalTokenCount": 0}
+        usage = {
+            "promptTokenCount": count_tokens(ctx.request),
+            "candidatesTokenCount": 0,
+            "totalTokenCount": 0,
+        }
         if reply.kind == "empty":
             usage["totalTokenCount"] = usage["promptTokenCount"]
             if stream:
                 return _Rendered(200, dict(reply.headers), events=[])
-            response = {"candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}], "usageMetadata": usage}
-            return _Rendered(200, dict(reply.headers), body=self._wrap({**response, **base}, ctx, trace))
+            response = {
+                "candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}],
+                "usageMetadata": usage,
+            }
+            return _Rendered(
+                200, dict(reply.headers), body=self._wrap({**response, **base}, ctx, trace)
+            )
 
         events, thought, answer, calls = self._parts(reply, ctx, stream)
         usage["candidatesTokenCount"] = math.ceil(
@@ -1835,13 +2032,17 @@ class FakeGoogle:
         if thought:
             usage["thoughtsTokenCount"] = math.ceil(len(thought) / 4)
         usage["totalTokenCount"] = (
-            usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
+            usage["promptTokenCount"]
+            + usage["candidatesTokenCount"]
+            + usage.get("thoughtsTokenCount", 0)
         )
         if reply.usage:
             usage.update(reply.usage)
             if "totalTokenCount" not in reply.usage:
                 usage["totalTokenCount"] = (
-                    usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
+                    usage["promptTokenCount"]
+                    + usage["candidatesTokenCount"]
+                    + usage.get("thoughtsTokenCount", 0)
                 )
         responses = []
         for i, parts in enumerate(events):
@@ -1853,7 +2054,9 @@ class FakeGoogle:
             response.update(base)
             responses.append(response)
         if stream:
-            return _Rendered(200, dict(reply.headers), events=[self._wrap(r, ctx, trace) for r in responses])
+            return _Rendered(
+                200, dict(reply.headers), events=[self._wrap(r, ctx, trace) for r in responses]
+            )
         return _Rendered(200, dict(reply.headers), body=self._wrap(responses[0], ctx, trace))
 
     def _parts(
@@ -1868,7 +2071,11 @@ class FakeGoogle:
         if isinstance(reply.thought, str):
             thought = reply.thought
         elif reply.thought is None and ctx.show_thoughts:
-            thought = f"I should call {calls[0][0]}." if calls else f"Thinking about how to answer with {ctx.model}."
+            thought = (
+                f"I should call {calls[0][0]}."
+                if calls
+                else f"Thinking about how to answer with {ctx.model}."
+            )
         else:
             thought = ""
         family = ctx.family
@@ -1879,10 +2086,17 @@ class FakeGoogle:
             if family == "claude":
                 signature = self._issue("claude", "thought", text=thought)
                 if stream:
-                    events += [[{"text": piece, "thought": True}] for piece in _split(thought, chunks)]
-                    events += [[{"thought": True, "text": ""}], [{"thought": True, "thoughtSignature": signature}]]
+                    events += [
+                        [{"text": piece, "thought": True}] for piece in _split(thought, chunks)
+                    ]
+                    events += [
+                        [{"thought": True, "text": ""}],
+                        [{"thought": True, "thoughtSignature": signature}],
+                    ]
                 else:
-                    events.append([{"text": thought, "thought": True, "thoughtSignature": signature}])
+                    events.append(
+                        [{"text": thought, "thought": True, "thoughtSignature": signature}]
+                    )
             else:
                 events += [[{"text": piece, "thought": True}] for piece in _split(thought, chunks)]
         text_events = [[{"text": piece}] for piece in _split(answer, chunks)]
@@ -1917,14 +2131,23 @@ class FakeGoogle:
         return _JSON.encode(response)
 
     async def _answer(
-        self, reply: Reply, ctx: _Context, stream: bool, sse: bool, call: Call, receive: Any, send: Any
+        self,
+        reply: Reply,
+        ctx: _Context,
+        stream: bool,
+        sse: bool,
+        call: Call,
+        receive: Any,
+        send: Any,
     ) -> None:
         rendered = self._render(reply, ctx, stream)
         if rendered.body is not None:
             if reply.silent_for or reply.drop_at is not None:
                 await self._send_slow(reply, rendered, call, receive, send)
             else:
-                await self._send(send, call, rendered.status, rendered.body, headers=rendered.headers)
+                await self._send(
+                    send, call, rendered.status, rendered.body, headers=rendered.headers
+                )
             return
         assert rendered.events is not None
         if sse:
@@ -1939,20 +2162,33 @@ class FakeGoogle:
             content_type = b"application/json; charset=UTF-8"
         await self._stream(reply, rendered, chunks, content_type, call, receive, send)
 
-    async def _send_slow(self, reply: Reply, rendered: _Rendered, call: Call, receive: Any, send: Any) -> None:
+    async def _send_slow(
+        self, reply: Reply, rendered: _Rendered, call: Call, receive: Any, send: Any
+    ) -> None:
         """A non-stream answer with silence before the body, or cut in the middle."""
         assert rendered.body is not None
         body = rendered.body
         call.status = rendered.status
-        headers = [(b"content-type", b"application/json; charset=UTF-8"), (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json; charset=UTF-8"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         headers += [(k.encode(), v.encode()) for k, v in rendered.headers.items()]
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": rendered.status, "headers": headers}
+            )
             if await _pause(watcher, reply.silent_for):
                 return
             if reply.drop_at is not None:
-                await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": body[: len(body) // 2],
+                        "more_body": True,
+                    }
+                )
                 return  # uvicorn closes the connection: the body is cut
             await send({"type": "http.response.body", "body": body})
         finally:
@@ -1975,7 +2211,9 @@ class FakeGoogle:
         self.streams_open += 1
         cancelled = False
         try:
-            await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": rendered.status, "headers": headers}
+            )
             if await _pause(watcher, reply.silent_for):
                 cancelled = True
                 return
@@ -2026,10 +2264,16 @@ def _quota_error(model: str, delay: str, timestamp: str) -> GoogleError:
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
             "reason": "QUOTA_EXHAUSTED",
             "domain": ERROR_DOMAIN,
-            "metadata": {"model": model, "quotaResetDelay": delay, "quotaResetTimeStamp": timestamp},
+            "metadata": {
+                "model": model,
+                "quotaResetDelay": delay,
+                "quotaResetTimeStamp": timestamp,
+            },
         }
     ]
-    message = f"You have exhausted your capacity on this model. Your quota will reset after {delay}."
+    message = (
+        f"You have exhausted your capacity on this model. Your quota will reset after {delay}."
+    )
     return GoogleError(429, message, details=details)
 
 
@@ -2049,14 +2293,20 @@ def _error_body(reply: Reply, model: str) -> dict[str, Any]:
             metadata["quotaResetDelay"] = delay
         if stamp is not None:
             metadata["quotaResetTimeStamp"] = stamp
-        info: dict[str, Any] = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "domain": ERROR_DOMAIN}
+        info: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "domain": ERROR_DOMAIN,
+        }
         if reason:
             info["reason"] = reason
         info["metadata"] = metadata
         details.append(info)
     if spec.get("retry_delay") is not None:
         details.append(
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _proto_duration(spec["retry_delay"])}
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": _proto_duration(spec["retry_delay"]),
+            }
         )
     message = spec.get("message")
     if message is None:
