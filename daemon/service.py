@@ -20,6 +20,7 @@ from daemon.config import Config
 from daemon.dispatch import Dispatcher
 from daemon.errors import Conflict, GatewayError, NoAccountAvailable
 from daemon.listeners import Listener, bind_tcp, bind_unix
+from daemon.metrics import Metrics
 from daemon.monitor import Monitor
 from daemon.paths import Paths
 from daemon.protocols.signatures import SignatureStore
@@ -57,6 +58,7 @@ class Service:
         self.monitor = Monitor(paths.monitor_db, lambda: self._config)
         self.dispatcher = Dispatcher(self)
         self.signatures = SignatureStore()
+        self.metrics = Metrics(self)
         self.responses = ResponseStore()
 
     # ------------------------------------------------------------ config

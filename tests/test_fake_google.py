@@ -492,10 +492,10 @@ def test_client_disconnect_is_counted(fake: FakeGoogle, client: httpx.Client) ->
         json=envelope({"contents": [user("hi")]}),
         headers=bearer(fake),
     ) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                break
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
         assert fake.streams_open == 1
+        # Leaving the block closes the response mid-stream: the client disconnects.
     deadline = time.monotonic() + 2
     while fake.streams_cancelled == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -564,7 +564,8 @@ def test_schema_validation_error(fake: FakeGoogle, client: httpx.Client) -> None
     assert r.status_code == 400
     assert error_message(r).split("\n") == [
         'Invalid JSON payload received. Unknown name "additionalProperties" at '
-        "'request.tools[0].function_declarations[1].parameters.properties[1].value': Cannot find field.",
+        "'request.tools[0].function_declarations[1].parameters.properties[1].value': "
+        "Cannot find field.",
         'Invalid JSON payload received. Unknown name "$schema" at '
         "'request.tools[0].function_declarations[1].parameters': Cannot find field.",
     ]
@@ -610,8 +611,8 @@ def test_snake_case_accepted_and_unknown_fields_rejected(
     r = generate(client, fake, cache)
     assert r.status_code == 400
     assert error_message(r) == (
-        "Invalid JSON payload received. Unknown name \"cache_control\" at 'request.contents[0].parts[0]': "
-        "Cannot find field."
+        'Invalid JSON payload received. Unknown name "cache_control" at '
+        "'request.contents[0].parts[0]': Cannot find field."
     )
 
 
@@ -683,9 +684,10 @@ def test_gemini_missing_signature(fake: FakeGoogle, client: httpx.Client) -> Non
     r = generate(client, fake, {"contents": [question, stripped, responses_for(content)]})
     assert r.status_code == 400
     assert error_message(r) == (
-        "Function call is missing a thought_signature in functionCall parts. This is required for tools to work "
-        "correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
-        "function call `default_api:read_file` , position 2. Please refer to "
+        "Function call is missing a thought_signature in functionCall parts. This is required "
+        "for tools to work correctly, and missing thought_signature may lead to degraded model "
+        "performance. Additional data, function call `default_api:read_file` , position 2. "
+        "Please refer to "
         "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
     )
     # The same history in an OLD turn (a new user text follows) is not validated.
@@ -801,8 +803,9 @@ def test_claude_thinking_errors(fake: FakeGoogle, client: httpx.Client) -> None:
     )
     message = claude_error(send([call]))
     assert message.startswith(
-        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When "
-        "`thinking` is enabled, a final `assistant` message must start with a thinking block"
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        "`tool_use`. When `thinking` is enabled, a final `assistant` message must start with a "
+        "thinking block"
     )
     # Without thinking none of these apply.
     contents = [question, {"role": "model", "parts": [call]}, responses_for(content)]
@@ -834,7 +837,8 @@ def test_claude_structural_errors(fake: FakeGoogle, client: httpx.Client) -> Non
     }
     extra["parts"].append(foreign)
     assert ask(extra).startswith(
-        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_vrtx_other."
+        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: "
+        "toolu_vrtx_other."
     )
     unanswered = {"role": "user", "parts": [foreign]}
     assert ask(unanswered).startswith(
@@ -908,3 +912,40 @@ async def test_usable_from_async_tests(fake: FakeGoogle) -> None:
             headers=bearer(fake),
         )
     assert r.status_code == 200
+
+
+def test_stream_variants(fake: FakeGoogle, client: httpx.Client) -> None:
+    body = envelope({"contents": [user("hi")], "generationConfig": THINKING})
+    url = fake.endpoint + "/v1internal:streamGenerateContent"
+    # Without alt=sse Google streams one JSON array.
+    fake.script([Reply.text("xy", chunks=2)])
+    r = client.post(url, json=body, headers=bearer(fake))
+    assert [e["response"]["candidates"][0]["content"]["parts"][-1]["text"] for e in r.json()][
+        -2:
+    ] == [
+        "x",
+        "y",
+    ]
+    # Gemini "carrier": the signature comes on an extra empty-text part, which may be sent back.
+    fake.script([Reply.thinking("hmm", then_text="ok", carrier=True)])
+    r = client.post(url + "?alt=sse", json=body, headers=bearer(fake))
+    parts = [
+        p for e in sse_events(r.text) for p in e["response"]["candidates"][0]["content"]["parts"]
+    ]
+    assert parts[-1]["text"] == "" and parts[-1]["thoughtSignature"]
+    history = [user("hi"), {"role": "model", "parts": parts}, user("again")]
+    assert generate(client, fake, {"contents": history}).status_code == 200
+    # A scripted error on a stream is a plain JSON error answer.
+    fake.script([Reply.error(503)])
+    r = client.post(url + "?alt=sse", json=body, headers=bearer(fake))
+    assert r.status_code == 503 and r.json()["error"]["status"] == "UNAVAILABLE"
+
+
+def test_public_count_tokens(fake: FakeGoogle, client: httpx.Client) -> None:
+    request = {"contents": [user("how many?")]}
+    r = client.post(
+        fake.base_url + f"/v1beta/models/{GEMINI}:countTokens",
+        json=request,
+        headers={"x-goog-api-key": "k"},
+    )
+    assert r.json() == {"totalTokens": count_tokens(request)}

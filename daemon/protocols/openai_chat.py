@@ -208,6 +208,8 @@ def finish_request(
         raise BadRequest(f"{param} must hold at least one user message with content", param=param)
     if thinking_on(request) and not final.thinking:
         del request["generationConfig"]["thinkingConfig"]
+    if "generationConfig" in request and not request["generationConfig"]:
+        del request["generationConfig"]
     request["contents"] = final.contents
     return notes + final.notes
 

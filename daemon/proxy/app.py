@@ -107,7 +107,7 @@ def claude_code_side(rest: str) -> dict[str, Any]:
 
 
 def create_proxy_app(service: Service) -> ASGIApp:
-    from daemon.proxy import routes_anthropic, routes_gemini, routes_openai
+    from daemon.proxy import routes_anthropic, routes_gemini, routes_metrics, routes_openai
 
     app = Litestar(
         route_handlers=[
@@ -116,6 +116,7 @@ def create_proxy_app(service: Service) -> ASGIApp:
             *routes_openai.handlers,
             *routes_anthropic.handlers,
             *routes_gemini.handlers,
+            *routes_metrics.handlers,
         ],
         exception_handlers={
             GatewayError: _gateway_handler,

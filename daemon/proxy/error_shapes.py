@@ -100,6 +100,8 @@ def protocol_for_path(path: str) -> Protocol:
         return "anthropic"
     if path.startswith("/v1beta") or path.startswith("/v1alpha"):
         return "gemini"
+    if path.startswith("/v1/models/") and ":" in path:
+        return "gemini"  # google-genai with api_version v1
     return "openai"
 
 

@@ -88,13 +88,22 @@ async def _generate(request: Request[Any, Any, Any], model_method: str) -> Respo
     )
 
 
-@post(["/v1beta/models/{model_method:str}", "/v1alpha/models/{model_method:str}"], status_code=200)
+# google-genai sends /v1/models/...:generateContent when given a base URL and
+# api_version v1; the colon method names cannot clash with OpenAI routes.
+@post(
+    ["/v1beta/models/{model_method:str}", "/v1alpha/models/{model_method:str}", "/v1/models/{model_method:str}"],
+    status_code=200,
+)
 async def generate(request: Request[Any, Any, Any], model_method: str) -> Response[Any] | Stream:
     return await _generate(request, model_method)
 
 
 @get(["/v1beta/models/{model:str}", "/v1alpha/models/{model:str}"])
 async def get_model(request: Request[Any, Any, Any], model: str) -> Response[bytes]:
+    return await model_info(request, model)
+
+
+async def model_info(request: Request[Any, Any, Any], model: str) -> Response[bytes]:
     svc = service_of(request)
     avail = svc.pool.available_models()
     resolved = svc.dispatcher.resolve_model(model)

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 @get("/v1/models")
 async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    if "x-goog-api-key" in request.headers:
+        from daemon.proxy.routes_gemini import list_models as gemini_list
+
+        return await gemini_list.fn(request)
     svc = service_of(request)
     names = client_names(svc.config.models, svc.pool.available_models().keys())
     created = int(svc.started_at)
@@ -41,6 +45,11 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/v1/models/{model:str}")
 async def get_model(request: Request[Any, Any, Any], model: str) -> Response[bytes]:
+    if "x-goog-api-key" in request.headers or "key" in request.query_params:
+        # A Google SDK asking with api_version v1: answer in its shape.
+        from daemon.proxy.routes_gemini import model_info
+
+        return await model_info(request, model)
     svc = service_of(request)
     names = client_names(svc.config.models, svc.pool.available_models().keys())
     if model not in names:

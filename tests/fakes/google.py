@@ -48,7 +48,8 @@ Request validation (both families), answered with Google's 400 messages
       schema ``properties`` names, ``example``/``default`` are never touched);
     * unknown fields on the request, a Content, a Part, a Tool, a
       FunctionDeclaration, generationConfig or thinkingConfig:
-      ``Invalid JSON payload received. Unknown name "X" at 'request.contents[0].parts[1]': Cannot find field.``
+      ``Invalid JSON payload received. Unknown name "X" at
+      'request.contents[0].parts[1]': Cannot find field.``
       (e.g. an Anthropic ``cache_control`` left on a part);
     * ``systemInstruction`` must be a Content object, not a string;
     * a part with no data field (an empty text counts as none unless the part
@@ -162,7 +163,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -226,6 +227,9 @@ MISSING_SIGNATURE_MESSAGE = (
     "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
 )
 CORRUPTED_SIGNATURE_MESSAGE = "Corrupted thought signature."
+QUOTA_MESSAGE = (
+    "You have exhausted your capacity on this model. Your quota will reset after {delay}."
+)
 ONEOF_MESSAGE = "required oneof field 'data' must have one initialized field"
 TOOL_NAME_MESSAGE = (
     "Invalid function name. Must start with a letter or an underscore. Must be alphameric "
@@ -242,6 +246,15 @@ THINKING_FIRST_MESSAGE = (
     "lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking "
     "blocks from previous turns. To avoid this requirement, disable `thinking`. Please consult "
     "our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+MISSING_RESULT_MESSAGE = (
+    "messages.{n}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+    "{ids}. Each `tool_use` block must have a corresponding `tool_result` block in the next "
+    "message."
+)
+UNEXPECTED_RESULT_MESSAGE = (
+    "messages.{n}.content.{m}: unexpected `tool_use_id` found in `tool_result` blocks: {id}. "
+    "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
 )
 BUDGET_MESSAGE = (
     "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
@@ -280,12 +293,30 @@ DEFAULT_ERROR_MESSAGES = {
 #: Field names of Gemini's Schema object: anything else in function parameters is a 400.
 SCHEMA_KEYS = frozenset(
     {
-        "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
-        "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
-        "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum",
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
         "maximum",
     }
-)  # fmt: skip
+)
 SCHEMA_TYPES = frozenset(
     {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL", "TYPE_UNSPECIFIED"}
 )
@@ -311,16 +342,33 @@ PART_KEYS = PART_DATA_KEYS | {
 CONTENT_KEYS = frozenset({"role", "parts"})
 REQUEST_KEYS = frozenset(
     {
-        "contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings",
-        "sessionId", "cachedContent", "labels", "model", "modelArmorConfig",
+        "contents",
+        "systemInstruction",
+        "tools",
+        "toolConfig",
+        "generationConfig",
+        "safetySettings",
+        "sessionId",
+        "cachedContent",
+        "labels",
+        "model",
+        "modelArmorConfig",
     }
-)  # fmt: skip
+)
 TOOL_KEYS = frozenset(
     {
-        "functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext",
-        "retrieval", "computerUse", "googleMaps", "enterpriseWebSearch", "fileSearch",
+        "functionDeclarations",
+        "googleSearch",
+        "googleSearchRetrieval",
+        "codeExecution",
+        "urlContext",
+        "retrieval",
+        "computerUse",
+        "googleMaps",
+        "enterpriseWebSearch",
+        "fileSearch",
     }
-)  # fmt: skip
+)
 FUNCTION_DECLARATION_KEYS = frozenset(
     {
         "name",
@@ -334,28 +382,76 @@ FUNCTION_DECLARATION_KEYS = frozenset(
 )
 GENERATION_CONFIG_KEYS = frozenset(
     {
-        "temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences",
-        "presencePenalty", "frequencyPenalty", "seed", "responseMimeType", "responseSchema",
-        "responseJsonSchema", "responseLogprobs", "logprobs", "responseModalities", "speechConfig",
-        "thinkingConfig", "mediaResolution", "enableEnhancedCivicAnswers", "routingConfig",
-        "audioTimestamp", "imageConfig", "modelSelectionConfig", "enableAffectiveDialog",
+        "temperature",
+        "topP",
+        "topK",
+        "candidateCount",
+        "maxOutputTokens",
+        "stopSequences",
+        "presencePenalty",
+        "frequencyPenalty",
+        "seed",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+        "responseLogprobs",
+        "logprobs",
+        "responseModalities",
+        "speechConfig",
+        "thinkingConfig",
+        "mediaResolution",
+        "enableEnhancedCivicAnswers",
+        "routingConfig",
+        "audioTimestamp",
+        "imageConfig",
+        "modelSelectionConfig",
+        "enableAffectiveDialog",
     }
-)  # fmt: skip
+)
 THINKING_CONFIG_KEYS = frozenset({"includeThoughts", "thinkingBudget", "thinkingLevel"})
 OTHER_KNOWN_KEYS = frozenset(
     {
-        "mimeType", "data", "fileUri", "displayName", "name", "args", "id", "response", "mode",
-        "allowedFunctionNames", "functionCallingConfig", "retrievalConfig", "category", "threshold",
-        "method", "startOffset", "endOffset", "fps", "language", "code", "outcome", "output",
-        "generateContentRequest", "willContinue", "scheduling", "parts",
+        "mimeType",
+        "data",
+        "fileUri",
+        "displayName",
+        "name",
+        "args",
+        "id",
+        "response",
+        "mode",
+        "allowedFunctionNames",
+        "functionCallingConfig",
+        "retrievalConfig",
+        "category",
+        "threshold",
+        "method",
+        "startOffset",
+        "endOffset",
+        "fps",
+        "language",
+        "code",
+        "outcome",
+        "output",
+        "generateContentRequest",
+        "willContinue",
+        "scheduling",
+        "parts",
     }
-)  # fmt: skip
+)
 # snake_case keys are converted only when their camelCase form is one of these, so an
 # unknown key keeps the spelling the client sent and the error names it as sent.
 KNOWN_CAMEL_KEYS = (
-    SCHEMA_KEYS | PART_KEYS | CONTENT_KEYS | REQUEST_KEYS | TOOL_KEYS | FUNCTION_DECLARATION_KEYS
-    | GENERATION_CONFIG_KEYS | THINKING_CONFIG_KEYS | OTHER_KNOWN_KEYS
-)  # fmt: skip
+    SCHEMA_KEYS
+    | PART_KEYS
+    | CONTENT_KEYS
+    | REQUEST_KEYS
+    | TOOL_KEYS
+    | FUNCTION_DECLARATION_KEYS
+    | GENERATION_CONFIG_KEYS
+    | THINKING_CONFIG_KEYS
+    | OTHER_KNOWN_KEYS
+)
 # Values under these keys are user data (JSON Struct/Value in the proto), never renamed.
 OPAQUE_KEYS = frozenset(
     {
@@ -484,13 +580,16 @@ def count_tokens(request: dict[str, Any]) -> int:
     the request after snake_case names were normalised to camelCase. Other
     fields (generationConfig, model, ...) do not count.
     """
-    req = to_camel(request)
+    return _count_normalised(to_camel(request))
+
+
+def _count_normalised(req: dict[str, Any]) -> int:
     counted = {key: req[key] for key in ("contents", "systemInstruction", "tools") if key in req}
     return math.ceil(len(_JSON_SORTED.encode(counted)) / 4)
 
 
 def go_duration(seconds: float) -> str:
-    """Format seconds as a Go duration string, as Google's quotaResetDelay is ("1h30m5s", "500ms")."""
+    """Format seconds as a Go duration, as Google's quotaResetDelay is ("1h30m5s", "500ms")."""
     if seconds <= 0:
         return "0s"
     if seconds < 1:
@@ -518,7 +617,7 @@ def _proto_duration(seconds: float | str) -> str:
 def _to_epoch(value: datetime | float | int | str) -> float:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     if isinstance(value, (int, float)):
         return float(value)
@@ -526,7 +625,7 @@ def _to_epoch(value: datetime | float | int | str) -> float:
 
 
 def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _b64url(data: bytes) -> str:
@@ -603,6 +702,7 @@ class GoogleError(_Answer):
         headers: dict[str, str] | None = None,
     ) -> None:
         self.error = google_error_body(code, message, status, details)
+        self.message: str = self.error["error"]["message"]
         super().__init__(code, _JSON.encode(self.error), headers=headers)
 
 
@@ -626,6 +726,15 @@ def _anthropic_error(message: str) -> GoogleError:
         "request_id": "req_vrtx_" + _random_id(24),
     }
     return GoogleError(400, _JSON.encode(inner).decode())
+
+
+def _invalid_value(where: str, proto_type: str, value: Any) -> GoogleError:
+    """Google's answer to a JSON value of the wrong type (e.g. a string where a Content goes)."""
+    message = (
+        f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
+        f"{proto_type}), {_JSON.encode(value).decode()}"
+    )
+    return _bad_request([message], [(where, message)])
 
 
 def _oauth_error(status: int, error: str, description: str | None = None) -> _Answer:
@@ -988,11 +1097,7 @@ class _Validator:
 
     def content(self, content: Any, path: str, snake_path: str, system: bool = False) -> None:
         if not isinstance(content, dict):
-            raise _bad_request(
-                [f"Invalid value at '{self.prefix}{snake_path}' (type.googleapis.com/google.ai.generativelanguage"
-                 f".v1beta.Content), {_JSON.encode(content).decode()}"],
-                [(self.prefix + snake_path, "Invalid value")],
-            )  # fmt: skip
+            raise _invalid_value(self.prefix + snake_path, "Content", content)
         self._check_keys(content, CONTENT_KEYS, snake_path)
         role = content.get("role")
         if not system and role is not None and role not in ("user", "model"):
@@ -1033,11 +1138,7 @@ class _Validator:
                     self._unknown("type", path, "Proto field is not repeating, cannot start list.")
                 elif not isinstance(value, str) or value.upper() not in SCHEMA_TYPES:
                     where = f"{self.prefix}{path}.type"
-                    message = (
-                        f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta.Type), "
-                        f"{_JSON.encode(value).decode()}"
-                    )
-                    self.unknown.append((where, message))
+                    self.unknown.append((where, _invalid_value(where, "Type", value).message))
             elif key == "properties" and isinstance(value, dict):
                 for i, sub in enumerate(value.values()):
                     self.schema(sub, f"{path}.properties[{i}].value")
@@ -1052,12 +1153,7 @@ class _Validator:
         system = req.get("systemInstruction")
         if system is not None:
             if not isinstance(system, dict):
-                where = f"{self.prefix}system_instruction"
-                raise _bad_request(
-                    [f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta.Content), "
-                     f"{_JSON.encode(system).decode()}"],
-                    [(where, "Invalid value")],
-                )  # fmt: skip
+                raise _invalid_value(f"{self.prefix}system_instruction", "Content", system)
             self.content(system, "system_instruction", "system_instruction", system=True)
         contents = req.get("contents")
         if not isinstance(contents, list) or not contents:
@@ -1097,10 +1193,8 @@ class _Validator:
                 and fcc["mode"] not in FUNCTION_CALLING_MODES
             ):
                 where = f"{self.prefix}tool_config.function_calling_config.mode"
-                self.unknown.append(
-                    (where, f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
-                            f"FunctionCallingConfig.Mode), \"{fcc['mode']}\"")
-                )  # fmt: skip
+                mode = _invalid_value(where, "FunctionCallingConfig.Mode", fcc["mode"])
+                self.unknown.append((where, mode.message))
         self.raise_if_any()
 
 
@@ -1135,6 +1229,42 @@ def _check_gemini_signatures(
                 raise GoogleError(400, CORRUPTED_SIGNATURE_MESSAGE)
 
 
+def _call_ids(content: dict[str, Any]) -> list[str | None]:
+    return [p["functionCall"].get("id") for p in content.get("parts") or () if "functionCall" in p]
+
+
+def _result_ids(content: dict[str, Any]) -> list[str | None]:
+    parts = content.get("parts") or ()
+    return [p["functionResponse"].get("id") for p in parts if "functionResponse" in p]
+
+
+def _check_tool_pairing(contents: list[dict[str, Any]]) -> None:
+    """Claude: tool_use ids are required, and each result answers a call of the message before."""
+    for ci, content in enumerate(contents):
+        if content.get("role") == "model":
+            for pi, part in enumerate(content.get("parts") or ()):
+                if "functionCall" in part and not part["functionCall"].get("id"):
+                    raise _anthropic_error(
+                        f"messages.{ci}.content.{pi}.tool_use.id: Field required"
+                    )
+            following = contents[ci + 1] if ci + 1 < len(contents) else {}
+            answered = (
+                set(_result_ids(following)) if following.get("role", "user") == "user" else set()
+            )
+            missing = [str(i) for i in _call_ids(content) if i not in answered]
+            if missing:
+                raise _anthropic_error(MISSING_RESULT_MESSAGE.format(n=ci, ids=", ".join(missing)))
+            continue
+        previous = contents[ci - 1] if ci > 0 else {}
+        known = set(_call_ids(previous)) if previous.get("role") == "model" else set()
+        for pi, part in enumerate(content.get("parts") or ()):
+            if "functionResponse" not in part:
+                continue
+            result_id = part["functionResponse"].get("id")
+            if not result_id or result_id not in known:
+                raise _anthropic_error(UNEXPECTED_RESULT_MESSAGE.format(n=ci, m=pi, id=result_id))
+
+
 def _check_claude(
     req: dict[str, Any],
     thinking: bool,
@@ -1149,48 +1279,7 @@ def _check_claude(
     if thinking and budget is not None and isinstance(max_out, int) and max_out <= budget:
         raise _anthropic_error(BUDGET_MESSAGE)
 
-    # Tool-use / tool-result pairing (ids keep both ways, results in the very next message).
-    for ci, content in enumerate(contents):
-        parts = content.get("parts") or []
-        if content.get("role") == "model":
-            call_ids = []
-            for pi, part in enumerate(parts):
-                call = part.get("functionCall")
-                if call is not None:
-                    if not call.get("id"):
-                        raise _anthropic_error(
-                            f"messages.{ci}.content.{pi}.tool_use.id: Field required"
-                        )
-                    call_ids.append(call["id"])
-            if call_ids:
-                following = contents[ci + 1] if ci + 1 < len(contents) else {}
-                answered = {
-                    (p.get("functionResponse") or {}).get("id")
-                    for p in following.get("parts") or ()
-                    if following.get("role", "user") == "user"
-                }
-                missing = [i for i in call_ids if i not in answered]
-                if missing:
-                    raise _anthropic_error(
-                        f"messages.{ci}: `tool_use` ids were found without `tool_result` blocks immediately "
-                        f"after: {', '.join(missing)}. Each `tool_use` block must have a corresponding "
-                        "`tool_result` block in the next message."
-                    )
-        else:
-            previous = contents[ci - 1] if ci > 0 else {}
-            known = {
-                (p.get("functionCall") or {}).get("id")
-                for p in previous.get("parts") or ()
-                if previous.get("role") == "model"
-            }
-            for pi, part in enumerate(parts):
-                result = part.get("functionResponse")
-                if result is not None and (not result.get("id") or result.get("id") not in known):
-                    raise _anthropic_error(
-                        f"messages.{ci}.content.{pi}: unexpected `tool_use_id` found in `tool_result` blocks: "
-                        f"{result.get('id')}. Each `tool_result` block must have a corresponding `tool_use` "
-                        "block in the previous message."
-                    )
+    _check_tool_pairing(contents)
 
     if not (thinking and check_signatures):
         return
@@ -1545,7 +1634,10 @@ class FakeGoogle:
             elif method == "userinfo":
                 await self._userinfo(headers, query, call, send)
             else:
-                page = f"<!DOCTYPE html><title>Error 404 (Not Found)</title><p>The requested URL {path} was not found."
+                page = (
+                    "<!DOCTYPE html><title>Error 404 (Not Found)</title>"
+                    f"<p>The requested URL {path} was not found."
+                )
                 raise _Answer(404, page.encode(), b"text/html; charset=UTF-8")
         except _Answer as answer:
             await self._send(
@@ -1746,8 +1838,8 @@ class FakeGoogle:
             )
         entry = self._tokens.get(token)
         if entry is None:
-            raise GoogleError(401, UNAUTHENTICATED_MESSAGE, details=[_auth_info("ACCESS_TOKEN_TYPE_UNSUPPORTED")],
-                              headers=www)  # fmt: skip
+            unknown = [_auth_info("ACCESS_TOKEN_TYPE_UNSUPPORTED")]
+            raise GoogleError(401, UNAUTHENTICATED_MESSAGE, details=unknown, headers=www)
         account, expires = entry
         if account.revoked or expires <= time.monotonic():
             raise GoogleError(
@@ -1811,14 +1903,14 @@ class FakeGoogle:
                 raise GoogleError(404, NOT_FOUND_MESSAGE)
             req = to_camel(request)
             _Validator("request.").request(req)
-            await self._send(send, call, 200, _JSON.encode({"totalTokens": count_tokens(req)}))
+            await self._send(send, call, 200, _JSON.encode({"totalTokens": _count_normalised(req)}))
         elif method in ("generateContent", "streamGenerateContent"):
             stream = method == "streamGenerateContent"
             call.stream = stream
             model, req = self._check_envelope(account, body, call)
             info = account.models[model]
-            ctx = self._validate(req, model, "request.", info.get("supportsThinking", False), "v1internal",
-                                 account.email)  # fmt: skip
+            thinks = bool(info.get("supportsThinking", False))
+            ctx = self._validate(req, model, "request.", thinks, "v1internal", account.email)
             quota = account.quota(model)
             if quota is not None and quota[0] <= 0 and quota[1] > time.time():
                 delay = quota[1] - time.time()
@@ -1834,8 +1926,8 @@ class FakeGoogle:
         if reason == "VALIDATION_REQUIRED":
             url = account.validation_url
             message = (
-                "VALIDATION_REQUIRED: Verify your account to continue. Open this link to verify your "
-                f"account: {url}"
+                "VALIDATION_REQUIRED: Verify your account to continue. Open this link to verify "
+                f"your account: {url}"
             )
             info = {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
@@ -1908,8 +2000,9 @@ class FakeGoogle:
             if any(a.project == project for a in self.accounts.values()):
                 raise GoogleError(
                     403,
-                    f"Permission 'cloudaicompanion.companions.generateChat' denied on resource "
-                    f"'//cloudaicompanion.googleapis.com/projects/{project}/locations/global' (or it may not exist).",
+                    "Permission 'cloudaicompanion.companions.generateChat' denied on resource "
+                    f"'//cloudaicompanion.googleapis.com/projects/{project}/locations/global' "
+                    "(or it may not exist).",
                 )
             raise GoogleError(404, NOT_FOUND_MESSAGE)
         for name in ("model", "requestId", "userAgent", "requestType"):
@@ -1973,7 +2066,7 @@ class FakeGoogle:
             request = body.get("generateContentRequest", body)
             req = to_camel(request)
             _Validator("").request(req)
-            await self._send(send, call, 200, _JSON.encode({"totalTokens": count_tokens(req)}))
+            await self._send(send, call, 200, _JSON.encode({"totalTokens": _count_normalised(req)}))
             return
         if method not in ("generateContent", "streamGenerateContent"):
             raise GoogleError(404, NOT_FOUND_MESSAGE)
@@ -2009,7 +2102,7 @@ class FakeGoogle:
             )
         base = {"modelVersion": ctx.model, "responseId": response_id}
         usage = {
-            "promptTokenCount": count_tokens(ctx.request),
+            "promptTokenCount": _count_normalised(ctx.request),
             "candidatesTokenCount": 0,
             "totalTokenCount": 0,
         }
@@ -2271,9 +2364,7 @@ def _quota_error(model: str, delay: str, timestamp: str) -> GoogleError:
             },
         }
     ]
-    message = (
-        f"You have exhausted your capacity on this model. Your quota will reset after {delay}."
-    )
+    message = QUOTA_MESSAGE.format(delay=delay)
     return GoogleError(429, message, details=details)
 
 
@@ -2311,7 +2402,7 @@ def _error_body(reply: Reply, model: str) -> dict[str, Any]:
     message = spec.get("message")
     if message is None:
         if reason == "QUOTA_EXHAUSTED" and delay is not None:
-            message = f"You have exhausted your capacity on this model. Your quota will reset after {delay}."
+            message = QUOTA_MESSAGE.format(delay=delay)
         elif reason == "MODEL_CAPACITY_EXHAUSTED":
             message = f"No capacity available for model {model} on the server"
     return google_error_body(reply.status, message, details=details or None)
