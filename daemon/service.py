@@ -68,8 +68,16 @@ class Service:
         return self._config
 
     def auth_settings(self) -> tuple[str, str]:
+        return self.effective_auth_mode(), self._config.proxy.api_key
+
+    def effective_auth_mode(self) -> str:
+        # "auto" follows the host the proxy is really bound to, not only the
+        # config: turning LAN access off while the proxy still listens on
+        # 0.0.0.0 (until `agctl restart`) must not switch auth off.
         cfg = self._config
-        return cfg.effective_auth_mode(), cfg.proxy.api_key
+        if cfg.proxy.auth_mode == "auto" and self.bound_host == "0.0.0.0":
+            return "all_except_health"
+        return cfg.effective_auth_mode()
 
     def base_url(self) -> str:
         cfg = self._config
@@ -141,7 +149,7 @@ class Service:
             if host == "0.0.0.0":
                 log.warning(
                     "the proxy listens on all interfaces (LAN access on), auth mode %s",
-                    cfg.effective_auth_mode(),
+                    self.effective_auth_mode(),
                 )
             log.info("proxy listening on %s:%s", host, self.bound_port)
             self._notify_status()
@@ -151,6 +159,7 @@ class Service:
             if self.proxy_state.state != State.RUNNING or self.proxy_listener is None:
                 if self.proxy_state.state == State.FAILED:
                     self.proxy_state.to(State.STOPPED)
+                    self._notify_status()
                     return
                 raise Conflict("the proxy is not running")
             self.proxy_state.to(State.STOPPING)
@@ -199,7 +208,7 @@ class Service:
                 "host": self.bound_host if running else cfg.bind_host(),
                 "port": self.bound_port if running else cfg.proxy.port,
                 "base_url": self.base_url(),
-                "auth_mode": cfg.effective_auth_mode(),
+                "auth_mode": self.effective_auth_mode(),
                 "auth_mode_setting": cfg.proxy.auth_mode,
                 "allow_lan_access": cfg.proxy.allow_lan_access,
                 "restart_pending": self.restart_pending,
@@ -252,6 +261,8 @@ class Service:
                 if self.proxy_state.state == State.STOPPED:
                     self.proxy_state.reason = exc.message
         self.pool.start_background()
+        if self.notifier.enabled:
+            log.debug("sd_notify via %s", self.notifier.backend)
         self.notifier.ready(self.status_line())
         interval = self.notifier.watchdog_interval()
         if interval and self.notifier.enabled:

@@ -712,6 +712,27 @@ def test_gemini_missing_signature(fake: FakeGoogle, client: httpx.Client) -> Non
     )
 
 
+def test_signatures_are_bytes(fake: FakeGoogle, client: httpx.Client) -> None:
+    content, question = gemini_tool_turn(fake, client)
+    resent = json.loads(json.dumps(content))
+    first = next(p for p in resent["parts"] if "functionCall" in p)
+    raw = base64.b64decode(first["thoughtSignature"])
+    # The google-genai SDK sends bytes back URL-safe and unpadded: still the same signature.
+    first["thoughtSignature"] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    contents = [question, resent, responses_for(content)]
+    assert generate(client, fake, {"contents": contents}).status_code == 200
+    # The skip value is bytes too: its standard-alphabet spelling is accepted.
+    first["thoughtSignature"] = base64.b64encode(base64.urlsafe_b64decode(SKIP_SIGNATURE)).decode()
+    assert generate(client, fake, {"contents": contents}).status_code == 200
+    first["thoughtSignature"] = "not base64!"
+    r = generate(client, fake, {"contents": contents})
+    assert r.status_code == 400
+    assert error_message(r) == (
+        "Invalid value at 'request.contents[1].parts[1].thought_signature' (TYPE_BYTES), "
+        'Base64 decoding failed for "not base64!"'
+    )
+
+
 def test_gemini_corrupted_signature(fake: FakeGoogle, client: httpx.Client) -> None:
     content, question = gemini_tool_turn(fake, client)
     altered = json.loads(json.dumps(content))

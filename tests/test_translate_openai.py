@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx2
 import openai
 import pydantic
 import pytest
@@ -34,8 +35,8 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
-from daemon.errors import BadRequest, RateLimited, UpstreamError
-from daemon.protocols import GeminiCall, openai_chat, openai_completions, openai_responses
+from daemon.errors import BadRequest, GatewayError, RateLimited, UpstreamError
+from daemon.protocols import GeminiCall, common, openai_chat, openai_completions, openai_responses
 from daemon.protocols.shared_extra import SKIP_SIGNATURE
 from daemon.protocols.signatures import SignatureStore
 
@@ -67,7 +68,9 @@ def seeded_store(spec: dict[str, dict[str, str]]) -> SignatureStore:
     return store
 
 
-def translate(kind: str, body: dict[str, Any], model: str, store: SignatureStore, **kw: Any) -> GeminiCall:
+def translate(
+    kind: str, body: dict[str, Any], model: str, store: SignatureStore, **kw: Any
+) -> GeminiCall:
     call: GeminiCall = MODULES[kind].to_gemini(body, model=model, store=store, **kw)
     return call
 
@@ -95,7 +98,9 @@ def parse_sse(raw: bytes, *, named: bool) -> list[Any]:
     return events
 
 
-def run_stream(kind: str, call: GeminiCall, store: SignatureStore, chunks: list[dict[str, Any]]) -> bytes:
+def run_stream(
+    kind: str, call: GeminiCall, store: SignatureStore, chunks: list[dict[str, Any]]
+) -> bytes:
     t = MODULES[kind].StreamTranslator(call, store)
     raw = t.start()
     for chunk in chunks:
@@ -126,10 +131,13 @@ def run_case(kind: str, case: dict[str, Any]) -> dict[str, Any]:
             raw = run_stream(kind, call, store, case["chunks"])
             actual["expected_events"] = parse_sse(raw, named=kind == "openai_responses")
         else:
-            actual["expected_answer"] = MODULES[kind].from_gemini(case["response"], call=call, store=store)
+            actual["expected_answer"] = MODULES[kind].from_gemini(
+                case["response"], call=call, store=store
+            )
     if "expected_store" in case:
         actual["expected_store"] = {
-            k: {key: store.get(k, key) for key in entries} for k, entries in case["expected_store"].items()
+            k: {key: store.get(k, key) for key in entries}
+            for k, entries in case["expected_store"].items()
         }
     return actual
 
@@ -201,7 +209,9 @@ def test_chat_chunks_validate_and_accumulate_with_sdk(case: dict[str, Any]) -> N
         chunk = ChatCompletionChunk.model_validate(event, strict=True)
         assert_no_extra(chunk, REASONING_CONTENT)
         state.handle_chunk(chunk)
-    final = state.get_final_completion()
+    # The snapshot, not get_final_completion(): that one raises on "length".
+    final = state.current_completion_snapshot
+    assert all(choice.finish_reason for choice in final.choices)
     for choice in final.choices:
         for call in choice.message.tool_calls or []:
             assert call.type == "function"
@@ -225,7 +235,9 @@ def _validate_event(event: dict[str, Any]) -> Any:
 def test_responses_events_validate_and_accumulate_with_sdk(case: dict[str, Any]) -> None:
     events = case["expected_events"]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
+    state: ResponseStreamState[Any] = ResponseStreamState(
+        input_tools=openai.omit, text_format=openai.omit
+    )
     for event in events:
         state.handle_event(_validate_event(event))
     last = events[-1]
@@ -242,7 +254,11 @@ def test_responses_events_validate_and_accumulate_with_sdk(case: dict[str, Any])
 
 def test_gemini_signature_round_trip_through_the_store() -> None:
     store = SignatureStore()
-    body = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "weather?"}], "tools": [_TOOL]}
+    body = {
+        "model": "gemini-3-flash",
+        "messages": [{"role": "user", "content": "weather?"}],
+        "tools": [_TOOL],
+    }
     call = fixed("openai_chat", translate("openai_chat", body, "gemini-3-flash", store))
     answer = openai_chat.from_gemini(_gemini_call_answer("sig-xyz", None), call=call, store=store)
     tool_call = answer["choices"][0]["message"]["tool_calls"][0]
@@ -296,8 +312,18 @@ def test_claude_thinking_round_trip_through_the_store() -> None:
                 "content": {
                     "role": "model",
                     "parts": [
-                        {"text": "I should call the tool.", "thought": True, "thoughtSignature": "claude-sig"},
-                        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}, "id": "toolu_vrtx_01"}},
+                        {
+                            "text": "I should call the tool.",
+                            "thought": True,
+                            "thoughtSignature": "claude-sig",
+                        },
+                        {
+                            "functionCall": {
+                                "name": "get_weather",
+                                "args": {"city": "Oslo"},
+                                "id": "toolu_vrtx_01",
+                            }
+                        },
                     ],
                 },
                 "finishReason": "STOP",
@@ -327,13 +353,21 @@ def test_responses_encrypted_content_round_trips_without_server_state() -> None:
     body = {
         "model": "gemini-3-flash",
         "input": "weather?",
-        "tools": [{"type": "function", "name": "get_weather", "parameters": _TOOL["function"]["parameters"]}],
+        "tools": [
+            {
+                "type": "function",
+                "name": "get_weather",
+                "parameters": _TOOL["function"]["parameters"],
+            }
+        ],
         "include": ["reasoning.encrypted_content"],
         "reasoning": {"effort": "low", "summary": "auto"},
     }
     store = SignatureStore()
     call = fixed("openai_responses", translate("openai_responses", body, "gemini-3-flash", store))
-    resp = openai_responses.from_gemini(_gemini_call_answer("sig-enc", "thinking about it"), call=call, store=store)
+    resp = openai_responses.from_gemini(
+        _gemini_call_answer("sig-enc", "thinking about it"), call=call, store=store
+    )
     kinds = [item["type"] for item in resp["output"]]
     assert kinds == ["reasoning", "function_call"]
     assert resp["output"][0]["encrypted_content"].startswith(openai_responses.ENCRYPTED_PREFIX)
@@ -363,11 +397,15 @@ def test_responses_stream_and_non_stream_give_the_same_response() -> None:
     body = {"model": "gemini-3-flash", "input": "hi", "tools": [_RESPONSES_TOOL], "stream": True}
     answer = _gemini_call_answer("sig-1", "hmm")
     answer["candidates"][0]["content"]["parts"].insert(1, {"text": "Checking."})
-    call = fixed("openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore()))
+    call = fixed(
+        "openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore())
+    )
     t = openai_responses.StreamTranslator(call, SignatureStore())
     t.feed(answer)
     t.finish()
-    call2 = fixed("openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore()))
+    call2 = fixed(
+        "openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore())
+    )
     assert t.response == openai_responses.from_gemini(answer, call=call2, store=SignatureStore())
     assert t.response_id == "resp_golden"
 
@@ -376,20 +414,34 @@ def test_responses_stream_and_non_stream_give_the_same_response() -> None:
 
 
 def test_chat_stream_failure_raises_api_error_in_the_sdk() -> None:
-    call = fixed("openai_chat", translate("openai_chat", _CHAT_BODY, "gemini-3-flash", SignatureStore()))
+    call = fixed(
+        "openai_chat", translate("openai_chat", _CHAT_BODY, "gemini-3-flash", SignatureStore())
+    )
     t = openai_chat.StreamTranslator(call, SignatureStore())
-    events = parse_sse(t.start() + t.fail(RateLimited("quota exhausted", retry_after=3)), named=False)
+    events = parse_sse(
+        t.start() + t.fail(RateLimited("quota exhausted", retry_after=3)), named=False
+    )
     assert events[-1] == "[DONE]"
     assert events[1] == {
-        "error": {"message": "quota exhausted", "type": "rate_limit_error", "param": None, "code": "rate_limited"}
+        "error": {
+            "message": "quota exhausted",
+            "type": "rate_limit_error",
+            "param": None,
+            "code": "rate_limited",
+        }
     }
     assert t.keepalive() == b": keepalive\n\n"
 
 
 def test_responses_stream_failure_is_a_valid_failed_event() -> None:
-    call = fixed("openai_responses", translate("openai_responses", {"input": "hi"}, "gemini-3-flash", SignatureStore()))
+    call = fixed(
+        "openai_responses",
+        translate("openai_responses", {"input": "hi"}, "gemini-3-flash", SignatureStore()),
+    )
     t = openai_responses.StreamTranslator(call, SignatureStore())
-    raw = t.start() + t.feed({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}]})
+    raw = t.start() + t.feed(
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}]}
+    )
     raw += t.fail(RateLimited("quota exhausted", retry_after=42))
     events = parse_sse(raw, named=True)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
@@ -407,7 +459,13 @@ def test_responses_stream_failure_is_a_valid_failed_event() -> None:
 
 
 def test_completions_request_and_answer() -> None:
-    body = {"model": "gemini-3-flash", "prompt": ["Say hi"], "max_tokens": 20, "stop": "\n", "temperature": 0}
+    body = {
+        "model": "gemini-3-flash",
+        "prompt": ["Say hi"],
+        "max_tokens": 20,
+        "stop": "\n",
+        "temperature": 0,
+    }
     call = openai_completions.to_gemini(body, model="gemini-3-flash", store=SignatureStore())
     assert call.request == {
         "contents": [{"role": "user", "parts": [{"text": "Say hi"}]}],
@@ -428,7 +486,16 @@ def test_completions_stream() -> None:
     call.extra.update(id="cmpl-golden", created=CREATED)
     t = openai_completions.StreamTranslator(call, SignatureStore())
     chunks = [
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "x", "thought": True}, {"text": "Hel"}]}}]},
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [{"text": "x", "thought": True}, {"text": "Hel"}],
+                    }
+                }
+            ]
+        },
         _TEXT_ANSWER,
     ]
     events = parse_sse(t.start() + b"".join(t.feed(c) for c in chunks) + t.finish(), named=False)
@@ -468,26 +535,53 @@ def test_completions_bad_requests(body: dict[str, Any], param: str) -> None:
         ({"messages": "hi"}, "messages"),
         ({"messages": []}, "messages"),
         ({"messages": ["hi"]}, "messages[0]"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}, "messages[1].role"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]},
+            "messages[1].role",
+        ),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-        ({"messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]}, "messages[0].content[0].type"),
         (
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:nope"}}]}]},
+            {"messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]},
+            "messages[0].content[0].type",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:nope"}}],
+                    }
+                ]
+            },
             "messages[0].content[0].image_url.url",
         ),
         (
-            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/a.png"}}]}]},
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "ftp://x/a.png"}}],
+                    }
+                ]
+            },
             "messages[0].content[0].image_url.url",
         ),
         (
-            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}
+                ]
+            },
             "messages[0].content[0].file.file_id",
         ),
         (
             {
                 "messages": [
                     {"role": "user", "content": "go"},
-                    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {}}]},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "c1", "type": "function", "function": {}}],
+                    },
                 ]
             },
             "messages[1].tool_calls[0].function.name",
@@ -499,8 +593,16 @@ def test_completions_bad_requests(body: dict[str, Any], param: str) -> None:
                     {
                         "role": "assistant",
                         "tool_calls": [
-                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-                            {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{bad json"}},
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{}"},
+                            },
+                            {
+                                "id": "c2",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{bad json"},
+                            },
                         ],
                     },
                 ]
@@ -508,15 +610,29 @@ def test_completions_bad_requests(body: dict[str, Any], param: str) -> None:
             "messages[1].tool_calls[1].function.arguments",
         ),
         (
-            {"messages": [{"role": "user", "content": "go"}, {"role": "tool", "tool_call_id": "nope", "content": "x"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": "go"},
+                    {"role": "tool", "tool_call_id": "nope", "content": "x"},
+                ]
+            },
             "messages[1].tool_call_id",
         ),
         ({"messages": [{"role": "system", "content": "only rules"}]}, "messages"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
         ({"messages": [{"role": "user", "content": "x"}], "stop": 5}, "stop"),
-        ({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "extreme"}, "reasoning_effort"),
-        ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}, "response_format"),
-        ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools[0].function.name"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "extreme"},
+            "reasoning_effort",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}},
+            "response_format",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools[0].function.name",
+        ),
         (
             {
                 "messages": [{"role": "user", "content": "x"}],
@@ -541,15 +657,32 @@ def test_chat_bad_requests_name_the_field(body: dict[str, Any], param: str) -> N
         ({"input": []}, "input"),
         ({"input": [{"type": "message", "role": "robot", "content": "x"}]}, "input[0].role"),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}
+                ]
+            },
             "input[0].content[0].image_url",
         ),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64"}]}]},
+            {
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_image", "image_url": "data:image/png;base64"}],
+                    }
+                ]
+            },
             "input[0].content[0].image_url",
         ),
-        ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1"}]}, "input[0].arguments"),
-        ({"input": [{"type": "function_call_output", "call_id": "zzz", "output": "x"}]}, "input[0].call_id"),
+        (
+            {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1"}]},
+            "input[0].arguments",
+        ),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "zzz", "output": "x"}]},
+            "input[0].call_id",
+        ),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         ({"input": "x", "reasoning": {"effort": "ultra"}}, "reasoning.effort"),
         ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format"),
@@ -563,12 +696,23 @@ def test_responses_bad_requests_name_the_field(body: dict[str, Any], param: str)
 
 
 def test_history_items_come_before_input() -> None:
-    history = [
-        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files"}]},
-        {"type": "function_call", "call_id": "call_h", "name": "shell", "arguments": '{"cmd":"ls"}'},
+    history: list[dict[str, Any]] = [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "list files"}],
+        },
+        {
+            "type": "function_call",
+            "call_id": "call_h",
+            "name": "shell",
+            "arguments": '{"cmd":"ls"}',
+        },
     ]
     body = {"input": [{"type": "function_call_output", "call_id": "call_h", "output": "a.txt"}]}
-    req = openai_responses.to_gemini(body, model="gemini-3-flash", store=SignatureStore(), history=history).request
+    req = openai_responses.to_gemini(
+        body, model="gemini-3-flash", store=SignatureStore(), history=history
+    ).request
     assert [c["role"] for c in req["contents"]] == ["user", "model", "user"]
     assert req["contents"][2]["parts"][0]["functionResponse"]["name"] == "shell"
 
@@ -580,25 +724,158 @@ _TOOL: dict[str, Any] = {
     "function": {
         "name": "get_weather",
         "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
     },
 }
 _RESPONSES_TOOL: dict[str, Any] = {"type": "function", **_TOOL["function"]}
-_CHAT_BODY: dict[str, Any] = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi"}]}
+_CHAT_BODY: dict[str, Any] = {
+    "model": "gemini-3-flash",
+    "messages": [{"role": "user", "content": "hi"}],
+}
 _TEXT_ANSWER: dict[str, Any] = {
-    "candidates": [{"content": {"role": "model", "parts": [{"text": "lo!"}]}, "finishReason": "MAX_TOKENS"}],
+    "candidates": [
+        {"content": {"role": "model", "parts": [{"text": "lo!"}]}, "finishReason": "MAX_TOKENS"}
+    ],
     "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 7, "totalTokenCount": 12},
 }
 
 
 def _tool_call(call_id: str) -> dict[str, Any]:
-    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+    }
 
 
 def _gemini_call_answer(signature: str, thought: str | None) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [] if thought is None else [{"text": thought, "thought": True}]
-    parts.append({"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": signature})
+    parts.append(
+        {
+            "functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+            "thoughtSignature": signature,
+        }
+    )
     return {
         "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
         "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
     }
+
+
+# ---------------------------------------------------- through the real SDK client
+
+
+def _sdk(kind: str, model: str, chunks: list[dict[str, Any]], fail: Exception | None = None) -> Any:
+    """An openai client (strict response validation) whose transport answers
+    with this proxy's translation of canned upstream chunks."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        store = SignatureStore()
+        call = fixed(kind, translate(kind, body, model, store))
+        if not body.get("stream"):
+            # One answer holding every chunk's parts, the last finish and usage.
+            parts = [p for chunk in chunks for p in common.parts_of(chunk)]
+            cand: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
+            merged: dict[str, Any] = {"candidates": [cand]}
+            for chunk in chunks:
+                cand.update({k: v for k, v in common.candidate(chunk).items() if k != "content"})
+                merged.update({k: v for k, v in chunk.items() if k != "candidates"})
+            answer = MODULES[kind].from_gemini(merged, call=call, store=store)
+            return httpx2.Response(200, json=answer)
+        t = MODULES[kind].StreamTranslator(call, store)
+        raw = t.start() + b"".join(t.feed(c) for c in chunks)
+        raw += t.fail(fail) if isinstance(fail, GatewayError) else t.finish()
+        return httpx2.Response(200, content=raw, headers={"content-type": "text/event-stream"})
+
+    return openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://proxy.test/v1",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+
+
+_SDK_CHUNKS: list[dict[str, Any]] = [
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hmm.", "thought": True}]}}]},
+    {"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me look."}]}}]},
+    {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {
+                            "functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+                            "thoughtSignature": "sig-sdk",
+                        }
+                    ],
+                },
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 4, "totalTokenCount": 13},
+    },
+]
+
+
+def test_sdk_chat_stream_helper_accumulates_the_answer() -> None:
+    client = _sdk("openai_chat", "gemini-3-flash", _SDK_CHUNKS)
+    with client.chat.completions.stream(
+        model="gemini-3-flash",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=[_TOOL],
+        stream_options={"include_usage": True},
+    ) as stream:
+        final = stream.get_final_completion()
+    msg = final.choices[0].message
+    assert msg.content == "Let me look."
+    assert msg.tool_calls and msg.tool_calls[0].function.arguments == '{"city":"Oslo"}'
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert final.usage is not None and final.usage.total_tokens == 13
+
+
+def test_sdk_chat_non_stream_and_error_stream() -> None:
+    client = _sdk("openai_chat", "gemini-3-flash", _SDK_CHUNKS)
+    out = client.chat.completions.create(
+        model="gemini-3-flash",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=[_TOOL],
+    )
+    assert out.choices[0].finish_reason == "tool_calls"
+    failing = _sdk("openai_chat", "gemini-3-flash", _SDK_CHUNKS[:1], fail=RateLimited("quota gone"))
+    stream = failing.chat.completions.create(
+        model="gemini-3-flash", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="quota gone"):
+        list(stream)
+
+
+def test_sdk_responses_stream_helper_and_create() -> None:
+    client = _sdk("openai_responses", "gemini-3-flash", _SDK_CHUNKS)
+    tools: Any = [_RESPONSES_TOOL]
+    with client.responses.stream(
+        model="gemini-3-flash",
+        input="weather?",
+        tools=tools,
+        include=["reasoning.encrypted_content"],
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    assert [item.type for item in final.output] == [
+        "reasoning",
+        "message",
+        "reasoning",
+        "function_call",
+    ]
+    assert final.output_text == "Let me look."
+    assert final.usage is not None and final.usage.total_tokens == 13
+    plain = client.responses.create(model="gemini-3-flash", input="weather?", tools=tools)
+    assert [item.type for item in plain.output] == ["reasoning", "message", "function_call"]

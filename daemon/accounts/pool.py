@@ -260,9 +260,8 @@ class Pool:
             wait = exc.wait_seconds()
             if model:
                 if exc.reason == "QUOTA_EXHAUSTED":
-                    q = acct.models.get(model)
-                    if q is not None:
-                        q.remaining_fraction = 0.0
+                    # The cooldown (until the upstream's reset) is the one record
+                    # of this; the quota numbers come from fetchAvailableModels.
                     self.set_cooldown(acct, model, wait if wait is not None else float(cfg.max_cooldown), "QUOTA_EXHAUSTED")
                     return "quota"
                 self.set_cooldown(acct, model, wait if wait is not None else float(cfg.rate_limit_cooldown), exc.reason or "RATE_LIMITED")

@@ -6,8 +6,13 @@ sampling knobs become ``generationConfig``. Answer: a ``chat.completion`` or
 a stream of ``chat.completion.chunk`` ending with ``data: [DONE]``.
 
 Thought signatures: OpenAI-shaped clients drop fields they do not know, so
-the signatures the upstream hands out are kept in the SignatureStore (by
-tool-call id) and put back when the tool calls come back (UPSTREAM.md).
+what the upstream hands out is kept in the SignatureStore and put back when
+the tool calls come back (UPSTREAM.md): Gemini signatures by tool-call id;
+Claude's signed thinking by the first tool-call id of its turn. What cannot
+be restored is handled by ``shared_extra.finalize_contents`` (skip marker
+for Gemini, thinking off for Claude). Thinking comes back to the client as
+``reasoning_content`` (the DeepSeek-style field many clients read); a
+``reasoning_content`` a client sends back is dropped.
 
 The parameter helpers here are shared with ``openai_completions`` and
 ``openai_responses`` (same names, same meaning).
@@ -147,7 +152,7 @@ def add_thinking(gen: dict[str, Any], effort: Any, *, param: str) -> bool:
     try:
         budget = common.thinking_budget_for_effort(effort)
     except BadRequest as exc:
-        raise BadRequest(exc.message, param=param) from None
+        raise BadRequest(f"{param}: {exc.message}", param=param) from None
     config, max_tokens = common.thinking_config(budget, gen.get("maxOutputTokens"))
     if config is None:
         return False
@@ -640,7 +645,12 @@ def from_gemini(resp: dict[str, Any], *, call: GeminiCall, store: SignatureStore
 
 
 class StreamTranslator:
-    """Upstream stream chunks -> ``chat.completion.chunk`` SSE events."""
+    """Upstream stream chunks -> ``chat.completion.chunk`` SSE events.
+
+    ``start()`` sends the role chunk; it may be skipped: the first ``feed()``
+    sends it then, so a route can hold back every byte until the upstream has
+    produced something (an empty upstream stream is retryable).
+    """
 
     def __init__(self, call: GeminiCall, store: SignatureStore) -> None:
         self._call = call

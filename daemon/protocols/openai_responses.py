@@ -11,14 +11,21 @@ Tools: ``function`` tools become functionDeclarations; ``custom`` tools (Codex's
 freeform apply_patch) become a declaration with one string parameter
 ``input`` and come back as ``custom_tool_call`` items; ``web_search`` maps to
 ``googleSearch`` only for Gemini models and only when no function tools are
-present (the upstream refuses mixing search with function declarations);
-every other built-in tool is skipped and listed in ``call.extra["ignored_tools"]``.
+present (Gemini refuses search next to function declarations: multiple
+tools must all be search tools; Codex always sends function tools, so its
+web_search is dropped); every other built-in tool is skipped and listed in
+``call.extra["ignored_tools"]``.
 
-Signatures: with ``include: ["reasoning.encrypted_content"]`` the signature
-rides in the reasoning item's ``encrypted_content`` (an encoding, not
-encryption: the client's own thinking text and Google's opaque signature),
-so it round-trips without server state; the SignatureStore (keyed by call
-id) backs it up for clients that do not ask for it.
+Reasoning: thought text becomes a reasoning item whose summary is that text
+(shown whether or not ``reasoning.summary`` was asked for: the upstream has
+no separate summary). Signatures: with ``include:
+["reasoning.encrypted_content"]`` the signature rides in a reasoning item's
+``encrypted_content`` (an encoding, not encryption: the client's own
+thinking text and Google's opaque signature) so it round-trips without
+server state; for Gemini it sits in the reasoning item just before the call
+it belongs to (one of its own if text came between). The SignatureStore
+(by call id) backs it up for clients that do not ask for it. Reasoning
+items the proxy did not issue are dropped.
 
 ``call.extra``: reads ``id`` (the route should set it: it keys the history
 store), ``created``; writes ``echo`` (request fields the response object
@@ -267,9 +274,8 @@ class _Conversation:
         self.system: list[dict[str, Any]] = []
         self.contents: list[dict[str, Any]] = []
         self.ignored: list[str] = []
-        self.pending_signature: str | None = (
-            None  # Gemini: from a reasoning item, for the next call
-        )
+        # Gemini: a signature from a reasoning item, for the turn's next call.
+        self.pending_signature: str | None = None
         # Tool outputs name their call only by call_id: learn names up front.
         self.call_names: dict[str, str] = {}
         for _, item in items:
@@ -793,8 +799,11 @@ def from_gemini(resp: dict[str, Any], *, call: GeminiCall, store: SignatureStore
 class StreamTranslator:
     """Upstream chunks -> the Responses event stream.
 
-    ``response`` holds the final response object once ``finish`` or ``fail``
-    ran (the route stores its output items as history).
+    ``start()`` sends response.created and response.in_progress; it may be
+    skipped (the first ``feed()`` sends them), so a route can hold back every
+    byte until the upstream has produced something. ``response`` holds the
+    final response object once ``finish`` or ``fail`` ran (the route stores
+    ``input_items(body) + output_items(response)`` as history).
     """
 
     def __init__(self, call: GeminiCall, store: SignatureStore) -> None:

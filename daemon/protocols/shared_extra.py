@@ -247,16 +247,13 @@ class Finalized(msgspec.Struct, kw_only=True):
     notes: list[str] = msgspec.field(default_factory=list)
 
 
-def _is_user_input(part: dict[str, Any]) -> bool:
-    return "functionResponse" not in part
-
-
 def current_turn_start(contents: list[dict[str, Any]]) -> int:
-    """Index of the first content after the last user turn that holds user
-    input (not only tool results): the upstream validates only from there."""
+    """Index of the first content after the last user turn holding text: the
+    upstream validates only from there ("everything since the last user
+    text"). Tool results, and images riding next to them, do not count."""
     for i in range(len(contents) - 1, -1, -1):
         c = contents[i]
-        if c["role"] == "user" and any(_is_user_input(p) for p in c["parts"]):
+        if c["role"] == "user" and any("text" in p for p in c["parts"]):
             return i + 1
     return 0
 

@@ -145,15 +145,31 @@ async def relay(
         yield translator.fail(err)
         del exc
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        aclose = getattr(it, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(BaseException):
-                await aclose()
+        # The response task may be cancelled (client gone) under an anyio
+        # cancel scope, which cancels every further await here; the upstream
+        # is closed in a task of its own so that it really happens.
+        _spawn(_close_upstream(pending, it))
         on_done()
+
+
+_cleanups: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
+
+
+async def _close_upstream(pending: asyncio.Future[Any] | None, it: Any) -> None:
+    if pending is not None and not pending.done():
+        pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(BaseException):
+            await aclose()
 
 
 def stream_response(gen: AsyncIterator[bytes], headers: dict[str, str] | None = None, media_type: str = "text/event-stream") -> Stream:

@@ -67,7 +67,11 @@ Thinking, signatures and tool calls (``fake.check_signatures``, default True)
     to the model family; for Claude also to the exact thought text; for Gemini
     to the kind of part — a functionCall of that name, or a non-call part).
     The *current turn* is every content after the last ``user`` content that
-    has a ``text`` part.
+    has a ``text`` part. ``thoughtSignature`` is a proto ``bytes`` field: it is
+    compared by its decoded bytes, so standard and URL-safe base64, padded or
+    not, are the same signature (SDKs re-encode it); a value that is not base64
+    at all is a 400 "Invalid value at '...thought_signature' (TYPE_BYTES),
+    Base64 decoding failed for ...".
 
     Gemini-family (``gemini-*``), current turn only: the first functionCall
     part of each model content must carry a signature issued for a Gemini model
@@ -152,6 +156,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import logging
 import math
@@ -182,6 +187,7 @@ __all__ = [
     "Reply",
     "SignatureInfo",
     "count_tokens",
+    "signature_bytes",
     "go_duration",
     "model_family",
     "to_camel",
@@ -292,178 +298,60 @@ DEFAULT_ERROR_MESSAGES = {
 
 #: Field names of Gemini's Schema object: anything else in function parameters is a 400.
 SCHEMA_KEYS = frozenset(
-    {
-        "type",
-        "format",
-        "title",
-        "description",
-        "nullable",
-        "enum",
-        "maxItems",
-        "minItems",
-        "properties",
-        "required",
-        "minProperties",
-        "maxProperties",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "example",
-        "anyOf",
-        "propertyOrdering",
-        "default",
-        "items",
-        "minimum",
-        "maximum",
-    }
+    "type format title description nullable enum maxItems minItems properties required "
+    "minProperties maxProperties minLength maxLength pattern example anyOf propertyOrdering "
+    "default items minimum maximum".split()
 )
-SCHEMA_TYPES = frozenset(
-    {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL", "TYPE_UNSPECIFIED"}
-)
+SCHEMA_TYPES = frozenset("STRING NUMBER INTEGER BOOLEAN ARRAY OBJECT NULL TYPE_UNSPECIFIED".split())
 # The Part's "data" oneof (a part needs exactly one of these).
 PART_DATA_KEYS = frozenset(
-    {
-        "text",
-        "inlineData",
-        "fileData",
-        "functionCall",
-        "functionResponse",
-        "executableCode",
-        "codeExecutionResult",
-    }
+    "text inlineData fileData functionCall functionResponse executableCode "
+    "codeExecutionResult".split()
 )
-PART_KEYS = PART_DATA_KEYS | {
-    "thought",
-    "thoughtSignature",
-    "videoMetadata",
-    "partMetadata",
-    "mediaResolution",
-}
+PART_KEYS = PART_DATA_KEYS | frozenset(
+    "thought thoughtSignature videoMetadata partMetadata mediaResolution".split()
+)
 CONTENT_KEYS = frozenset({"role", "parts"})
 REQUEST_KEYS = frozenset(
-    {
-        "contents",
-        "systemInstruction",
-        "tools",
-        "toolConfig",
-        "generationConfig",
-        "safetySettings",
-        "sessionId",
-        "cachedContent",
-        "labels",
-        "model",
-        "modelArmorConfig",
-    }
+    "contents systemInstruction tools toolConfig generationConfig safetySettings sessionId "
+    "cachedContent labels model modelArmorConfig".split()
 )
 TOOL_KEYS = frozenset(
-    {
-        "functionDeclarations",
-        "googleSearch",
-        "googleSearchRetrieval",
-        "codeExecution",
-        "urlContext",
-        "retrieval",
-        "computerUse",
-        "googleMaps",
-        "enterpriseWebSearch",
-        "fileSearch",
-    }
+    "functionDeclarations googleSearch googleSearchRetrieval codeExecution urlContext retrieval "
+    "computerUse googleMaps enterpriseWebSearch fileSearch".split()
 )
 FUNCTION_DECLARATION_KEYS = frozenset(
-    {
-        "name",
-        "description",
-        "parameters",
-        "parametersJsonSchema",
-        "response",
-        "responseJsonSchema",
-        "behavior",
-    }
+    "name description parameters parametersJsonSchema response responseJsonSchema behavior".split()
 )
 GENERATION_CONFIG_KEYS = frozenset(
-    {
-        "temperature",
-        "topP",
-        "topK",
-        "candidateCount",
-        "maxOutputTokens",
-        "stopSequences",
-        "presencePenalty",
-        "frequencyPenalty",
-        "seed",
-        "responseMimeType",
-        "responseSchema",
-        "responseJsonSchema",
-        "responseLogprobs",
-        "logprobs",
-        "responseModalities",
-        "speechConfig",
-        "thinkingConfig",
-        "mediaResolution",
-        "enableEnhancedCivicAnswers",
-        "routingConfig",
-        "audioTimestamp",
-        "imageConfig",
-        "modelSelectionConfig",
-        "enableAffectiveDialog",
-    }
+    "temperature topP topK candidateCount maxOutputTokens stopSequences presencePenalty "
+    "frequencyPenalty seed responseMimeType responseSchema responseJsonSchema responseLogprobs "
+    "logprobs responseModalities speechConfig thinkingConfig mediaResolution "
+    "enableEnhancedCivicAnswers routingConfig audioTimestamp imageConfig modelSelectionConfig "
+    "enableAffectiveDialog".split()
 )
 THINKING_CONFIG_KEYS = frozenset({"includeThoughts", "thinkingBudget", "thinkingLevel"})
 OTHER_KNOWN_KEYS = frozenset(
-    {
-        "mimeType",
-        "data",
-        "fileUri",
-        "displayName",
-        "name",
-        "args",
-        "id",
-        "response",
-        "mode",
-        "allowedFunctionNames",
-        "functionCallingConfig",
-        "retrievalConfig",
-        "category",
-        "threshold",
-        "method",
-        "startOffset",
-        "endOffset",
-        "fps",
-        "language",
-        "code",
-        "outcome",
-        "output",
-        "generateContentRequest",
-        "willContinue",
-        "scheduling",
-        "parts",
-    }
+    "mimeType data fileUri displayName name args id response mode allowedFunctionNames "
+    "functionCallingConfig retrievalConfig category threshold method startOffset endOffset fps "
+    "language code outcome output generateContentRequest willContinue scheduling parts".split()
 )
 # snake_case keys are converted only when their camelCase form is one of these, so an
 # unknown key keeps the spelling the client sent and the error names it as sent.
-KNOWN_CAMEL_KEYS = (
-    SCHEMA_KEYS
-    | PART_KEYS
-    | CONTENT_KEYS
-    | REQUEST_KEYS
-    | TOOL_KEYS
-    | FUNCTION_DECLARATION_KEYS
-    | GENERATION_CONFIG_KEYS
-    | THINKING_CONFIG_KEYS
-    | OTHER_KNOWN_KEYS
+KNOWN_CAMEL_KEYS = frozenset().union(
+    SCHEMA_KEYS,
+    PART_KEYS,
+    CONTENT_KEYS,
+    REQUEST_KEYS,
+    TOOL_KEYS,
+    FUNCTION_DECLARATION_KEYS,
+    GENERATION_CONFIG_KEYS,
+    THINKING_CONFIG_KEYS,
+    OTHER_KNOWN_KEYS,
 )
 # Values under these keys are user data (JSON Struct/Value in the proto), never renamed.
 OPAQUE_KEYS = frozenset(
-    {
-        "args",
-        "response",
-        "example",
-        "default",
-        "labels",
-        "parametersJsonSchema",
-        "responseJsonSchema",
-        "enum",
-    }
+    "args response example default labels parametersJsonSchema responseJsonSchema enum".split()
 )
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
@@ -644,6 +532,26 @@ def _split(text: str, pieces: int) -> list[str]:
         out.append(text[start:end])
         start = end
     return out
+
+
+def signature_bytes(value: Any) -> bytes | None:
+    """Decode a ``bytes`` field the way Google's JSON parser does, or None if it is not base64.
+
+    Proto JSON ``bytes`` accept standard or URL-safe base64, padded or not, so two
+    spellings of the same bytes are the same signature (the google-genai SDK re-encodes
+    signatures URL-safe; Google still accepts them).
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip().replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+_SKIP_BYTES = signature_bytes(SKIP_SIGNATURE)
 
 
 def _random_id(n: int = 24) -> str:
@@ -1045,12 +953,16 @@ class _Rendered:
 
 def _thinking_state(req: dict[str, Any], supports_thinking: bool) -> tuple[bool, bool, int | None]:
     """(thinking on, includeThoughts, budget) for a normalised request."""
-    gen = req.get("generationConfig") or {}
-    tc = gen.get("thinkingConfig") or {} if isinstance(gen, dict) else {}
-    budget = tc.get("thinkingBudget") if isinstance(tc, dict) else None
-    include = bool(tc.get("includeThoughts")) if isinstance(tc, dict) else False
-    requested = include or (isinstance(budget, int) and budget >= MIN_THINKING_BUDGET)
-    return (requested and supports_thinking), include, budget if isinstance(budget, int) else None
+    gen = req.get("generationConfig")
+    tc = gen.get("thinkingConfig") if isinstance(gen, dict) else None
+    if not isinstance(tc, dict):
+        return False, False, None
+    raw_budget = tc.get("thinkingBudget")
+    budget = raw_budget if isinstance(raw_budget, int) else None
+    include = bool(tc.get("includeThoughts"))
+    # includeThoughts, or a budget of at least 1024 (smaller budgets mean no thinking).
+    requested = include or (budget is not None and budget >= MIN_THINKING_BUDGET)
+    return requested and supports_thinking, include, budget
 
 
 def _current_turn_start(contents: list[dict[str, Any]]) -> int:
@@ -1118,6 +1030,11 @@ class _Validator:
             )
             if not data or empty_text:
                 self._violation(f"{path}.parts[{j}].data", ONEOF_MESSAGE)
+            if "thoughtSignature" in part:
+                self._bytes(part["thoughtSignature"], f"{part_path}.thought_signature")
+            inline = part.get("inlineData")
+            if isinstance(inline, dict) and "data" in inline:
+                self._bytes(inline["data"], f"{part_path}.inline_data.data")
             call = part.get("functionCall")
             if isinstance(call, dict) and not call.get("name"):
                 self._violation(f"{path}.parts[{j}].function_call.name", "Name cannot be empty.")
@@ -1126,6 +1043,15 @@ class _Validator:
                 self._violation(
                     f"{path}.parts[{j}].function_response.name", "Name cannot be empty."
                 )
+
+    def _bytes(self, value: Any, path: str) -> None:
+        if signature_bytes(value) is None:
+            where = f"{self.prefix}{path}"
+            shown = value if isinstance(value, str) else _JSON.encode(value).decode()
+            message = (
+                f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed for \"{shown}\""
+            )
+            self.unknown.append((where, message))
 
     def schema(self, schema: Any, path: str) -> None:
         if not isinstance(schema, dict):
@@ -1199,7 +1125,7 @@ class _Validator:
 
 
 def _check_gemini_signatures(
-    contents: list[dict[str, Any]], issued: dict[str, SignatureInfo]
+    contents: list[dict[str, Any]], issued: dict[bytes, SignatureInfo]
 ) -> None:
     for ci in range(_current_turn_start(contents), len(contents)):
         content = contents[ci]
@@ -1218,9 +1144,10 @@ def _check_gemini_signatures(
                     )
             if not signature:
                 continue
-            if call is not None and signature == SKIP_SIGNATURE:
+            key = signature_bytes(signature)
+            if call is not None and key == _SKIP_BYTES:
                 continue
-            info = issued.get(signature)
+            info = issued.get(key) if key is not None else None
             if info is None or info.family != "gemini":
                 raise GoogleError(400, CORRUPTED_SIGNATURE_MESSAGE)
             if call is not None and (info.kind != "call" or info.name != call.get("name")):
@@ -1269,7 +1196,7 @@ def _check_claude(
     req: dict[str, Any],
     thinking: bool,
     budget: int | None,
-    issued: dict[str, SignatureInfo],
+    issued: dict[bytes, SignatureInfo],
     check_signatures: bool,
 ) -> None:
     contents: list[dict[str, Any]] = req["contents"]
@@ -1318,7 +1245,8 @@ def _check_claude(
             continue
         for pi, part in enumerate(content.get("parts") or ()):
             if part.get("thought"):
-                info = issued.get(part["thoughtSignature"])
+                key = signature_bytes(part["thoughtSignature"])
+                info = issued.get(key) if key is not None else None
                 if info is None or info.family != "claude" or info.text != part["text"]:
                     raise _anthropic_error(
                         f"messages.{ci}.content.{pi}: Invalid `signature` in `thinking` block"
@@ -1366,10 +1294,10 @@ async def _pause(watcher: asyncio.Future[None], seconds: float) -> bool:
 class FakeGoogle:
     """The fake Google server. See the module docstring for the facts it follows.
 
-    Knobs (reset by :meth:`reset`): ``client_id``, ``client_secret`` (kept by
-    reset), ``token_delay``, ``token_fail_status``, ``consent_account``,
-    ``consent_deny``, ``check_signatures``, ``outage`` (an HTTP status every
-    v1internal call answers, before authentication — a dead host).
+    Knobs put back by :meth:`reset`: ``token_delay``, ``token_fail_status``,
+    ``consent_account``, ``consent_deny``, ``check_signatures``, ``outage`` (an
+    HTTP status every v1internal call answers, before authentication — a dead
+    host). ``client_id`` and ``client_secret`` are constructor arguments (kept).
     Records: ``calls``, ``token_calls``, ``streams_cancelled``,
     ``streams_open``, ``last_auth_params``, ``signatures`` (issued).
     """
@@ -1381,6 +1309,7 @@ class FakeGoogle:
         self.client_secret = client_secret
         self.accounts: dict[str, Account] = {}
         self.signatures: dict[str, SignatureInfo] = {}
+        self._signature_index: dict[bytes, SignatureInfo] = {}  # by decoded bytes
         self._tokens: dict[str, tuple[Account, float]] = {}
         self._codes: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -1557,8 +1486,11 @@ class FakeGoogle:
     def _issue(
         self, family: str, kind: str, text: str | None = None, name: str | None = None
     ) -> str:
-        signature = base64.b64encode(secrets.token_bytes(96)).decode()
-        self.signatures[signature] = SignatureInfo(family, kind, text, name)
+        raw = secrets.token_bytes(96)
+        signature = base64.b64encode(raw).decode()
+        info = SignatureInfo(family, kind, text, name)
+        self.signatures[signature] = info
+        self._signature_index[raw] = info
         return signature
 
     def script(self, replies: Iterable[Reply], email: str | None = None) -> None:
@@ -1763,6 +1695,11 @@ class FakeGoogle:
         )
 
     async def _auth(self, scope: dict[str, Any], query: str, call: Call, send: Any) -> None:
+        """The consent page: validate, then 302 to ``redirect_uri`` with a code (or an error).
+
+        The consenting account is ``consent_account`` if set, else ``login_hint`` when it
+        names a fake account, else the first account added.
+        """
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         call.body = params
         self.last_auth_params = params
@@ -2031,9 +1968,9 @@ class FakeGoogle:
         family = model_family(model)
         thinking, include, budget = _thinking_state(req, supports_thinking)
         if family == "claude":
-            _check_claude(req, thinking, budget, self.signatures, self.check_signatures)
+            _check_claude(req, thinking, budget, self._signature_index, self.check_signatures)
         elif family == "gemini" and self.check_signatures:
-            _check_gemini_signatures(req["contents"], self.signatures)
+            _check_gemini_signatures(req["contents"], self._signature_index)
         show = thinking if family == "claude" else (include and supports_thinking)
         return _Context(api, model, email, family, thinking, show, req)
 
