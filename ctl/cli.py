@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -304,68 +305,103 @@ def _login(ctx: Ctx) -> int:
 
 
 def _log_row(r: dict[str, Any]) -> list[str]:
+    """One request as table cells: time, id, route, model → upstream model,
+    account, status, latency, tokens in/out."""
     model = r.get("client_model") or "-"
     if r.get("model") and r["model"] != model:
         model += f" → {r['model']}"
     tokens = f"{r.get('input_tokens') or 0}/{r.get('output_tokens') or 0}"
+    status = str(r.get("status"))
+    if r.get("error_kind"):
+        status += f" {r['error_kind']}"
+    account = r.get("account") or "-"
+    attempts = r.get("attempts") or []
+    if isinstance(attempts, list) and len(attempts) > 1:
+        account += f" ({len(attempts)} tries)"
     return [
         time.strftime("%m-%d %H:%M:%S", time.localtime(r["ts"])),
-        r["request_id"],
-        f"{r['protocol']}/{r['route']}" + (" ⇢" if r.get("stream") else ""),
+        str(r.get("request_id") or "-"),
+        f"{r.get('protocol')}/{r.get('route')}" + (" ⇢" if r.get("stream") else ""),
         model,
-        r.get("account") or "-",
-        str(r["status"]) + (f" {r['error_kind']}" if r.get("error_kind") else ""),
+        account,
+        status,
         f"{r['latency_ms']:.0f}ms" if r.get("latency_ms") is not None else "-",
         tokens,
     ]
+
+
+def _log_show(ctx: Ctx, request_id: str) -> int:
+    row = ctx.client.request("GET", f"/logs/{request_id}")["row"]
+    if ctx.json:
+        ctx.out({"row": row})
+        return EXIT_OK
+    lines: list[str] = []
+    for k, v in row.items():
+        if k in ("request_body", "response_body") or v is None or v == "":
+            continue
+        if k == "ts":
+            v = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v)) + f" ({_ago(v)})"
+        elif k in ("latency_ms", "ttfb_ms"):
+            v = f"{v:.0f} ms"
+        elif k == "attempts":
+            if not v:
+                continue
+            lines.append(f"{'attempts':16}")
+            for i, att in enumerate(v, 1):
+                err = f"  {att.get('error')}" if att.get("error") else ""
+                lines.append(f"  {i}. {att.get('account')}  {att.get('status') or '-'}{err}")
+            continue
+        lines.append(f"{k:16} {v}")
+    for k in ("request_body", "response_body"):
+        if row.get(k):
+            lines += ["", f"{k}:", row[k]]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+_LOG_HEADERS = ("TIME", "REQUEST", "ROUTE", "MODEL", "ACCOUNT", "STATUS", "LATENCY", "TOKENS in/out")
 
 
 def cmd_logs(ctx: Ctx) -> int:
     a = ctx.args
     c = ctx.client
     if a.logs_cmd == "show":
-        data = c.request("GET", f"/logs/{a.request_id}")
-        if ctx.json:
-            ctx.out(data)
-        else:
-            for k, v in data["row"].items():
-                print(f"{k:16} {json.dumps(v) if isinstance(v, list | dict) else v}")
-        return EXIT_OK
-    params = {"n": a.n, "status": a.status, "model": a.model, "account": a.account}
-    data = c.request("GET", "/logs", params=params)
+        return _log_show(ctx, a.request_id)
+    if a.n < 1:
+        raise CtlError("-n must be at least 1", EXIT_USAGE, "invalid_request")
+    filters = {"status": a.status, "model": a.model, "account": a.account}
+    data = c.request("GET", "/logs", params={"n": a.n, **filters})
     rows = data["rows"]
     if ctx.json and not a.follow:
         ctx.out(data)
         return EXIT_OK
-    from rich.table import Table
-
-    headers = ("TIME", "REQUEST", "ROUTE", "MODEL", "ACCOUNT", "STATUS", "LATENCY", "TOKENS in/out")
-    if ctx.json:
+    if ctx.json:  # --follow --json: one JSON object per line, backlog first
         for r in rows:
             print(json.dumps(r, default=str), flush=True)
     elif rows:
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False)
-        for h in headers:
+        for h in _LOG_HEADERS:
             table.add_column(h)
         for r in rows:
             table.add_row(*_log_row(r))
         _console().print(table)
     elif not a.follow:
-        print("no requests logged yet")
+        print("no requests logged yet" if data.get("enabled", True) else "no requests logged (the monitor is off: `agctl monitor on`)")
+    if not ctx.json and data.get("dropped"):
+        print(f"({data['dropped']} row(s) dropped since the daemon started: the log could not keep up)", file=sys.stderr)
     if not a.follow:
         return EXIT_OK
     try:
-        for line in c.stream_lines("/logs/follow"):
+        for line in c.stream_lines("/logs/follow", params=filters):
             if not line:
                 continue
             row = json.loads(line)
-            if "keepalive" in row or "following" in row:
+            if "following" in row:
+                print("agctl: following new requests (Ctrl-C to stop)", file=sys.stderr, flush=True)
                 continue
-            if a.status and not _status_match(row["status"], a.status):
-                continue
-            if a.model and a.model not in (row.get("client_model"), row.get("model")):
-                continue
-            if a.account and a.account != row.get("account"):
+            if "keepalive" in row:
                 continue
             if ctx.json:
                 print(json.dumps(row, default=str), flush=True)
@@ -373,13 +409,9 @@ def cmd_logs(ctx: Ctx) -> int:
                 print("  ".join(_log_row(row)), flush=True)
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:  # `agctl logs -f | head`
+        pass
     return EXIT_OK
-
-
-def _status_match(status: int, want: str) -> bool:
-    if want.endswith("xx"):
-        return str(status)[0] == want[0]
-    return str(status) == want
 
 
 def cmd_stats(ctx: Ctx) -> int:
@@ -388,23 +420,40 @@ def cmd_stats(ctx: Ctx) -> int:
     if ctx.json:
         ctx.out(data)
         return EXIT_OK
+    if not data["groups"]:
+        print(f"no requests in the last {a.since}")
+        return EXIT_OK
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, title=f"since {a.since}, by {a.by}")
+    def ms(v: float | None) -> str:
+        return f"{v:.0f}ms" if v is not None else "-"
+
+    table = Table(box=None, pad_edge=False, title=f"last {a.since}, by {a.by}", show_footer=False)
     for h in (a.by.upper(), "REQUESTS", "ERRORS", "TOKENS IN", "TOKENS OUT", "P50", "P95"):
-        table.add_column(h)
-    for r in data["groups"]:
+        table.add_column(h, justify="left" if h == a.by.upper() else "right")
+    for r in [*data["groups"], data["total"]]:
         table.add_row(
-            str(r["key"] or "-"), str(r["requests"]), str(r["errors"]), str(r["input_tokens"]),
-            str(r["output_tokens"]), f"{r['p50_ms']:.0f}ms" if r["p50_ms"] is not None else "-",
-            f"{r['p95_ms']:.0f}ms" if r["p95_ms"] is not None else "-",
+            str(r["key"] or "-"), str(r["requests"]), str(r["errors"]), f"{r['input_tokens']:,}",
+            f"{r['output_tokens']:,}", ms(r["p50_ms"]), ms(r["p95_ms"]),
+            end_section=r is data["groups"][-1],
         )
     _console().print(table)
     return EXIT_OK
 
 
 def cmd_monitor(ctx: Ctx) -> int:
-    data = ctx.client.request("POST", f"/monitor/{ctx.args.state}")
+    state = ctx.args.state
+    if state is None:
+        info = ctx.client.request("GET", "/monitor")
+        mib = info["size_bytes"] / (1024 * 1024)
+        ctx.out(info, "\n".join([
+            f"monitor  {'on' if info['enabled'] else 'off'}  {info['path']} ({mib:.1f} MiB)",
+            f"         {info['written']} written, {info['dropped']} dropped, {info['pending']} queued since start",
+            f"         keeps {info['retention_days']} day(s), at most {info['max_rows']:,} rows"
+            + ("; bodies logged" if info["log_bodies"] else ""),
+        ]))
+        return EXIT_OK
+    data = ctx.client.request("POST", f"/monitor/{state}")
     ctx.out(data, f"monitor {'on' if data['enabled'] else 'off'}")
     return EXIT_OK
 
@@ -430,8 +479,8 @@ def cmd_service(ctx: Ctx) -> int:
     if sys.platform == "darwin" or a.launchd:
         target = home / "Library" / "LaunchAgents" / f"{service_files.LAUNCHD_LABEL}.plist"
         uid = os.getuid()
-        load = f"launchctl bootstrap gui/{uid} {target}"
-        unload = f"launchctl bootout gui/{uid} {target}"
+        load = f"launchctl bootstrap gui/{uid} {shlex.quote(str(target))}"
+        unload = f"launchctl bootout gui/{uid} {shlex.quote(str(target))}"
         if a.service_cmd == "install":
             import platformdirs
 
@@ -470,7 +519,13 @@ def cmd_service(ctx: Ctx) -> int:
 
 def _run_all(cmds: list[str]) -> None:
     for cmd in cmds:
-        proc = subprocess.run(cmd.split(), capture_output=True, text=True)
+        try:
+            proc = subprocess.run(shlex.split(cmd), capture_output=True, text=True)
+        except OSError as exc:  # e.g. no launchctl / systemctl on this machine
+            raise CtlError(
+                f"cannot run `{cmd}`: {exc.strerror or exc}; the file is written, run the "
+                "command where that program exists"
+            ) from None
         if proc.returncode != 0:
             raise CtlError(f"`{cmd}` failed: {proc.stderr.strip() or proc.returncode}")
 
@@ -533,21 +588,24 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.add_parser("rotate", help="generate a new proxy.api_key", parents=[common])
 
     logs = add("logs", "the proxy's request log")
-    logs.add_argument("-n", type=int, default=50, help="how many rows")
-    logs.add_argument("--follow", "-f", action="store_true", help="stream new rows")
-    logs.add_argument("--status", help="4xx, 5xx or a code")
-    logs.add_argument("--model")
-    logs.add_argument("--account")
+    logs.add_argument("-n", type=int, default=50, help="how many of the newest rows (default 50)")
+    logs.add_argument("--follow", "-f", action="store_true", help="then stream new rows until Ctrl-C")
+    logs.add_argument("--status", help="4xx, 5xx or a code such as 429")
+    logs.add_argument("--model", help="client or upstream model name")
+    logs.add_argument("--account", help="account email (or its part before @)")
     lsub = logs.add_subparsers(dest="logs_cmd", parser_class=_Parser)
     lshow = lsub.add_parser("show", help="everything about one request", parents=[common])
     lshow.add_argument("request_id")
 
     stats = add("stats", "usage statistics")
-    stats.add_argument("--since", default="24h", help="e.g. 30m, 24h, 7d")
-    stats.add_argument("--by", default="model", choices=["model", "account", "client"])
+    stats.add_argument("--since", default="24h", help="window: e.g. 30m, 24h, 7d (default 24h)")
+    stats.add_argument(
+        "--by", default="model", choices=["model", "account", "client"],
+        help="group by upstream model, account, or client (Claude Code, Codex, an SDK: from the user agent)",
+    )
 
-    mon = add("monitor", "turn the request log on or off")
-    mon.add_argument("state", choices=["on", "off"])
+    mon = add("monitor", "the request log: show its state, or turn it on or off")
+    mon.add_argument("state", nargs="?", choices=["on", "off"])
 
     svc = add("service", "install the systemd user unit or LaunchAgent")
     ssub = svc.add_subparsers(dest="service_cmd", required=True, parser_class=_Parser)

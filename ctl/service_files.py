@@ -9,6 +9,13 @@ from pathlib import Path
 
 LAUNCHD_LABEL = "dev.antigravity.daemon"
 PACKAGED_EXEC = "%h/.local/bin/antigravityd"
+# launchd expands neither ``~`` nor ``$HOME``, so the packaged plist is an
+# example for an install into /usr/local; `agctl service install` writes the
+# real one with this user's program path and platformdirs' log dir.
+PACKAGED_LAUNCHD_EXEC = "/usr/local/bin/antigravityd"
+PACKAGED_LAUNCHD_LOG_DIR = "/usr/local/var/log/antigravity"
+SYSTEMD_UNIT_PATH = "packaging/systemd/antigravity.service"
+LAUNCHD_PLIST_PATH = f"packaging/launchd/{LAUNCHD_LABEL}.plist"
 
 
 def systemd_unit(exec_path: str) -> str:
@@ -53,3 +60,18 @@ def launchd_plist(exec_path: str, log_dir: str) -> bytes:
         "ThrottleInterval": 5,
     }
     return plistlib.dumps(data, sort_keys=True)
+
+
+def packaged() -> dict[str, bytes]:
+    """The files under ``packaging/`` (relative path -> content); regenerate with
+    ``python -c 'from ctl.service_files import write_packaged; write_packaged()'``."""
+    return {
+        SYSTEMD_UNIT_PATH: systemd_unit(PACKAGED_EXEC).encode(),
+        LAUNCHD_PLIST_PATH: launchd_plist(PACKAGED_LAUNCHD_EXEC, PACKAGED_LAUNCHD_LOG_DIR),
+    }
+
+
+def write_packaged(root: Path = Path(".")) -> None:
+    for rel, data in packaged().items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)

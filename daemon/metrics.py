@@ -1,16 +1,215 @@
-"""Prometheus metrics (placeholder until the monitor issue lands)."""
+"""Prometheus metrics for ``GET /metrics`` (prometheus-client, text format).
+
+One ``CollectorRegistry`` per Service (never the process-global one: tests
+run several services in one process, and the library's own process/GC
+collectors are not ours to publish).
+
+Request-time series are updated by ``observe(ctx)``, called once per proxied
+request by ``daemon.proxy.serving.finish_ctx``. Pool and monitor state is
+read at scrape time by ``_StateCollector``, so it is never stale.
+
+Label cardinality is bounded: ``model`` is a model the pool lists or a
+``[models]`` key/target, else ``"other"``; ``account`` is the email of a
+configured account (or ``"z.ai"``), else ``"other"``; ``status`` is an HTTP
+code; ``route`` and ``protocol`` come from the route code. No request ids,
+no raw client strings.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from daemon.dispatch import RequestCtx
+
+log = logging.getLogger(__name__)
+
+PREFIX = "antigravity"
+OTHER = "other"
+NONE = "none"
+ZAI = "z.ai"
+# From a cached countTokens (a few ms) to a long thinking stream (minutes;
+# proxy.request_timeout defaults to 300 s).
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+)
+TOKEN_DIRECTIONS = ("input", "output", "thinking", "cached")
+
+
+def upstream_error_kind(status: int | None, error: str) -> str:
+    """A failed upstream attempt -> a small fixed set of kinds. The
+    dispatcher writes 429 errors as "REASON: message" (reason first)."""
+    if status is None:
+        return "empty_answer" if "empty" in error else "network"
+    if status == 429:
+        if error.startswith("QUOTA_EXHAUSTED"):
+            return "quota_exhausted"
+        if error.startswith("MODEL_CAPACITY_EXHAUSTED"):
+            return "capacity_exhausted"
+        return "rate_limited"
+    if status == 401:
+        return "auth"
+    if status == 403:
+        return "forbidden"
+    if status == 404:
+        return "not_found"
+    if status in (408, 504):
+        return "timeout"
+    if status in (503, 529):
+        return "overloaded"
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "bad_request"
+    return OTHER
 
 
 class Metrics:
     def __init__(self, service: Any) -> None:
         self.service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests", "Proxied requests by client protocol, route, model and HTTP status.",
+            ("protocol", "route", "model", "status"), registry=reg,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds", "Time from request to the last byte of the answer.",
+            ("protocol", "route", "model"), buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self.ttfb = Histogram(
+            f"{PREFIX}_time_to_first_byte_seconds", "Time from request to the first byte of the answer.",
+            ("protocol", "route", "model"), buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self.tokens = Counter(
+            f"{PREFIX}_tokens", "Tokens by direction (input, output, thinking, cached), model and account; "
+            "output includes thinking, input includes cached.",
+            ("direction", "model", "account"), registry=reg,
+        )
+        self.upstream_errors = Counter(
+            f"{PREFIX}_upstream_errors", "Failed upstream attempts (and streams that broke after the first byte) by kind.",
+            ("kind", "account"), registry=reg,
+        )
+        self.failovers = Counter(
+            f"{PREFIX}_failovers", "Requests that needed more than one account attempt.",
+            ("model",), registry=reg,
+        )
+        reg.register(_StateCollector(service))
 
-    def observe(self, ctx: Any) -> None:
-        return None
+    # ---------------------------------------------------------------- labels
+
+    def _known_models(self) -> set[str]:
+        svc = self.service
+        known = set(svc.pool.available_models().keys())
+        cfg_models = svc.config.models
+        known.update(cfg_models.keys())
+        known.update(cfg_models.values())
+        return known
+
+    def _model_label(self, model: str) -> str:
+        if not model:
+            return NONE
+        return model if model in self._known_models() else OTHER
+
+    def _account_label(self, account: str) -> str:
+        if not account:
+            return NONE
+        if account == ZAI:
+            return ZAI
+        emails = {a.email for a in self.service.pool.accounts.values()}
+        return account if account in emails else OTHER
+
+    # ---------------------------------------------------------------- per request
+
+    def observe(self, ctx: RequestCtx) -> None:
+        model = self._model_label(ctx.model or ctx.client_model)
+        account = self._account_label(ctx.account)
+        self.requests.labels(ctx.protocol, ctx.route, model, str(ctx.status)).inc()
+        if ctx.latency_ms is not None:
+            self.latency.labels(ctx.protocol, ctx.route, model).observe(ctx.latency_ms / 1000)
+        if ctx.ttfb_ms is not None:
+            self.ttfb.labels(ctx.protocol, ctx.route, model).observe(ctx.ttfb_ms / 1000)
+        u = ctx.usage
+        for direction, n in zip(
+            TOKEN_DIRECTIONS, (u.input_tokens, u.output_tokens, u.thinking_tokens, u.cached_tokens), strict=True
+        ):
+            if n:
+                self.tokens.labels(direction, model, account).inc(n)
+        served = False
+        for att in ctx.attempts:
+            if att.status == 200:
+                served = True
+            else:
+                kind = upstream_error_kind(att.status, att.error)
+                self.upstream_errors.labels(kind, self._account_label(att.account)).inc()
+        if served and ctx.status >= 500 and ctx.error_kind and ctx.error_kind != "client_closed":
+            # The account answered, then the stream broke or timed out.
+            self.upstream_errors.labels(ctx.error_kind, account).inc()
+        if len(ctx.attempts) > 1:
+            self.failovers.labels(model).inc()
 
     def render(self) -> bytes:
-        return b""
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    """Pool and monitor state, read when scraped."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def describe(self) -> list[Any]:
+        return []  # families vary with the pool: not described up front
+
+    def collect(self) -> Iterator[Any]:
+        svc = self.service
+        pool = svc.pool
+        now = time.time()
+        states = GaugeMetricFamily(
+            f"{PREFIX}_accounts", "Accounts by state (active, cooling_down, disabled).", labels=("state",)
+        )
+        counts = {"active": 0, "cooling_down": 0, "disabled": 0}
+        quota = GaugeMetricFamily(
+            f"{PREFIX}_account_quota_remaining_ratio",
+            "Remaining quota fraction (0..1) per account and model, from the last quota fetch.",
+            labels=("account", "model"),
+        )
+        for acct in list(pool.accounts.values()):
+            if not acct.enabled:
+                counts["disabled"] += 1
+            elif any(cd.until > now for cd in acct.cooldowns.values()):
+                counts["cooling_down"] += 1
+            else:
+                counts["active"] += 1
+            for mid, q in acct.models.items():
+                if q.remaining_fraction is not None:
+                    quota.add_metric((acct.email, mid), float(q.remaining_fraction))
+        for state, n in counts.items():
+            states.add_metric((state,), n)
+        yield states
+        yield quota
+        yield CounterMetricFamily(
+            f"{PREFIX}_token_refreshes", "Access-token refreshes that succeeded.", value=pool.token_refreshes
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_token_refresh_failures", "Access-token refreshes that failed.",
+            value=pool.token_refresh_failures,
+        )
+        mon = svc.monitor
+        yield CounterMetricFamily(
+            f"{PREFIX}_monitor_dropped_rows", "Request-log rows dropped (queue full or write failed).",
+            value=mon.dropped,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_monitor_written_rows", "Request-log rows written.", value=mon.written
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_monitor_queue_depth", "Request-log rows waiting for the writer.", value=mon.pending
+        )

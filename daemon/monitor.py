@@ -448,12 +448,12 @@ class Monitor:
         c = connect(self.path) if con is None else con
         try:
             n = c.execute("DELETE FROM requests WHERE ts < ?", (now - days * 86400,)).rowcount
+            if n:
+                log.info("monitor retention: %d row(s) older than %d day(s) deleted", n, days)
+                self._reclaim(c)
         finally:
             if own:
                 c.close()
-        if n:
-            log.info("monitor retention: %d row(s) older than %d day(s) deleted", n, days)
-            self._reclaim(c) if not own else None
         return n
 
     def enforce_bounds(self, con: sqlite3.Connection) -> int:
@@ -487,8 +487,9 @@ class Monitor:
 
     @staticmethod
     def _reclaim(con: sqlite3.Connection) -> None:
-        con.execute("PRAGMA incremental_vacuum")
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # Both pragmas do their work while their result rows are stepped.
+        con.execute("PRAGMA incremental_vacuum").fetchall()
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # ---------------------------------------------------------------- reading
 

@@ -239,6 +239,10 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
         sock_path = self.admin_socket_path
+        # Accounts are loaded before the admin socket answers: agctl must never
+        # see a half-started daemon.
+        self.pool.load()
+        await self.monitor.start()
         admin_sock = bind_unix(sock_path)  # raises Conflict when another daemon runs
         try:
             from daemon.admin import create_admin_app
@@ -251,8 +255,6 @@ class Service:
                 os.unlink(sock_path)
             raise
         log.info("antigravityd %s (pid %s) admin socket %s", __version__, os.getpid(), sock_path)
-        self.pool.load()
-        await self.monitor.start()
         if self._config.proxy.auto_start:
             try:
                 await self.start_proxy()

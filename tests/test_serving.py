@@ -292,7 +292,7 @@ def test_slow_reader_backpressure(proxy: Daemon, fake: FakeGoogle) -> None:
     )
     time.sleep(1.0)
     assert fake.streams_open == 1  # the upstream stream is held open, not drained
-    got = b""
+    got = bytearray()
     raw.settimeout(10)
     while b"0\r\n\r\n" not in got[-16:]:
         chunk = raw.recv(1 << 20)

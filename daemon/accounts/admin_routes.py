@@ -10,12 +10,35 @@ from litestar import Request, delete, get, post
 
 from daemon.accounts import ide_import, oauth
 from daemon.admin import _svc, body_json
-from daemon.errors import BadRequest, GatewayError, UpstreamError
+from daemon.accounts.store import Account
+from daemon.errors import BadRequest, ConfigError, GatewayError, UpstreamError
 from daemon.upstream.cloudcode import UpstreamHTTPError
 
 
 def _upstream(exc: UpstreamHTTPError) -> GatewayError:
     return UpstreamError(f"Google answered {exc.status}: {exc.message}", upstream_status=exc.status)
+
+
+async def _add(request: Request[Any, Any, Any], refresh_token: str, what: str, **kw: Any) -> Account:
+    """Add (or update) an account; a failure says what failed and that nothing
+    was saved (the pool writes the account file only once everything worked)."""
+    try:
+        return await _svc(request).pool.add_refresh_token(refresh_token, **kw)
+    except UpstreamHTTPError as exc:
+        raise _not_added(_upstream(exc), what) from None
+    except ConfigError:
+        raise  # already says exactly what to set
+    except GatewayError as exc:
+        raise _not_added(exc, what) from None
+
+
+def _not_added(exc: GatewayError, what: str) -> GatewayError:
+    return type(exc)(
+        f"{what} failed: {exc.message.rstrip('.')}. Nothing was added.",
+        retry_after=exc.retry_after,
+        param=exc.param,
+        upstream_status=exc.upstream_status,
+    )
 
 
 @get("/accounts")
@@ -30,10 +53,7 @@ async def accounts_add(request: Request[Any, Any, Any]) -> dict[str, Any]:
     token = data.get("refresh_token")
     if not isinstance(token, str) or not token.strip():
         raise BadRequest("refresh_token is required")
-    try:
-        acct = await _svc(request).pool.add_refresh_token(token)
-    except UpstreamHTTPError as exc:
-        raise _upstream(exc) from None
+    acct = await _add(request, token, "adding the account")
     return {"account": acct.public()}
 
 
@@ -42,10 +62,7 @@ async def accounts_import(request: Request[Any, Any, Any]) -> dict[str, Any]:
     data = await body_json(request)
     path = data.get("path")
     token, used = ide_import.read_refresh_token(path if isinstance(path, str) and path else None)
-    try:
-        acct = await _svc(request).pool.add_refresh_token(token)
-    except UpstreamHTTPError as exc:
-        raise _upstream(exc) from None
+    acct = await _add(request, token, f"importing the IDE's account from {used}")
     return {"account": acct.public(), "path": str(used)}
 
 
@@ -87,12 +104,15 @@ async def login_wait(request: Request[Any, Any, Any], login_id: str, timeout: fl
         raise
     try:
         cfg = svc.config
-        tokens = await oauth.exchange_code(svc.pool.http, cfg, got["code"], login.redirect_uri, login.verifier)
+        try:
+            tokens = await oauth.exchange_code(svc.pool.http, cfg, got["code"], login.redirect_uri, login.verifier)
+        except ConfigError:
+            raise
+        except GatewayError as exc:
+            raise _not_added(exc, "the Google sign-in (exchanging the code for tokens)") from None
         if not tokens.refresh_token:
-            raise BadRequest("Google returned no refresh token (consent was not offline); try again")
-        acct = await svc.pool.add_refresh_token(tokens.refresh_token, tokens=tokens)
-    except UpstreamHTTPError as exc:
-        raise _upstream(exc) from None
+            raise BadRequest("Google returned no refresh token (consent was not offline): nothing was added; try again")
+        acct = await _add(request, tokens.refresh_token, "the Google sign-in", tokens=tokens)
     finally:
         await logins.close(login_id)
     return {"account": acct.public()}

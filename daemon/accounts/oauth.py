@@ -84,8 +84,10 @@ async def _token_call(http: httpx.AsyncClient, cfg: Config, form: dict[str, str]
                 f"the token endpoint rejected the OAuth client ({code}): check oauth.client_id "
                 "and oauth.client_secret"
             )
+        detail = ": ".join(x for x in (code, desc) if x)
         raise UpstreamError(
-            f"token endpoint answered HTTP {resp.status_code}{': ' + code if code else ''}",
+            f"Google's token endpoint answered HTTP {resp.status_code}{f' ({detail})' if detail else ''}; "
+            "try again in a moment",
             upstream_status=resp.status_code,
         )
     if not isinstance(data, dict) or not data.get("access_token"):

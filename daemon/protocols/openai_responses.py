@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
 from typing import Any
 
 from daemon.errors import BadRequest, GatewayError, RateLimited
@@ -50,6 +49,7 @@ from daemon.protocols.openai_chat import (
     client_tool_name,
     finish_request,
     json_output_config,
+    new_timestamp,
     number_param,
     openai_finish,
     require_object,
@@ -545,8 +545,7 @@ class _Assembler:
     def __init__(self, call: GeminiCall, store: SignatureStore) -> None:
         self.call = call
         self.id = answer_id(call, "resp_")
-        created = call.extra.get("created")
-        self.created = int(created) if isinstance(created, int | float) else int(time.time())
+        self.created = new_timestamp(call)
         self.family = shared_extra.family(call.model)
         self.recorder = SignatureRecorder(store, self.family)
         self.encrypted = bool(call.extra.get("include_encrypted"))
