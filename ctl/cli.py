@@ -183,7 +183,8 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> None:
 
     table = Table(box=None, pad_edge=False)
     for col in ("ID", "EMAIL", "TIER", "STATE", "PROJECT", "QUOTA", "LAST USED"):
-        table.add_column(col)
+        # Ids, emails and projects are copied into other commands: fold, never cut with "…".
+        table.add_column(col, overflow="fold" if col in ("ID", "EMAIL", "PROJECT") else "ellipsis")
     for acc in accounts:
         state = acc["state"]
         if state == "disabled":
@@ -206,7 +207,14 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> None:
             acc["id"], acc["email"], acc["tier"] or "-", state, acc["project"] or "-",
             "\n".join(quota) or "-", _ago(acc.get("last_used")),
         )
-    _console().print(table)
+    console = _console()
+    if not console.is_terminal:
+        # Piped or captured output has no width to fit: rich would assume 80
+        # columns and fold every cell; print each row whole instead.
+        from rich.console import Console
+
+        console = Console(highlight=False, width=1000)
+    console.print(table)
 
 
 def _print_account(ctx: Ctx, data: dict[str, Any], verb: str) -> None:

@@ -42,6 +42,9 @@ class ProxyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     auto_start: bool = True
     request_timeout: int = 300
     upstream_proxy: str = ""
+    # Seconds of upstream silence (e.g. long thinking) after which a stream
+    # gets a keepalive (Anthropic `ping`, an SSE comment for OpenAI).
+    stream_keepalive: float = 10.0
     # Largest request body accepted from a client (images make bodies big).
     max_body_bytes: int = 64 * 1024 * 1024
 
@@ -129,6 +132,8 @@ def validate(cfg: Config) -> None:
             "proxy.api_key must start with 'sk-' and be at least 10 characters",
             param="proxy.api_key",
         )
+    if not (0.05 <= p.stream_keepalive <= 300):
+        raise ConfigError("proxy.stream_keepalive must be 0.05..300 seconds", param="proxy.stream_keepalive")
     if p.request_timeout <= 0:
         raise ConfigError("proxy.request_timeout must be > 0 seconds", param="proxy.request_timeout")
     if p.upstream_proxy and not p.upstream_proxy.startswith(
@@ -208,6 +213,11 @@ def _coerce(key: str, raw: str, typ: Any) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{key} must be a whole number, got {raw!r}", param=key) from None
+    if typ is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {raw!r}", param=key) from None
     if typ is str:
         return raw
     if origin is Literal:

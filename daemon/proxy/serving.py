@@ -98,6 +98,7 @@ async def relay(
     translator: StreamTranslator,
     ctx: RequestCtx,
     on_done: Callable[[], None],
+    keepalive: float = KEEPALIVE_SECONDS,
 ) -> AsyncIterator[bytes]:
     """Upstream events -> client bytes, with keepalives and a clean error
     event when the upstream fails after the first byte."""
@@ -111,7 +112,7 @@ async def relay(
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(it.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+            done, _ = await asyncio.wait({pending}, timeout=keepalive)
             if not done:
                 ka = translator.keepalive()
                 if ka:
@@ -196,7 +197,9 @@ async def run_call(
         if call.stream:
             events = await svc.dispatcher.stream(call, ctx)
             tr = translator()
-            gen = relay(events, tr, ctx, lambda: _stream_done(svc, ctx, tr, on_complete))
+            gen = relay(
+                events, tr, ctx, lambda: _stream_done(svc, ctx, tr, on_complete), svc.config.proxy.stream_keepalive
+            )
             return stream_response(gen, {"x-antigravity-model": call.model}, media_type)
         resp = await svc.dispatcher.generate(call, ctx)
         out = render(resp)
