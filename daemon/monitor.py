@@ -14,7 +14,8 @@ Bounds (the file must not grow without limit on a busy machine):
 * bytes: when the live pages pass ``max_bytes`` (default ``MAX_DB_BYTES``,
   what logged bodies can reach before the row cap does) the oldest rows go
   the same way; freed pages are given back with ``incremental_vacuum`` and
-  the WAL truncated, so the files on disk shrink too.
+  the WAL truncated, so the files on disk shrink too (between batches the
+  file can pass the cap by at most one batch).
 
 Never stored: API keys, access/refresh tokens, ``Authorization`` headers.
 Headers are not logged at all; text fields and bodies (only with
@@ -284,7 +285,7 @@ class Monitor:
         row = (
             ctx.started, ctx.request_id, ctx.protocol, ctx.route, ctx.client_model[:200],
             ctx.model[:200], ctx.account, int(ctx.stream), ctx.status, ctx.error_kind,
-            redact(ctx.error[:ERROR_CAP]), _encode(ctx.attempts).decode(),
+            redact(ctx.error[:ERROR_CAP]), redact(_encode(ctx.attempts).decode()),
             round(ctx.latency_ms, 3), round(ctx.ttfb_ms, 3) if ctx.ttfb_ms is not None else None,
             ctx.usage.input_tokens, ctx.usage.output_tokens, ctx.usage.thinking_tokens,
             ctx.usage.cached_tokens, ctx.client, redact(ctx.user_agent[:UA_CAP]),
@@ -487,8 +488,9 @@ class Monitor:
 
     @staticmethod
     def _reclaim(con: sqlite3.Connection) -> None:
-        # Both pragmas do their work while their result rows are stepped.
-        con.execute("PRAGMA incremental_vacuum").fetchall()
+        # incremental_vacuum frees one page per step and sqlite3's execute()
+        # steps once: executescript runs it to the end.
+        con.executescript("PRAGMA incremental_vacuum;")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # ---------------------------------------------------------------- reading

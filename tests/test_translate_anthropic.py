@@ -554,9 +554,9 @@ def _msgs(*content: Any) -> list[dict[str, Any]]:
         ({"messages": None}, "messages", "Field required"),
         ({"messages": []}, "messages", "at least 1 item"),
         (
-            {"messages": [{"role": "system", "content": "x"}]},
+            {"messages": [{"role": "robot", "content": "x"}]},
             "messages.0.role",
-            "'user' or 'assistant'",
+            "'user', 'assistant' or 'system'",
         ),
         ({"messages": [{"role": "user"}]}, "messages.0.content", "Field required"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content", "valid string"),

@@ -242,8 +242,10 @@ def _messages(body: Json) -> list[_Msg]:
         if not isinstance(m, dict):
             raise _bad(path, "Input should be a valid dictionary")
         role = m.get("role")
+        if role == "system":
+            continue  # Claude Code 2.1 sends system messages in the list: see _system
         if role not in ("user", "assistant"):
-            raise _bad(f"{path}.role", "Input should be 'user' or 'assistant'")
+            raise _bad(f"{path}.role", "Input should be 'user', 'assistant' or 'system'")
         blocks = _content_blocks(m.get("content"), f"{path}.content")
         # Consecutive same-role messages are one turn upstream; merging here
         # keeps "the tool results of the previous assistant turn" well defined.
@@ -617,9 +619,9 @@ def _tool_config(body: Json, ctx: _Ctx, declared: set[str]) -> tuple[Json | None
 
 def _system(body: Json) -> Json | None:
     system = body.get("system")
-    if system is None:
-        return None
     parts: list[Json] = []
+    if system is None:
+        system = []
     if isinstance(system, str):
         part = common.text_part(system)
         parts = [part] if part else []
@@ -633,6 +635,19 @@ def _system(body: Json) -> Json | None:
                 parts.append(part)
     else:
         raise _bad("system", "Input should be a valid string or a list of text blocks")
+    # Claude Code 2.1.x also sends {"role": "system"} entries inside
+    # `messages` (seen on the wire); Gemini has one systemInstruction, so
+    # their text joins it, in order.
+    for i, m in enumerate(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "system":
+            content = m.get("content")
+            if isinstance(content, str):
+                texts = [content]
+            elif isinstance(content, list):
+                texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+            else:
+                raise _bad(f"messages.{i}.content", "Input should be a valid string or a list of text blocks")
+            parts.extend(p for p in (common.text_part(t) for t in texts if isinstance(t, str)) if p)
     # systemInstruction is a Content, never a string (UPSTREAM.md).
     return {"role": "user", "parts": parts} if parts else None
 

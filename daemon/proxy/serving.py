@@ -48,6 +48,9 @@ def service_of(request: Request[Any, Any, Any]) -> Any:
 
 async def decode_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
     raw = await request.body()
+    ctx = request.scope.get("state", {}).get("ctx")
+    if ctx is not None:
+        ctx.request_body = raw  # kept only if monitor.log_bodies is on
     if not raw:
         raise BadRequest("the request body is empty: send a JSON object")
     try:
@@ -62,13 +65,15 @@ async def decode_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
 def new_ctx(request: Request[Any, Any, Any], protocol: str, route: str) -> RequestCtx:
     scope = request.scope
     client = scope.get("client")
-    return RequestCtx(
+    ctx = RequestCtx(
         request_id=scope.get("state", {}).get("request_id", ""),
         protocol=protocol,
         route=route,
         client=f"{client[0]}" if client else "",
         user_agent=request.headers.get("user-agent", ""),
     )
+    scope.setdefault("state", {})["ctx"] = ctx
+    return ctx
 
 
 def finish_ctx(svc: Any, ctx: RequestCtx) -> None:
