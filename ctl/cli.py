@@ -243,7 +243,9 @@ def cmd_accounts(ctx: Ctx) -> int:
             return EXIT_OK
         return _login(ctx)
     if sub == "import-ide":
-        data = c.request("POST", "/accounts/import-ide", json={"path": a.path}, timeout=120)
+        # The daemon reads the file: give it a path that does not depend on agctl's cwd.
+        path = os.path.abspath(os.path.expanduser(a.path)) if a.path else None
+        data = c.request("POST", "/accounts/import-ide", json={"path": path}, timeout=120)
         _print_account(ctx, data, f"imported from {data['path']}:")
         return EXIT_OK
     if sub == "remove":
@@ -391,10 +393,15 @@ def cmd_logs(ctx: Ctx) -> int:
 
         table = Table(box=None, pad_edge=False)
         for h in _LOG_HEADERS:
-            table.add_column(h)
+            table.add_column(h, no_wrap=True)
         for r in rows:
             table.add_row(*_log_row(r))
-        _console().print(table)
+        console = _console()
+        if not console.is_terminal:  # piped (grep, a file): never wrap or cut a row
+            from rich.console import Console
+
+            console = Console(highlight=False, width=1000)
+        console.print(table)
     elif not a.follow:
         print("no requests logged yet" if data.get("enabled", True) else "no requests logged (the monitor is off: `agctl monitor on`)")
     if not ctx.json and data.get("dropped"):
@@ -445,7 +452,12 @@ def cmd_stats(ctx: Ctx) -> int:
             f"{r['output_tokens']:,}", ms(r["p50_ms"]), ms(r["p95_ms"]),
             end_section=r is data["groups"][-1],
         )
-    _console().print(table)
+    console = _console()
+    if not console.is_terminal:
+        from rich.console import Console
+
+        console = Console(highlight=False, width=1000)
+    console.print(table)
     return EXIT_OK
 
 

@@ -166,7 +166,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -1328,6 +1328,10 @@ class FakeGoogle:
         self.consent_deny = False
         self.check_signatures = True
         self.outage: int | None = None
+        # A predicate on the (camelCased) request: matching calls get the
+        # default reply and leave the scripts alone (a client's side requests,
+        # e.g. Claude Code's title generation, must not eat a scripted reply).
+        self.unscripted_when: Callable[[dict[str, Any]], bool] | None = None
         self.last_auth_params: dict[str, str] | None = None
         self.calls: list[Call] = []
         self.token_calls = 0
@@ -1502,7 +1506,9 @@ class FakeGoogle:
         with self._lock:
             self._scripts.setdefault(email, deque()).extend(replies)
 
-    def _next_reply(self, email: str | None) -> Reply:
+    def _next_reply(self, email: str | None, request: dict[str, Any] | None = None) -> Reply:
+        if request is not None and self.unscripted_when is not None and self.unscripted_when(request):
+            return Reply.default()
         with self._lock:
             for key in (email, None) if email is not None else (None,):
                 queue = self._scripts.get(key)
@@ -1852,7 +1858,7 @@ class FakeGoogle:
             if quota is not None and quota[0] <= 0 and quota[1] > time.time():
                 delay = quota[1] - time.time()
                 raise _quota_error(model, go_duration(round(delay)), _rfc3339(quota[1]))
-            reply = self._next_reply(account.email)
+            reply = self._next_reply(account.email, req)
             sse = "alt=sse" in query
             await self._answer(reply, ctx, stream, sse, call, receive, send)
         else:
@@ -2013,7 +2019,7 @@ class FakeGoogle:
             "supportsThinking", model_family(model) != "other"
         )
         ctx = self._validate(body, model, "", supports, "v1beta", None)
-        reply = self._next_reply(None)
+        reply = self._next_reply(None, body)
         await self._answer(reply, ctx, stream, "alt=sse" in query, call, receive, send)
 
     # ----------------------------------------------------------------- rendering & sending

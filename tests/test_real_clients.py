@@ -1,0 +1,161 @@
+"""The real coding CLIs against the daemon (CLIENTS.md): Claude Code, Codex
+and the Gemini CLI, each driving a tool loop through the proxy to the fake
+Google, which checks thought signatures like the real upstream.
+
+They are npm packages: `.ci/run` installs them into `.clients/`; locally run
+`npm install --prefix .clients @anthropic-ai/claude-code @openai/codex
+@google/gemini-cli`, or point AG_CLIENTS_BIN at a `node_modules/.bin`. The
+tests skip when a client is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Daemon
+from tests.fakes.google import FakeGoogle, Reply
+
+TIMEOUT = 180
+
+
+def client_bin(name: str) -> str | None:
+    for d in (os.environ.get("AG_CLIENTS_BIN"), str(ROOT / ".clients" / "node_modules" / ".bin")):
+        if d and (Path(d) / name).exists():
+            return str(Path(d) / name)
+    return shutil.which(name)
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_"))}
+    return subprocess.run(
+        argv, env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL
+    )
+
+
+def generate_calls(fake: FakeGoogle) -> list[Any]:
+    return [c for c in fake.calls if c.method in ("generateContent", "streamGenerateContent") and c.status == 200]
+
+
+def function_responses(call: Any) -> list[dict[str, Any]]:
+    return [
+        p["functionResponse"]
+        for c in call.body["request"]["contents"]
+        for p in c.get("parts", [])
+        if "functionResponse" in p
+    ]
+
+
+@pytest.fixture
+def workdir(short_tmp: Path) -> Path:
+    d = short_tmp / "work"
+    d.mkdir()
+    return d
+
+
+def test_claude_code_tool_loop_with_thinking(proxy: Daemon, fake: FakeGoogle, workdir: Path) -> None:
+    exe = client_bin("claude")
+    if not exe:
+        pytest.skip("Claude Code is not installed (npm install @anthropic-ai/claude-code)")
+    home = workdir / "home"
+    home.mkdir()
+    # Claude Code's side requests (session title, checks) carry no tools.
+    fake.unscripted_when = lambda req: not req.get("tools")
+    fake.script(
+        [
+            Reply.function_call(
+                "Bash", {"command": "echo proxied-$((40+2))", "description": "print a marker"}, thought="I should run the command."
+            ),
+            Reply.thinking("The command printed the marker.", then_text="The command printed proxied-42."),
+        ]
+    )
+    res = run(
+        [exe, "-p", "Run: echo proxied-$((40+2)) and tell me what it printed", "--dangerously-skip-permissions"],
+        {
+            "ANTHROPIC_BASE_URL": proxy.base_url,
+            "ANTHROPIC_API_KEY": proxy.api_key,
+            "IS_SANDBOX": "1",
+            "HOME": str(home),
+            "DISABLE_AUTOUPDATER": "1",
+        },
+        workdir,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "proxied-42" in res.stdout
+    calls = generate_calls(fake)
+    assert len(calls) >= 2
+    # The tool really ran on this machine and its output went back upstream,
+    # with the signed thinking first in the model turn (the fake checks it).
+    results = function_responses(calls[-1])
+    assert any("proxied-42" in json.dumps(r) for r in results)
+    model_turn = next(c for c in calls[-1].body["request"]["contents"] if c["role"] == "model")
+    if calls[-1].body["request"].get("generationConfig", {}).get("thinkingConfig", {}).get("includeThoughts"):
+        assert model_turn["parts"][0].get("thought") is True and model_turn["parts"][0].get("thoughtSignature")
+
+
+def test_codex_exec_tool_loop(proxy: Daemon, fake: FakeGoogle, workdir: Path) -> None:
+    exe = client_bin("codex")
+    if not exe:
+        pytest.skip("Codex is not installed (npm install @openai/codex)")
+    home = workdir / "codex"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model = "gemini-3-flash"\nmodel_provider = "ag"\napproval_policy = "never"\n'
+        'sandbox_mode = "danger-full-access"\n\n[model_providers.ag]\nname = "ag"\n'
+        f'base_url = "{proxy.base_url}/v1"\nenv_key = "AG_KEY"\nwire_api = "responses"\n'
+    )
+    fake.script(
+        [
+            Reply.function_call("exec_command", {"cmd": "echo codex-$((6*7))"}),
+            Reply.text("It printed codex-42."),
+        ]
+    )
+    res = run(
+        [exe, "exec", "--skip-git-repo-check", "Run echo codex-$((6*7)) and report the output"],
+        {"CODEX_HOME": str(home), "AG_KEY": proxy.api_key, "HOME": str(workdir)},
+        workdir,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "codex-42" in res.stdout
+    calls = generate_calls(fake)
+    assert len(calls) >= 2
+    assert any("codex-42" in json.dumps(r) for r in function_responses(calls[-1]))
+
+
+def test_gemini_cli_tool_loop(proxy: Daemon, fake: FakeGoogle, workdir: Path) -> None:
+    exe = client_bin("gemini")
+    if not exe:
+        pytest.skip("the Gemini CLI is not installed (npm install @google/gemini-cli)")
+    home = workdir / "ghome"
+    (home / ".gemini").mkdir(parents=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
+    (workdir / "notes.txt").write_text("the secret word is gemini-42\n")
+    fake.script(
+        [
+            Reply.function_call("read_file", {"file_path": str(workdir / "notes.txt")}),
+            Reply.text("The file says the secret word is gemini-42."),
+        ]
+    )
+    res = run(
+        [exe, "-p", "Read notes.txt and tell me the secret word", "-m", "gemini-3-flash"],
+        {
+            "HOME": str(home),
+            "GEMINI_API_KEY": proxy.api_key,
+            "GOOGLE_GEMINI_BASE_URL": proxy.base_url,
+            "GEMINI_CLI_TRUST_WORKSPACE": "true",
+        },
+        workdir,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "gemini-42" in res.stdout
+    calls = generate_calls(fake)
+    assert len(calls) >= 2
+    assert any("gemini-42" in json.dumps(r) for r in function_responses(calls[-1]))
+    # The CLI rewrites model names; the pool's family fallback served it.
+    assert all(c.model == "gemini-3-flash" for c in calls)
