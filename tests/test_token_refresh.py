@@ -36,18 +36,22 @@ class Proxy:
         return httpx.post(self.url, headers=self.headers, json=BODY, timeout=30)
 
     def only(self, fake: FakeGoogle, email: str, **kw: Any) -> tuple[Account, str]:
-        """Make ``email`` the daemon's only account; returns (fake account, account id)."""
-        kw.setdefault("refresh_token", "1//0g" + secrets.token_hex(40))
-        acct = fake.add_account(email=email, **kw)
-        acc = self.d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})["account"]
-        for other in self.d.admin("GET", "/accounts")["accounts"]:
-            if other["id"] != acc["id"]:
-                self.d.admin("DELETE", f"/accounts/{other['id']}")
-        return acct, acc["id"]
+        return only(self.d, fake, email, **kw)
 
     def account(self, email: str) -> dict[str, Any]:
         (acc,) = [a for a in self.d.ctl_json("accounts", "list")["accounts"] if a["email"] == email]
         return acc
+
+
+def only(d: Daemon, fake: FakeGoogle, email: str, **kw: Any) -> tuple[Account, str]:
+    """Make ``email`` the daemon's only account; returns (fake account, account id)."""
+    kw.setdefault("refresh_token", "1//0g" + secrets.token_hex(40))
+    acct = fake.add_account(email=email, **kw)
+    acc = d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})["account"]
+    for other in d.admin("GET", "/accounts")["accounts"]:
+        if other["id"] != acc["id"]:
+            d.admin("DELETE", f"/accounts/{other['id']}")
+    return acct, acc["id"]
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +61,8 @@ def proxy(fake: FakeGoogle) -> Iterator[Proxy]:
     d.write_config(base_config(fake, free_port(), proxy={"auth_mode": "strict"}))
     d.start()
     try:
-        p = Proxy.__new__(Proxy)
-        p.d = d
-        p.only(fake, "tok-first@example.com")
-        if d.status["proxy"]["state"] != "running":  # auto_start waits for an account
+        only(d, fake, "tok-first@example.com")  # the proxy starts once there is an account
+        if d.status["proxy"]["state"] != "running":
             d.admin("POST", "/proxy/start")
         yield Proxy(d)
     finally:

@@ -127,8 +127,11 @@ class Pool:
         lock = self._refresh_locks.setdefault(acct.id, asyncio.Lock())
         stale = acct.access_token
         async with lock:
-            if acct.access_token and acct.access_token != stale and acct.expires_at - REFRESH_MARGIN > time.time():
-                return acct.access_token  # someone else refreshed while we waited
+            if acct.access_token and acct.access_token != stale and acct.expires_at > time.time():
+                # Someone else refreshed while we waited: share it, even when Google
+                # gave a token that lives less than the margin (else the waiters
+                # would each refresh again, one after the other).
+                return acct.access_token
             if not force and acct.access_token and acct.expires_at - REFRESH_MARGIN > time.time():
                 return acct.access_token
             try:

@@ -14,6 +14,7 @@ from daemon.proxy.serving import (
     finish_ctx,
     json_response,
     new_ctx,
+    recorded,
     run_call,
     service_of,
     store_of,
@@ -55,29 +56,23 @@ async def _generate(request: Request[Any, Any, Any], model_method: str) -> Respo
         )
     svc = service_of(request)
     ctx = new_ctx(request, "gemini", method)
-    body = await decode_body(request)
-    try:
+    store = store_of(request)
+    with recorded(svc, ctx):
+        body = await decode_body(request)
         model = svc.dispatcher.resolve_model(model_name)
         if method == "countTokens":
+            # countTokens takes contents, or a whole generateContentRequest.
             inner = body.get("generateContentRequest") or body.get("generate_content_request") or body
             if not isinstance(inner, dict):
                 raise BadRequest("generateContentRequest must be an object")
-            call = gemini.to_gemini(inner, model=model, store=store_of(request), client_model=model_name)
+            call = gemini.to_gemini(inner, model=model, store=store, client_model=model_name)
             ctx.client_model, ctx.model = model_name, model
             total = await svc.dispatcher.count_tokens(call, ctx)
             finish_ctx(svc, ctx)
             return json_response({"totalTokens": total})
         stream = method == "streamGenerateContent"
-        call = gemini.to_gemini(body, model=model, store=store_of(request), client_model=model_name, stream=stream)
-    except Exception as exc:
-        from daemon.errors import GatewayError
-
-        if isinstance(exc, GatewayError):
-            ctx.fail(exc)
-            finish_ctx(svc, ctx)
-        raise
+        call = gemini.to_gemini(body, model=model, store=store, client_model=model_name, stream=stream)
     sse_mode = request.query_params.get("alt") == "sse"
-    store = store_of(request)
     return await run_call(
         request,
         ctx,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
 import msgspec
@@ -85,6 +85,17 @@ def finish_ctx(svc: Any, ctx: RequestCtx) -> None:
             metrics.observe(ctx)
     except Exception:  # the log must never break a request
         log.exception("monitor record failed")
+
+
+@contextlib.contextmanager
+def recorded(svc: Any, ctx: RequestCtx) -> Iterator[None]:
+    """A GatewayError raised before dispatch still makes a monitor row."""
+    try:
+        yield
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
 
 
 def model_of(body: dict[str, Any], field: str = "model") -> str:
