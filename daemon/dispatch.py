@@ -111,6 +111,10 @@ def client_error(exc: UpstreamHTTPError, model: str) -> GatewayError:
 
 def final_error(exc: UpstreamHTTPError | GatewayError) -> GatewayError:
     if isinstance(exc, GatewayError):
+        if exc.status in (400, 401, 403):
+            # An account's token or the proxy's OAuth setup failed: not the
+            # caller's request or key, so never a 4xx to the client.
+            return UpstreamError(f"no account could be used: {exc.message}")
         return exc
     if exc.status == 429:
         if exc.reason == "MODEL_CAPACITY_EXHAUSTED":
@@ -208,12 +212,9 @@ class Dispatcher:
                     pool.bind_session(call.session_key, acct)
                     ctx.account = acct.email
                     return acct, result
-        # Nothing served. Say why the pool cannot, when that is the reason.
-        try:
-            pool.candidates(model, call.session_key)
-        except NoAccountAvailable as exc:
-            if last is None or isinstance(last, UpstreamHTTPError) and last.status == 429:
-                raise exc from None
+        # Nothing served. When the pool now has no usable account, that (with
+        # the reasons and the soonest retry time) is the answer.
+        pool.candidates(model, call.session_key)
         if last is None:
             raise NoAccountAvailable(f"no account could serve model {model}")
         raise final_error(last)

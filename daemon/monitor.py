@@ -293,7 +293,7 @@ class Monitor:
             ctx.request_body, ctx.response_body,
         )
         try:
-            self._queue.put(row)
+            self._queue.put_nowait(row)
         except queue.Full:
             self._dropped_full += 1
         if self._listeners:
