@@ -340,43 +340,35 @@ def _log_row(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def _log_show(ctx: Ctx, request_id: str) -> int:
-    row = ctx.client.request("GET", f"/logs/{request_id}")["row"]
-    if ctx.json:
-        ctx.out({"row": row})
-        return EXIT_OK
-    lines: list[str] = []
-    for k, v in row.items():
-        if k in ("request_body", "response_body") or v is None or v == "":
-            continue
-        if k == "ts":
-            v = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v)) + f" ({_ago(v)})"
-        elif k in ("latency_ms", "ttfb_ms"):
-            v = f"{v:.0f} ms"
-        elif k == "attempts":
-            if not v:
-                continue
-            lines.append(f"{'attempts':16}")
-            for i, att in enumerate(v, 1):
-                err = f"  {att.get('error')}" if att.get("error") else ""
-                lines.append(f"  {i}. {att.get('account')}  {att.get('status') or '-'}{err}")
-            continue
-        lines.append(f"{k:16} {v}")
-    for k in ("request_body", "response_body"):
-        if row.get(k):
-            lines += ["", f"{k}:", row[k]]
-    print("\n".join(lines))
-    return EXIT_OK
-
-
-_LOG_HEADERS = ("TIME", "REQUEST", "ROUTE", "MODEL", "ACCOUNT", "STATUS", "LATENCY", "TOKENS in/out")
-
-
 def cmd_logs(ctx: Ctx) -> int:
     a = ctx.args
     c = ctx.client
-    if a.logs_cmd == "show":
-        return _log_show(ctx, a.request_id)
+    if a.logs_cmd == "show":  # everything known about one request
+        row = c.request("GET", f"/logs/{a.request_id}")["row"]
+        if ctx.json:
+            ctx.out({"row": row})
+            return EXIT_OK
+        lines: list[str] = []
+        for k, v in row.items():
+            if k in ("request_body", "response_body") or v is None or v == "":
+                continue
+            if k == "ts":
+                v = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v)) + f" ({_ago(v)})"
+            elif k in ("latency_ms", "ttfb_ms"):
+                v = f"{v:.0f} ms"
+            elif k == "attempts":
+                if v:
+                    lines.append("attempts")
+                for i, att in enumerate(v, 1):
+                    err = f"  {att.get('error')}" if att.get("error") else ""
+                    lines.append(f"  {i}. {att.get('account')}  {att.get('status') or '-'}{err}")
+                continue
+            lines.append(f"{k:16} {v}")
+        for k in ("request_body", "response_body"):
+            if row.get(k):
+                lines += ["", f"{k}:", row[k]]
+        print("\n".join(lines))
+        return EXIT_OK
     if a.n < 1:
         raise CtlError("-n must be at least 1", EXIT_USAGE, "invalid_request")
     filters = {"status": a.status, "model": a.model, "account": a.account}
@@ -392,7 +384,8 @@ def cmd_logs(ctx: Ctx) -> int:
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        for h in _LOG_HEADERS:
+        headers = ("TIME", "REQUEST", "ROUTE", "MODEL", "ACCOUNT", "STATUS", "LATENCY")
+        for h in (*headers, "TOKENS in/out"):
             table.add_column(h, no_wrap=True)
         for r in rows:
             table.add_row(*_log_row(r))
@@ -403,9 +396,16 @@ def cmd_logs(ctx: Ctx) -> int:
             console = Console(highlight=False, width=1000)
         console.print(table)
     elif not a.follow:
-        print("no requests logged yet" if data.get("enabled", True) else "no requests logged (the monitor is off: `agctl monitor on`)")
+        if data.get("enabled", True):
+            print("no requests logged yet")
+        else:
+            print("no requests logged (the monitor is off: `agctl monitor on`)")
     if not ctx.json and data.get("dropped"):
-        print(f"({data['dropped']} row(s) dropped since the daemon started: the log could not keep up)", file=sys.stderr)
+        print(
+            f"({data['dropped']} row(s) dropped since the daemon started: "
+            "the log could not keep up)",
+            file=sys.stderr,
+        )
     if not a.follow:
         return EXIT_OK
     try:
@@ -468,7 +468,8 @@ def cmd_monitor(ctx: Ctx) -> int:
         mib = info["size_bytes"] / (1024 * 1024)
         ctx.out(info, "\n".join([
             f"monitor  {'on' if info['enabled'] else 'off'}  {info['path']} ({mib:.1f} MiB)",
-            f"         {info['written']} written, {info['dropped']} dropped, {info['pending']} queued since start",
+            f"         {info['written']} written, {info['dropped']} dropped, "
+            f"{info['pending']} queued since start",
             f"         keeps {info['retention_days']} day(s), at most {info['max_rows']:,} rows"
             + ("; bodies logged" if info["log_bodies"] else ""),
         ]))

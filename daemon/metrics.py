@@ -38,7 +38,22 @@ ZAI = "z.ai"
 # From a cached countTokens (a few ms) to a long thinking stream (minutes;
 # proxy.request_timeout defaults to 300 s).
 LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 TOKEN_DIRECTIONS = ("input", "output", "thinking", "cached")
 
@@ -77,29 +92,43 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = Counter(
-            f"{PREFIX}_requests", "Proxied requests by client protocol, route, model and HTTP status.",
-            ("protocol", "route", "model", "status"), registry=reg,
+            f"{PREFIX}_requests",
+            "Proxied requests by client protocol, route, model and HTTP status.",
+            ("protocol", "route", "model", "status"),
+            registry=reg,
         )
         self.latency = Histogram(
-            f"{PREFIX}_request_duration_seconds", "Time from request to the last byte of the answer.",
-            ("protocol", "route", "model"), buckets=LATENCY_BUCKETS, registry=reg,
+            f"{PREFIX}_request_duration_seconds",
+            "Time from request to the last byte of the answer.",
+            ("protocol", "route", "model"),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
         )
         self.ttfb = Histogram(
-            f"{PREFIX}_time_to_first_byte_seconds", "Time from request to the first byte of the answer.",
-            ("protocol", "route", "model"), buckets=LATENCY_BUCKETS, registry=reg,
+            f"{PREFIX}_time_to_first_byte_seconds",
+            "Time from request to the first byte of the answer.",
+            ("protocol", "route", "model"),
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
         )
         self.tokens = Counter(
-            f"{PREFIX}_tokens", "Tokens by direction (input, output, thinking, cached), model and account; "
+            f"{PREFIX}_tokens",
+            "Tokens by direction (input, output, thinking, cached), model and account; "
             "output includes thinking, input includes cached.",
-            ("direction", "model", "account"), registry=reg,
+            ("direction", "model", "account"),
+            registry=reg,
         )
         self.upstream_errors = Counter(
-            f"{PREFIX}_upstream_errors", "Failed upstream attempts (and streams that broke after the first byte) by kind.",
-            ("kind", "account"), registry=reg,
+            f"{PREFIX}_upstream_errors",
+            "Failed upstream attempts (and streams that broke after the first byte) by kind.",
+            ("kind", "account"),
+            registry=reg,
         )
         self.failovers = Counter(
-            f"{PREFIX}_failovers", "Requests that needed more than one account attempt.",
-            ("model",), registry=reg,
+            f"{PREFIX}_failovers",
+            "Requests that needed more than one account attempt.",
+            ("model",),
+            registry=reg,
         )
         reg.register(_StateCollector(service))
 
@@ -138,7 +167,9 @@ class Metrics:
             self.ttfb.labels(ctx.protocol, ctx.route, model).observe(ctx.ttfb_ms / 1000)
         u = ctx.usage
         for direction, n in zip(
-            TOKEN_DIRECTIONS, (u.input_tokens, u.output_tokens, u.thinking_tokens, u.cached_tokens), strict=True
+            TOKEN_DIRECTIONS,
+            (u.input_tokens, u.output_tokens, u.thinking_tokens, u.cached_tokens),
+            strict=True,
         ):
             if n:
                 self.tokens.labels(direction, model, account).inc(n)
@@ -173,7 +204,9 @@ class _StateCollector(Collector):
         pool = svc.pool
         now = time.time()
         states = GaugeMetricFamily(
-            f"{PREFIX}_accounts", "Accounts by state (active, cooling_down, disabled).", labels=("state",)
+            f"{PREFIX}_accounts",
+            "Accounts by state (active, cooling_down, disabled).",
+            labels=("state",),
         )
         counts = {"active": 0, "cooling_down": 0, "disabled": 0}
         quota = GaugeMetricFamily(
@@ -196,20 +229,26 @@ class _StateCollector(Collector):
         yield states
         yield quota
         yield CounterMetricFamily(
-            f"{PREFIX}_token_refreshes", "Access-token refreshes that succeeded.", value=pool.token_refreshes
+            f"{PREFIX}_token_refreshes",
+            "Access-token refreshes that succeeded.",
+            value=pool.token_refreshes,
         )
         yield CounterMetricFamily(
-            f"{PREFIX}_token_refresh_failures", "Access-token refreshes that failed.",
+            f"{PREFIX}_token_refresh_failures",
+            "Access-token refreshes that failed.",
             value=pool.token_refresh_failures,
         )
         mon = svc.monitor
         yield CounterMetricFamily(
-            f"{PREFIX}_monitor_dropped_rows", "Request-log rows dropped (queue full or write failed).",
+            f"{PREFIX}_monitor_dropped_rows",
+            "Request-log rows dropped (queue full or write failed).",
             value=mon.dropped,
         )
         yield CounterMetricFamily(
             f"{PREFIX}_monitor_written_rows", "Request-log rows written.", value=mon.written
         )
         yield GaugeMetricFamily(
-            f"{PREFIX}_monitor_queue_depth", "Request-log rows waiting for the writer.", value=mon.pending
+            f"{PREFIX}_monitor_queue_depth",
+            "Request-log rows waiting for the writer.",
+            value=mon.pending,
         )

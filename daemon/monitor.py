@@ -21,8 +21,8 @@ Never stored: API keys, access/refresh tokens, ``Authorization`` headers.
 Headers are not logged at all; text fields and bodies (only with
 ``monitor.log_bodies``, capped at ``max_body_bytes``) pass through
 ``daemon.errors.redact`` and a scrub of the exact secret values the daemon
-knows (``secret_values``: the config's keys by default; the service can add
-the accounts' tokens).
+knows: the config's keys always, plus whatever ``extra_secrets`` returns
+(the service can hand it the accounts' access and refresh tokens).
 """
 
 from __future__ import annotations
@@ -63,17 +63,39 @@ PRUNE_TO = 0.9
 DEFAULT_BODY_CAP = 64 * 1024
 ERROR_CAP = 2000
 UA_CAP = 300
+# Rows queued with their bodies at most (x 2 x the body cap of memory).
+BODY_QUEUE_MAX = 500
 # A follower that does not read is not allowed to grow memory.
 FOLLOW_QUEUE_MAX = 1000
 
 COLUMNS = (
-    "ts", "request_id", "protocol", "route", "client_model", "model", "account", "stream",
-    "status", "error_kind", "error", "attempts", "latency_ms", "ttfb_ms", "input_tokens",
-    "output_tokens", "thinking_tokens", "cached_tokens", "client", "user_agent",
-    "request_body", "response_body",
+    "ts",
+    "request_id",
+    "protocol",
+    "route",
+    "client_model",
+    "model",
+    "account",
+    "stream",
+    "status",
+    "error_kind",
+    "error",
+    "attempts",
+    "latency_ms",
+    "ttfb_ms",
+    "input_tokens",
+    "output_tokens",
+    "thinking_tokens",
+    "cached_tokens",
+    "client",
+    "user_agent",
+    "request_body",
+    "response_body",
 )
 _BODY_AT = COLUMNS.index("request_body")
-_TEXT_AT = tuple(COLUMNS.index(c) for c in ("client_model", "model", "error", "attempts", "user_agent"))
+_TEXT_AT = tuple(
+    COLUMNS.index(c) for c in ("client_model", "model", "error", "attempts", "user_agent")
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -130,7 +152,13 @@ def account_matches(account: str | None, want: str) -> bool:
     return acct == w or ("@" not in w and acct.split("@")[0] == w)
 
 
-def row_matches(row: dict[str, Any], *, status: str | None = None, model: str | None = None, account: str | None = None) -> bool:
+def row_matches(
+    row: dict[str, Any],
+    *,
+    status: str | None = None,
+    model: str | None = None,
+    account: str | None = None,
+) -> bool:
     """The filters of ``query`` for a row already in memory (``logs --follow``)."""
     if status:
         lo, hi = status_clause(status)
@@ -237,10 +265,10 @@ class Monitor:
         self._last_retention = 0.0
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Exact secret values to scrub from every stored text besides what
-        #: ``redact`` recognises; the service may replace it (e.g. to add the
-        #: accounts' access and refresh tokens). Called in the writer thread.
-        self.secret_values: Callable[[], Iterable[str]] = self._config_secrets
+        #: More exact secret values to scrub from every stored text, besides
+        #: the config's keys and what ``redact`` recognises (e.g. the
+        #: accounts' tokens). Called in the writer thread, once per batch.
+        self.extra_secrets: Callable[[], Iterable[str]] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -280,17 +308,40 @@ class Monitor:
         """Queue one request's row. O(small): never waits for the writer."""
         if ctx.latency_ms is None:
             ctx.latency_ms = (time.perf_counter() - ctx.t0) * 1000
-        if not self.enabled:
+        cfg = self._config().monitor
+        if not cfg.enabled:
             return
+        req_body = resp_body = None
+        # Bodies only when asked for, cut to the cap here (the queue holds no
+        # more than that), and only while the writer keeps up: a backlog keeps
+        # its rows but not their bodies, so memory stays bounded.
+        if cfg.log_bodies and self._queue.qsize() < BODY_QUEUE_MAX:
+            cap = cfg.max_body_bytes or DEFAULT_BODY_CAP
+            req_body, resp_body = ctx.request_body[:cap], ctx.response_body[:cap]
         row = (
-            ctx.started, ctx.request_id, ctx.protocol, ctx.route, ctx.client_model[:200],
-            ctx.model[:200], ctx.account, int(ctx.stream), ctx.status, ctx.error_kind,
-            redact(ctx.error[:ERROR_CAP]), redact(_encode(ctx.attempts).decode()),
-            round(ctx.latency_ms, 3), round(ctx.ttfb_ms, 3) if ctx.ttfb_ms is not None else None,
-            ctx.usage.input_tokens, ctx.usage.output_tokens, ctx.usage.thinking_tokens,
-            ctx.usage.cached_tokens, ctx.client, redact(ctx.user_agent[:UA_CAP]),
-            # Raw bytes: capped and redacted by the writer, off the event loop.
-            ctx.request_body, ctx.response_body,
+            ctx.started,
+            ctx.request_id,
+            ctx.protocol,
+            ctx.route,
+            ctx.client_model[:200],
+            ctx.model[:200],
+            ctx.account,
+            int(ctx.stream),
+            ctx.status,
+            ctx.error_kind,
+            redact(ctx.error[:ERROR_CAP]),
+            redact(_encode(ctx.attempts).decode()),
+            round(ctx.latency_ms, 3),
+            round(ctx.ttfb_ms, 3) if ctx.ttfb_ms is not None else None,
+            ctx.usage.input_tokens,
+            ctx.usage.output_tokens,
+            ctx.usage.thinking_tokens,
+            ctx.usage.cached_tokens,
+            ctx.client,
+            redact(ctx.user_agent[:UA_CAP]),
+            # Raw bytes: redacted by the writer, off the event loop.
+            req_body,
+            resp_body,
         )
         try:
             self._queue.put_nowait(row)
@@ -328,16 +379,17 @@ class Monitor:
 
     # ---------------------------------------------------------------- writer thread
 
-    def _config_secrets(self) -> list[str]:
-        cfg = self._config()
-        return [cfg.proxy.api_key, cfg.zai.api_key, cfg.oauth.client_secret]
-
     def _scrubber(self) -> Callable[[str], str]:
-        try:
-            values = sorted({s for s in self.secret_values() if s and len(s) >= 8}, key=len, reverse=True)
-        except Exception:  # a broken hook must not lose the row: redact() still runs
-            log.exception("monitor secret_values hook failed")
-            values = []
+        cfg = self._config()
+        found = [cfg.proxy.api_key, cfg.zai.api_key, cfg.oauth.client_secret]
+        if self.extra_secrets is not None:
+            try:
+                found += list(self.extra_secrets())
+            except Exception:  # a broken hook must not lose the rows: redact() still runs
+                log.exception("monitor extra_secrets hook failed")
+        # Short values would scrub ordinary words; longest first so a secret
+        # that contains another is replaced whole.
+        values = sorted({s for s in found if s and len(s) >= 8}, key=len, reverse=True)
 
         def scrub(text: str) -> str:
             text = redact(text)
@@ -437,7 +489,9 @@ class Monitor:
         except sqlite3.Error:
             log.exception("monitor maintenance failed")
 
-    def apply_retention(self, con: sqlite3.Connection | None = None, *, now: float | None = None) -> int:
+    def apply_retention(
+        self, con: sqlite3.Connection | None = None, *, now: float | None = None
+    ) -> int:
         """Delete rows older than ``monitor.retention_days`` (0 keeps them);
         returns how many went. Without ``con`` it opens the file itself."""
         now = self._clock() if now is None else now
@@ -482,7 +536,12 @@ class Monitor:
                 deleted += con.execute("DELETE FROM requests WHERE id < ?", (cut,)).rowcount
         if deleted:
             self.pruned += deleted
-            log.info("monitor: %d oldest row(s) pruned (max %d rows, %d bytes)", deleted, self.max_rows, self.max_bytes)
+            log.info(
+                "monitor: %d oldest row(s) pruned (max %d rows, %d bytes)",
+                deleted,
+                self.max_rows,
+                self.max_bytes,
+            )
             self._reclaim(con)
         return deleted
 
@@ -527,7 +586,9 @@ class Monitor:
             where.append("(client_model = ? OR model = ?)")
             args += [model, model]
         if account:
-            where.append("(account = ? COLLATE NOCASE OR (instr(?, '@') = 0 AND account LIKE ? || '@%'))")
+            where.append(
+                "(account = ? COLLATE NOCASE OR (instr(?, '@') = 0 AND account LIKE ? || '@%'))"
+            )
             args += [account, account, account]
         if since is not None:
             where.append("ts >= ?")
@@ -586,7 +647,13 @@ class Monitor:
                         key = client_family(r["user_agent"] or "")
                     g = groups.get(key)
                     if g is None:
-                        g = groups[key] = {"key": key, "requests": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0}
+                        g = groups[key] = {
+                            "key": key,
+                            "requests": 0,
+                            "errors": 0,
+                            "input_tokens": 0,
+                            "output_tokens": 0,
+                        }
                         lat[key] = []
                     g["requests"] += 1
                     if (r["status"] or 0) >= 400:

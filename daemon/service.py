@@ -56,6 +56,10 @@ class Service:
         self.store = AccountStore(paths.accounts_dir)
         self.pool = Pool(self.store, lambda: self._config, self.http)
         self.monitor = Monitor(paths.monitor_db, lambda: self._config)
+        # Exact account tokens are scrubbed from logged bodies too.
+        self.monitor.extra_secrets = lambda: [
+            t for a in list(self.pool.accounts.values()) for t in (a.access_token, a.refresh_token) if t
+        ]
         self.dispatcher = Dispatcher(self)
         self.signatures = SignatureStore()
         self.metrics = Metrics(self)

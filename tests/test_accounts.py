@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import queue
 import re
 import secrets
@@ -46,7 +45,7 @@ def add_fake(fake: FakeGoogle, email: str, **kw: Any) -> Any:
     return fake.add_account(email=email, **kw)
 
 
-# --------------------------------------------------------------------------- fixtures
+# ------------------------------------------------------------------ fixtures
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +88,15 @@ def listed(d: Daemon) -> dict[str, dict[str, Any]]:
     return {a["email"]: a for a in data["accounts"]}
 
 
-# --------------------------------------------------------------------------- agctl as a subprocess
+# ------------------------------------------------------------------ agctl as a subprocess
 
 
 class Running:
     """A running `agctl` whose stdout/stderr are read by threads (no blocking reads)."""
 
-    def __init__(self, d: Daemon, *args: str, stdin: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, d: Daemon, *args: str, stdin: bool = False, env: dict[str, str] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [*_bin("agctl"), *args],
             env={**d.env, **(env or {})},
@@ -109,8 +110,12 @@ class Running:
         self._err_lines: queue.Queue[str | None] = queue.Queue()
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out, None), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err, self._err_lines), daemon=True),
+            threading.Thread(
+                target=self._pump, args=(self.proc.stdout, self.out, None), daemon=True
+            ),
+            threading.Thread(
+                target=self._pump, args=(self.proc.stderr, self.err, self._err_lines), daemon=True
+            ),
         ]
         for t in self._threads:
             t.start()
@@ -136,7 +141,9 @@ class Running:
             except queue.Empty:
                 continue
             if line is None:
-                raise AssertionError(f"agctl ended without a URL ({self.proc.wait()}): {''.join(self.err)}")
+                raise AssertionError(
+                    f"agctl ended without a URL ({self.proc.wait()}): {''.join(self.err)}"
+                )
             if line.strip().startswith("http"):
                 return line.strip()
 
@@ -182,7 +189,7 @@ def with_query(url: str, **changes: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(q)))
 
 
-# --------------------------------------------------------------------------- browser sign-in
+# ------------------------------------------------------------------ browser sign-in
 
 
 def test_browser_login_adds_the_account(daemon: Daemon, g: FakeGoogle) -> None:
@@ -213,9 +220,13 @@ def test_browser_login_adds_the_account(daemon: Daemon, g: FakeGoogle) -> None:
     assert len(q["state"]) >= 16
     assert q["code_challenge_method"] == "S256"
     # PKCE: the verifier sent with the code hashes to the challenge in the URL.
-    (exchange,) = [c for c in g.calls_to("token") if c.body.get("grant_type") == "authorization_code"]
+    (exchange,) = [
+        c for c in g.calls_to("token") if c.body.get("grant_type") == "authorization_code"
+    ]
     verifier = exchange.body["code_verifier"]
-    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    digest = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
     assert q["code_challenge"] == digest and verifier != q["code_challenge"]
     assert exchange.body["redirect_uri"] == q["redirect_uri"]
 
@@ -228,10 +239,12 @@ def test_browser_login_adds_the_account(daemon: Daemon, g: FakeGoogle) -> None:
     url2 = run2.url()
     assert query_of(url2)["state"] != q["state"]
     assert query_of(url2)["redirect_uri"] != q["redirect_uri"]
-    run2.finish()
+    assert run2.finish()[0] == 1
 
 
-def _failed_login(daemon: Daemon, g: FakeGoogle, email: str, act: Any, *args: str) -> tuple[int, str, str, Any]:
+def _failed_login(
+    daemon: Daemon, g: FakeGoogle, email: str, act: Any, *args: str
+) -> tuple[int, str, str, Any]:
     add_fake(g, email)
     g.consent_account = email
     before = snapshot(daemon)
@@ -276,7 +289,9 @@ def test_browser_login_token_endpoint_error(daemon: Daemon, g: FakeGoogle) -> No
 
 def test_browser_login_timeout(daemon: Daemon, g: FakeGoogle) -> None:
     t0 = time.monotonic()
-    _, _, err, _ = _failed_login(daemon, g, "browser-late@example.com", lambda url: url, "--timeout", "2")
+    _, _, err, _ = _failed_login(
+        daemon, g, "browser-late@example.com", lambda url: url, "--timeout", "2"
+    )
     assert time.monotonic() - t0 < 15
     assert "timed out" in err and "nothing was added" in err.lower()
     # The browser coming back late finds no listener: still nothing is added.
@@ -287,7 +302,7 @@ def test_browser_login_timeout(daemon: Daemon, g: FakeGoogle) -> None:
     assert "browser-late@example.com" not in listed(daemon)
 
 
-# --------------------------------------------------------------------------- --no-browser
+# ------------------------------------------------------------------ --no-browser
 
 
 def test_no_browser_pasted_redirect_url(daemon: Daemon, g: FakeGoogle) -> None:
@@ -332,7 +347,7 @@ def test_no_browser_pasted_wrong_state(daemon: Daemon, g: FakeGoogle) -> None:
     assert snapshot(daemon) == before and email not in listed(daemon)
 
 
-# --------------------------------------------------------------------------- --refresh-token
+# ------------------------------------------------------------------ --refresh-token
 
 
 @pytest.mark.parametrize("tier", ["FREE", "PRO", "ULTRA"])
@@ -357,7 +372,12 @@ def test_add_refresh_token(daemon: Daemon, g: FakeGoogle, tier: str) -> None:
 
     # refresh -> userinfo -> loadCodeAssist -> fetchAvailableModels, in that order.
     mine = [c for c in g.calls if c.email == email]
-    assert [c.method for c in mine] == ["token", "userinfo", "loadCodeAssist", "fetchAvailableModels"]
+    assert [c.method for c in mine] == [
+        "token",
+        "userinfo",
+        "loadCodeAssist",
+        "fetchAvailableModels",
+    ]
     assert mine[0].body["grant_type"] == "refresh_token"
     assert mine[2].body == {"metadata": {"ideType": "ANTIGRAVITY"}}
     assert mine[3].body == {"project": acct.project}
@@ -402,7 +422,11 @@ def test_add_same_email_updates(daemon: Daemon, g: FakeGoogle) -> None:
 
     accs = [a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email]
     assert len(accs) == 1
-    assert accs[0]["id"] == acc1["id"] and accs[0]["project"] == "proj-again-2" and accs[0]["tier"] == "ULTRA"
+    assert (
+        accs[0]["id"] == acc1["id"]
+        and accs[0]["project"] == "proj-again-2"
+        and accs[0]["tier"] == "ULTRA"
+    )
     assert accs[0]["added_at"] == acc1["added_at"]
     assert set(snapshot(daemon)) == files
     saved = json.loads((accounts_dir(daemon) / f"{acc1['id']}.json").read_bytes())
@@ -423,16 +447,30 @@ def test_add_unknown_refresh_token(daemon: Daemon, g: FakeGoogle) -> None:
     assert json.loads(res.stdout)["error"]["message"]
 
 
-# --------------------------------------------------------------------------- list / remove / enable / disable
+# ------------------------------------------------------------------ list, remove, enable, disable
 
 
 def test_list_json_fields(daemon: Daemon, g: FakeGoogle) -> None:
     email = "list-json@example.com"
     reset = datetime.now(UTC) + timedelta(hours=2)
-    acct = add_fake(g, email, models={"gemini-3-flash": {"fraction": 0.75, "reset": reset}, "claude-sonnet-4-5": {}})
+    acct = add_fake(
+        g,
+        email,
+        models={"gemini-3-flash": {"fraction": 0.75, "reset": reset}, "claude-sonnet-4-5": {}},
+    )
     daemon.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
     got = listed(daemon)[email]
-    for key in ("id", "email", "tier", "state", "project", "models", "last_used", "disabled_reason", "validation_url"):
+    for key in (
+        "id",
+        "email",
+        "tier",
+        "state",
+        "project",
+        "models",
+        "last_used",
+        "disabled_reason",
+        "validation_url",
+    ):
         assert key in got, key
     assert got["last_used"] is None
     q = got["models"]["gemini-3-flash"]
@@ -443,14 +481,21 @@ def test_list_json_fields(daemon: Daemon, g: FakeGoogle) -> None:
 
 def test_list_table_is_readable(daemon: Daemon, g: FakeGoogle) -> None:
     email = "list-table-with-a-rather-long-address@example.com"
-    acct = add_fake(g, email, tier="FREE", models={"gemini-3-flash": {"fraction": 0.5}, "claude-sonnet-4-5": {"fraction": 0.2}})
+    acct = add_fake(
+        g,
+        email,
+        tier="FREE",
+        models={"gemini-3-flash": {"fraction": 0.5}, "claude-sonnet-4-5": {"fraction": 0.2}},
+    )
     acc = daemon.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})["account"]
     daemon.admin("POST", f"/accounts/{acc['id']}/disable", json={"reason": "paused for a test"})
     res = daemon.ctl("accounts", "list")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     header = lines[0].split()
-    assert header[:4] == ["ID", "EMAIL", "TIER", "STATE"] and "PROJECT" in header and "QUOTA" in header
+    assert (
+        header[:4] == ["ID", "EMAIL", "TIER", "STATE"] and "PROJECT" in header and "QUOTA" in header
+    )
     # Long values are never cut or folded: the email, id and project each sit whole on the row.
     (row,) = [line for line in lines if acc["id"] in line]
     assert email in row and "FREE" in row and acct.project in row
@@ -461,15 +506,22 @@ def test_list_table_is_readable(daemon: Daemon, g: FakeGoogle) -> None:
 def test_remove_enable_disable_by_id_and_email(daemon: Daemon, g: FakeGoogle) -> None:
     a = add_fake(g, "ops-a@example.com")
     b = add_fake(g, "ops-b@example.com")
-    ida = daemon.admin("POST", "/accounts", json={"refresh_token": a.refresh_token})["account"]["id"]
-    idb = daemon.admin("POST", "/accounts", json={"refresh_token": b.refresh_token})["account"]["id"]
+    ida = daemon.admin("POST", "/accounts", json={"refresh_token": a.refresh_token})["account"][
+        "id"
+    ]
+    idb = daemon.admin("POST", "/accounts", json={"refresh_token": b.refresh_token})["account"][
+        "id"
+    ]
 
     res = daemon.ctl("accounts", "disable", ida)
     assert res.returncode == 0 and "disabled ops-a@example.com" in res.stdout
     res = daemon.ctl("accounts", "disable", "OPS-B@example.com")
     assert res.returncode == 0, res.stderr
     now = listed(daemon)
-    assert now["ops-a@example.com"]["state"] == "disabled" and now["ops-b@example.com"]["state"] == "disabled"
+    assert (
+        now["ops-a@example.com"]["state"] == "disabled"
+        and now["ops-b@example.com"]["state"] == "disabled"
+    )
     assert now["ops-a@example.com"]["disabled_reason"]
     # The state is on disk, not only in memory.
     assert json.loads((accounts_dir(daemon) / f"{ida}.json").read_bytes())["enabled"] is False
@@ -477,7 +529,10 @@ def test_remove_enable_disable_by_id_and_email(daemon: Daemon, g: FakeGoogle) ->
     assert daemon.ctl("accounts", "enable", "ops-a@example.com").returncode == 0
     assert daemon.ctl("accounts", "enable", idb).returncode == 0
     now = listed(daemon)
-    assert now["ops-a@example.com"]["state"] == "active" and now["ops-a@example.com"]["disabled_reason"] == ""
+    assert (
+        now["ops-a@example.com"]["state"] == "active"
+        and now["ops-a@example.com"]["disabled_reason"] == ""
+    )
     assert now["ops-b@example.com"]["state"] == "active"
 
     res = daemon.ctl("accounts", "remove", ida)
@@ -493,7 +548,9 @@ def test_remove_enable_disable_by_id_and_email(daemon: Daemon, g: FakeGoogle) ->
     for cmd in ("remove", "enable", "disable"):
         res = daemon.ctl("accounts", cmd, "nobody@example.com")
         assert res.returncode == 2, res
-        assert "no account 'nobody@example.com'" in res.stderr and "agctl accounts list" in res.stderr
+        assert (
+            "no account 'nobody@example.com'" in res.stderr and "agctl accounts list" in res.stderr
+        )
     assert snapshot(daemon) == before
 
 
@@ -519,10 +576,20 @@ def test_refresh_updates_quota(daemon: Daemon, g: FakeGoogle) -> None:
     res = daemon.ctl("accounts", "refresh")
     assert f"ok     {email}" in res.stdout
     assert acct.token_calls == calls + 1
-    assert listed(daemon)[email]["models"]["gemini-3-flash"]["remaining_fraction"] == pytest.approx(0.1)
+    assert listed(daemon)[email]["models"]["gemini-3-flash"]["remaining_fraction"] == pytest.approx(
+        0.1
+    )
+
+    # Exhausted: 0 (not "no data"), with the time it comes back.
+    acct.set_quota("claude-sonnet-4-5", 0.0, reset)
+    assert daemon.ctl("accounts", "refresh", email).returncode == 0
+    q = listed(daemon)[email]["models"]["claude-sonnet-4-5"]
+    assert q["remaining_fraction"] == 0.0
+    assert q["reset_time"] == pytest.approx(reset.timestamp(), abs=2)
+    assert "claude-sonnet-4-5 0% (reset in 4" in daemon.ctl("accounts", "list").stdout
 
 
-# --------------------------------------------------------------------------- files: corrupt, persistent
+# ------------------------------------------------------------------ files: corrupt, persistent
 
 
 def test_corrupt_file_is_reported_and_kept(fake: FakeGoogle, make_daemon: Any) -> None:
@@ -557,7 +624,9 @@ def test_corrupt_file_is_reported_and_kept(fake: FakeGoogle, make_daemon: Any) -
 
 def test_accounts_persist_across_restart(fake: FakeGoogle, make_daemon: Any) -> None:
     d = make_daemon(base_config(fake, free_port(), proxy={"auto_start": False}))
-    a = add_fake(fake, "persist-a@example.com", tier="ULTRA", models={"gemini-3-flash": {"fraction": 0.6}})
+    a = add_fake(
+        fake, "persist-a@example.com", tier="ULTRA", models={"gemini-3-flash": {"fraction": 0.6}}
+    )
     b = add_fake(fake, "persist-b@example.com", tier="FREE")
     ida = d.admin("POST", "/accounts", json={"refresh_token": a.refresh_token})["account"]["id"]
     d.admin("POST", "/accounts", json={"refresh_token": b.refresh_token})
@@ -571,14 +640,16 @@ def test_accounts_persist_across_restart(fake: FakeGoogle, make_daemon: Any) -> 
     assert after == before
     by_email = {x["email"]: x for x in after}
     assert by_email["persist-a@example.com"]["id"] == ida
-    assert by_email["persist-a@example.com"]["models"]["gemini-3-flash"]["remaining_fraction"] == 0.6
+    assert (
+        by_email["persist-a@example.com"]["models"]["gemini-3-flash"]["remaining_fraction"] == 0.6
+    )
     assert by_email["persist-b@example.com"]["state"] == "disabled"
     assert d.status["accounts"] == {"active": 1, "total": 2}
     # Loading does not go to Google (the saved access tokens are still good).
     assert a.token_calls + b.token_calls == token_calls
 
 
-# --------------------------------------------------------------------------- the OAuth client secret
+# ------------------------------------------------------------------ the OAuth client secret
 
 
 def test_missing_client_secret_says_what_to_set(fake: FakeGoogle, make_daemon: Any) -> None:
@@ -589,7 +660,11 @@ def test_missing_client_secret_says_what_to_set(fake: FakeGoogle, make_daemon: A
     d.env.pop(SECRET_ENV, None)
     d.start()
     acct = add_fake(fake, "secretless@example.com")
-    for args in (("accounts", "add"), ("accounts", "add", "--no-browser"), ("accounts", "add", "--refresh-token", acct.refresh_token)):
+    for args in (
+        ("accounts", "add"),
+        ("accounts", "add", "--no-browser"),
+        ("accounts", "add", "--refresh-token", acct.refresh_token),
+    ):
         res = d.ctl(*args, input="")
         assert res.returncode != 0, res
         msg = res.stderr
@@ -609,7 +684,7 @@ def test_missing_client_secret_says_what_to_set(fake: FakeGoogle, make_daemon: A
     assert "test-secret" not in shown.stdout
 
 
-# --------------------------------------------------------------------------- tokens never shown
+# ------------------------------------------------------------------ tokens never shown
 
 
 def test_tokens_never_in_output_or_log(daemon: Daemon, g: FakeGoogle) -> None:

@@ -10,14 +10,17 @@ tests that need a real upstream answer use an account on the fake Google.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -134,6 +137,23 @@ def bind_message(port: int) -> str:
     return f"failed to bind address 127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}"
 
 
+
+
+@contextlib.contextmanager
+def daemon_in_tmp(cfg: dict[str, Any] | None, *, env: dict[str, str] | None = None) -> Iterator[Daemon]:
+    """A daemon for a whole module (make_daemon is per test)."""
+    root = Path(tempfile.mkdtemp(prefix="ag-m-", dir="/tmp"))
+    d = Daemon(root / "h", env=env)
+    if cfg is not None:
+        d.write_config(cfg)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- no daemon
 
 
@@ -145,7 +165,7 @@ def test_agctl_without_daemon_exits_3_and_says_how_to_start(short_tmp: Path, sta
         s = socket.socket(socket.AF_UNIX)
         s.bind(str(d.socket))
         s.close()
-    for args in (["status"], ["start"], ["config", "get", "proxy.port"]):
+    for args in (["status"], ["start"]):
         res = d.ctl(*args)
         assert res.returncode == 3, (args, res.stdout, res.stderr)
         assert "antigravityd is not running" in res.stderr
@@ -159,57 +179,61 @@ def test_agctl_without_daemon_exits_3_and_says_how_to_start(short_tmp: Path, sta
     assert "not running" in err["message"] and "Start it with `antigravityd`" in err["message"]
 
 
-# ---------------------------------------------------------------- status
+# ---------------------------------------------------------------- one daemon, several tests
 
 
-def test_status_text_and_json_fields(make_daemon: Any, fake: FakeGoogle) -> None:
-    acct = fake.add_account(email="status@example.com")
-    port = free_port()
-    d = make_daemon(base_config(fake, port))
-    assert settled(d)["proxy"]["reason"] == NO_ACCOUNT  # auto-start found no account
-    d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
-    d.ctl_json("start")
-
-    st = d.ctl_json("status")
-    assert st["daemon"]["pid"] == d.proc.pid
-    assert st["daemon"]["version"] == __version__
-    assert 0 < st["daemon"]["uptime"] < 60
-    assert st["daemon"]["socket"] == str(d.socket)
-    p = st["proxy"]
-    assert p["state"] == "running" and p["reason"] == ""
-    assert (p["host"], p["port"]) == ("127.0.0.1", port)
-    assert p["base_url"] == f"http://127.0.0.1:{port}"
-    assert (p["auth_mode"], p["auth_mode_setting"]) == ("off", "auto")  # auto resolved: no LAN
-    assert p["restart_pending"] is False
-    assert st["accounts"] == {"active": 1, "total": 1}
-    d.admin("POST", f"/accounts/{d.admin('GET', '/accounts')['accounts'][0]['id']}/disable")
-    assert d.ctl_json("status")["accounts"] == {"active": 0, "total": 1}
-    time.sleep(0.01)
-    assert d.ctl_json("status")["daemon"]["uptime"] > st["daemon"]["uptime"]
-
-    res = d.ctl("status")
-    assert res.returncode == 0, res.stderr
-    out = res.stdout
-    assert re.search(rf"daemon\s+running\s+pid {d.proc.pid}\s+version {re.escape(__version__)}\s+up \d+s", out), out
-    assert re.search(r"proxy\s+running\n", out), out
-    assert f"127.0.0.1:{port}  base URL http://127.0.0.1:{port}" in out
-    assert re.search(r"auth\s+off \(auto\)", out), out
-    assert re.search(r"accounts\s+0 active / 1 total", out), out
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Daemon]:
+    """First run (no config.toml), then made able to serve through agctl's own API."""
+    with daemon_in_tmp(None) as d:
+        settled(d)
+        for key, value in (("proxy.port", str(free_port())), ("proxy.auto_start", "false"),
+                           ("zai.enabled", "true"), ("zai.api_key", "sk-zai-test-0123456789"),
+                           ("zai.base_url", DEAD_URL), ("zai.dispatch_mode", "pooled")):
+            d.admin("PUT", f"/config/{key}", json={"value": value})
+        yield d
 
 
-# ---------------------------------------------------------------- start / stop / restart
+@pytest.fixture
+def idle(shared: Daemon) -> Daemon:
+    """The shared daemon with its proxy stopped and no failure reason."""
+    if shared.status["proxy"]["state"] == "running":
+        shared.admin("POST", "/proxy/stop")
+    shared.admin("POST", "/proxy/start")
+    shared.admin("POST", "/proxy/stop")
+    return shared
 
 
-def test_start_stop_restart_transitions(make_daemon: Any) -> None:
-    port = free_port()
-    d = make_daemon(serving_config(port, proxy={"auto_start": False}))
-    st = d.ctl_json("status")
-    assert st["proxy"]["state"] == "stopped" and st["proxy"]["reason"] == ""
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_home_layout_and_private_modes(idle: Daemon) -> None:
+    d = idle
+    assert (d.home / "config.toml").is_file()
+    assert (d.home / "data").is_dir()
+    assert d.socket == d.home / "run" / "agctl.sock"
+    assert stat.S_ISSOCK(d.socket.lstat().st_mode)
+    assert _mode(d.socket) == 0o600
+    assert _mode(d.socket.parent) == 0o700
+    assert _mode(d.home / "data") == 0o700
+    assert _mode(d.home / "config.toml") == 0o600  # written by the daemon (first run, then sets)
+    st = d.status["daemon"]
+    assert (st["config_file"], st["data_dir"], st["socket"]) == (
+        str(d.home / "config.toml"), str(d.home / "data"), str(d.socket))
+
+
+def test_start_stop_restart_transitions(idle: Daemon) -> None:
+    d = idle
+    port = d.status["proxy"]["port"]
+    st = d.ctl_json("status")["proxy"]
+    assert (st["state"], st["reason"]) == ("stopped", "")
     assert refused(port)
 
-    st = d.ctl_json("start")
-    assert st["proxy"]["state"] == "running"
-    assert d.ctl_json("status")["proxy"]["state"] == "running"
+    res = d.ctl("start")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"proxy running on http://127.0.0.1:{port}"
+    assert d.status["proxy"]["state"] == "running"
     for path in ("/healthz", "/health"):
         r = httpx.get(f"http://127.0.0.1:{port}{path}")
         assert (r.status_code, r.json()) == (200, {"status": "ok"})
@@ -219,188 +243,27 @@ def test_start_stop_restart_transitions(make_daemon: Any) -> None:
     assert res.returncode == 1 and "already running" in res.stderr
 
     res = d.ctl("stop")
-    assert res.returncode == 0 and res.stdout.strip() == "proxy stopped"
-    assert d.ctl_json("status")["proxy"]["state"] == "stopped"
+    assert (res.returncode, res.stdout.strip()) == (0, "proxy stopped")
+    assert d.status["proxy"]["state"] == "stopped"
     assert refused(port)
-    assert d.ctl("status").returncode == 0  # the daemon and its admin socket stay up
+    assert d.proc is not None and d.proc.poll() is None  # the daemon and its admin socket stay up
 
     res = d.ctl("stop")
     assert res.returncode == 1 and "not running" in res.stderr
 
-    res = d.ctl("restart")  # from stopped: starts
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == f"proxy running on http://127.0.0.1:{port}"
-    since = d.status["proxy"]["since"]
-    st = d.ctl_json("restart")  # from running: stops, then starts again
-    assert st["proxy"]["state"] == "running" and st["proxy"]["since"] > since
+    st = d.ctl_json("restart")["proxy"]  # from stopped: starts
+    assert st["state"] == "running"
+    st2 = d.ctl_json("restart")["proxy"]  # from running: stops, then starts again
+    assert st2["state"] == "running" and st2["since"] > st["since"]
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-    assert "proxy running -> stopping" in d.log() and "proxy starting -> running" in d.log()
+    log = d.log()
+    for transition in ("stopped -> starting", "starting -> running", "running -> stopping", "stopping -> stopped"):
+        assert f"proxy {transition}" in log
 
 
-def test_start_without_accounts_fails_until_zai_is_enabled(make_daemon: Any) -> None:
-    port = free_port()
-    d = make_daemon(base_config(None, port))
-    st = settled(d)["proxy"]
-    assert (st["state"], st["reason"]) == ("stopped", NO_ACCOUNT)
-    assert NO_ACCOUNT in d.ctl("status").stdout
-
-    res = d.ctl("start")
-    assert res.returncode == 1
-    assert res.stderr.strip() == f"agctl: {NO_ACCOUNT}"
-    res = d.ctl("start", "--json")
-    assert res.returncode == 1
-    assert json.loads(res.stdout)["error"] == {"kind": "no_account", "message": NO_ACCOUNT}
-    assert refused(port)
-
-    for key, value in (("zai.enabled", "true"), ("zai.api_key", "sk-zai-test-0123456789"),
-                       ("zai.base_url", DEAD_URL), ("zai.dispatch_mode", "pooled")):
-        assert d.ctl("config", "set", key, value).returncode == 0
-    res = d.ctl("start")
-    assert res.returncode == 0, res.stderr
-    assert d.status["proxy"]["state"] == "running"
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
-
-
-def test_start_on_a_taken_port_fails_and_the_daemon_stays_up(make_daemon: Any) -> None:
-    taken = taken_port()
-    port = taken.getsockname()[1]
-    try:
-        d = make_daemon(serving_config(port, proxy={"auto_start": False}))
-        res = d.ctl("start")
-        assert res.returncode == 1
-        assert res.stderr.strip() == f"agctl: {bind_message(port)}"
-        st = d.ctl_json("status")["proxy"]
-        assert (st["state"], st["reason"]) == ("failed", bind_message(port))
-        text = d.ctl("status").stdout
-        assert f"proxy    failed ({bind_message(port)})" in text
-        assert d.proc.poll() is None
-    finally:
-        taken.close()
-    assert d.ctl_json("start")["proxy"]["state"] == "running"  # failed -> starting is allowed
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-
-
-def test_auto_start_serves_at_daemon_start(make_daemon: Any) -> None:
-    port = free_port()
-    d = make_daemon(serving_config(port))
-    assert settled(d)["proxy"]["state"] == "running"
-    assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
-
-
-def test_auto_start_failure_never_kills_the_daemon(make_daemon: Any) -> None:
-    taken = taken_port()
-    port = taken.getsockname()[1]
-    try:
-        d = make_daemon(serving_config(port))
-        st = settled(d)["proxy"]
-        assert (st["state"], st["reason"]) == ("failed", bind_message(port))
-        assert d.proc.poll() is None
-        assert bind_message(port) in d.log()
-        # agctl stop clears a failure
-        assert d.ctl_json("stop")["proxy"]["state"] == "stopped"
-    finally:
-        taken.close()
-    assert d.ctl_json("start")["proxy"]["state"] == "running"
-
-
-# ---------------------------------------------------------------- LAN
-
-
-def test_lan_access_binds_all_interfaces_and_auto_auth_follows_the_bound_host(make_daemon: Any) -> None:
-    port = free_port()
-    d = make_daemon(serving_config(port, proxy={"allow_lan_access": True}))
-    p = settled(d)["proxy"]
-    assert (p["state"], p["host"], p["port"]) == ("running", "0.0.0.0", port)
-    assert (p["auth_mode"], p["auth_mode_setting"]) == ("all_except_health", "auto")
-    assert listening_addresses(port) in (None, {f"0.0.0.0:{port}"})
-    lan = lan_address()
-    if lan is not None:
-        assert raw_http(port, "/healthz", host=lan)[0] == 200
-    assert raw_http(port, "/v1/models")[0] == 401
-
-    # LAN off while still bound to 0.0.0.0: auth must not drop to "off" before the restart.
-    d.ctl("config", "set", "proxy.allow_lan_access", "false")
-    p = d.status["proxy"]
-    assert (p["host"], p["restart_pending"], p["auth_mode"]) == ("0.0.0.0", True, "all_except_health")
-    assert raw_http(port, "/v1/models")[0] == 401
-
-    assert d.ctl("restart").returncode == 0
-    p = d.status["proxy"]
-    assert (p["host"], p["restart_pending"], p["auth_mode"]) == ("127.0.0.1", False, "off")
-    assert listening_addresses(port) in (None, {f"127.0.0.1:{port}"})
-    if lan is not None:
-        assert refused(port, host=lan)
-    assert raw_http(port, "/v1/models")[0] == 200
-
-
-# ---------------------------------------------------------------- files and sockets
-
-
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.lstat().st_mode)
-
-
-def test_home_layout_and_private_modes(make_daemon: Any) -> None:
-    d = make_daemon()  # first run: no config.toml, the daemon writes one (with a new key)
-    assert (d.home / "config.toml").is_file()
-    assert (d.home / "data").is_dir()
-    assert stat.S_ISSOCK(d.socket.lstat().st_mode)
-    assert d.socket == d.home / "run" / "agctl.sock"
-    assert _mode(d.socket) == 0o600
-    assert _mode(d.socket.parent) == 0o700
-    assert _mode(d.home / "data") == 0o700
-    assert _mode(d.home / "config.toml") == 0o600
-    st = d.status["daemon"]
-    assert (st["config_file"], st["data_dir"]) == (str(d.home / "config.toml"), str(d.home / "data"))
-
-
-def test_stale_socket_file_is_replaced(make_daemon: Any, short_tmp: Path) -> None:
-    home = short_tmp / "stale"
-    run = home / "run"
-    run.mkdir(parents=True, mode=0o700)
-    s = socket.socket(socket.AF_UNIX)
-    s.bind(str(run / "agctl.sock"))
-    s.close()  # left behind, nobody listening
-    d = make_daemon(serving_config(free_port(), proxy={"auto_start": False}), home=home)
-    assert d.ctl("status").returncode == 0
-    assert _mode(d.socket) == 0o600
-    assert "removing stale admin socket" in d.log()
-
-
-def test_socket_of_a_killed_daemon_is_replaced(make_daemon: Any) -> None:
-    d1 = make_daemon(serving_config(free_port(), proxy={"auto_start": False}))
-    d1.proc.kill()
-    d1.proc.wait()
-    assert d1.socket.exists()  # SIGKILL: no cleanup
-    assert d1.ctl("status").returncode == 3
-    d2 = make_daemon(home=d1.home)
-    assert d2.ctl_json("status")["daemon"]["pid"] == d2.proc.pid
-
-
-def test_second_daemon_on_the_same_home_refuses(make_daemon: Any) -> None:
-    d1 = make_daemon(serving_config(free_port()))
-    settled(d1)
-    config_before = (d1.home / "config.toml").read_bytes()
-    d2 = Daemon(d1.home)
-    d2.log_path = d1.home / "second.log"
-    d2.start(wait=False)
-    try:
-        assert d2.proc is not None
-        code = d2.proc.wait(timeout=20)
-    finally:
-        d2.stop()
-    assert code != 0
-    assert "another antigravityd is already running" in d2.log()
-    assert "agctl shutdown" in d2.log()
-    # the first one is untouched: its socket, its proxy, its config
-    assert d1.proc.poll() is None
-    assert d1.ctl_json("status")["daemon"]["pid"] == d1.proc.pid
-    assert d1.status["proxy"]["state"] == "running"
-    assert (d1.home / "config.toml").read_bytes() == config_before
-
-
-def test_socket_flag_and_env_override(make_daemon: Any, short_tmp: Path) -> None:
-    d = make_daemon(serving_config(free_port(), proxy={"auto_start": False}))
+def test_socket_flag_and_env_override(idle: Daemon, short_tmp: Path) -> None:
+    d = idle
+    assert d.proc is not None
     env = {**d.env, "ANTIGRAVITY_HOME": str(short_tmp / "elsewhere")}
     assert ctl(["status"], env).returncode == 3  # the default socket is not the daemon's
     res = ctl(["--socket", str(d.socket), "status", "--json"], env)
@@ -416,48 +279,81 @@ def test_socket_flag_and_env_override(make_daemon: Any, short_tmp: Path) -> None
     assert res.returncode == 3 and str(missing) in res.stderr  # the flag wins over the env
 
 
-# ---------------------------------------------------------------- signals and shutdown
+def test_second_daemon_on_the_same_home_refuses(idle: Daemon) -> None:
+    d1 = idle
+    d1.admin("POST", "/proxy/start")
+    config_before = (d1.home / "config.toml").read_bytes()
+    d2 = Daemon(d1.home)
+    d2.log_path = d1.home / "second.log"
+    d2.start(wait=False)
+    try:
+        assert d2.proc is not None
+        code = d2.proc.wait(timeout=20)
+    finally:
+        d2.stop()
+    assert code == 1
+    assert "another antigravityd is already running" in d2.log()
+    assert "agctl shutdown" in d2.log()
+    # the first one is untouched: its process, socket, proxy and config
+    assert d1.proc is not None and d1.proc.poll() is None
+    assert d1.ctl_json("status")["daemon"]["pid"] == d1.proc.pid
+    assert d1.status["proxy"]["state"] == "running"
+    assert (d1.home / "config.toml").read_bytes() == config_before
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_cleanly(make_daemon: Any, sig: int) -> None:
-    port = free_port()
-    d = make_daemon(serving_config(port))
-    assert settled(d)["proxy"]["state"] == "running"
-    assert d.stop(sig) == 0
-    assert not d.socket.exists()
-    assert refused(port)
-    assert "antigravityd stopped" in d.log()
-    assert "Traceback" not in d.log()
+# ---------------------------------------------------------------- status, and a request across SIGTERM
 
 
-def test_agctl_shutdown(make_daemon: Any) -> None:
-    port = free_port()
-    d = make_daemon(serving_config(port))
-    settled(d)
-    res = d.ctl("shutdown")
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == f"antigravityd (pid {d.proc.pid}) stopped"
-    assert d.proc.wait(timeout=15) == 0
-    assert not d.socket.exists()
-    assert refused(port)
-    assert d.ctl("status").returncode == 3
-
-
-@pytest.fixture
-def grace_daemon(make_daemon: Any, fake: FakeGoogle) -> Iterator[tuple[Daemon, int, str]]:
-    email = "grace@example.com"
+@pytest.fixture(scope="module")
+def with_account(fake: FakeGoogle) -> Iterator[tuple[Daemon, str]]:
+    """A daemon serving one account of the fake; the last test of the module stops it."""
+    email = "lifecycle@example.com"
     acct = fake.add_account(email=email)
-    port = free_port()
-    d = make_daemon(base_config(fake, port))
-    settled(d)
-    d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
-    d.admin("POST", "/proxy/start")
-    yield d, port, email
+    with daemon_in_tmp(base_config(fake, free_port())) as d:
+        assert settled(d)["proxy"]["reason"] == NO_ACCOUNT  # auto-start found no account
+        d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
+        yield d, email
 
 
-def test_sigterm_lets_an_in_flight_request_finish(grace_daemon: tuple[Daemon, int, str], fake: FakeGoogle) -> None:
-    d, port, email = grace_daemon
+def test_status_text_and_json_fields(with_account: tuple[Daemon, str]) -> None:
+    d, _ = with_account
+    assert d.proc is not None
+    if d.status["proxy"]["state"] != "running":
+        d.admin("POST", "/proxy/start")
+    port = d.status["proxy"]["port"]
+
+    st = d.ctl_json("status")
+    assert st["daemon"]["pid"] == d.proc.pid
+    assert st["daemon"]["version"] == __version__
+    assert 0 < st["daemon"]["uptime"] < 120
+    p = st["proxy"]
+    assert (p["state"], p["reason"]) == ("running", "")
+    assert (p["host"], p["port"]) == ("127.0.0.1", port)
+    assert p["base_url"] == f"http://127.0.0.1:{port}"
+    assert (p["auth_mode"], p["auth_mode_setting"]) == ("off", "auto")  # auto resolved: no LAN
+    assert p["restart_pending"] is False
+    assert st["accounts"] == {"active": 1, "total": 1}
+    acct_id = d.admin("GET", "/accounts")["accounts"][0]["id"]
+    d.admin("POST", f"/accounts/{acct_id}/disable")
+    try:
+        res = d.ctl("status")
+    finally:
+        d.admin("POST", f"/accounts/{acct_id}/enable")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert re.search(rf"daemon\s+running\s+pid {d.proc.pid}\s+version {re.escape(__version__)}\s+up \d+s", out), out
+    assert re.search(r"proxy\s+running\n", out), out
+    assert f"127.0.0.1:{port}  base URL http://127.0.0.1:{port}" in out
+    assert re.search(r"auth\s+off \(auto\)", out), out
+    assert re.search(r"accounts\s+0 active / 1 total", out), out
+    assert d.status["daemon"]["uptime"] > st["daemon"]["uptime"]
+
+
+def test_sigterm_lets_an_in_flight_request_finish(with_account: tuple[Daemon, str], fake: FakeGoogle) -> None:
+    d, email = with_account
+    if d.status["proxy"]["state"] != "running":
+        d.admin("POST", "/proxy/start")
+    port = d.status["proxy"]["port"]
     fake.script([Reply.silence(1.5)], email=email)
     n_calls = len(fake.calls)
     result: dict[str, Any] = {}
@@ -495,3 +391,148 @@ def test_sigterm_lets_an_in_flight_request_finish(grace_daemon: tuple[Daemon, in
     assert email in resp.json()["candidates"][0]["content"]["parts"][0]["text"]
     assert d.proc.wait(timeout=15) == 0
     assert not d.socket.exists()
+    assert "antigravityd stopped" in d.log() and "Traceback" not in d.log()
+
+
+# ---------------------------------------------------------------- start errors; shutdown; SIGINT
+
+
+def test_no_account_start_fails_until_zai_is_enabled_then_agctl_shutdown(make_daemon: Any) -> None:
+    port = free_port()
+    d = make_daemon(base_config(None, port))
+    st = settled(d)["proxy"]
+    assert (st["state"], st["reason"]) == ("stopped", NO_ACCOUNT)  # auto-start could not serve
+
+    res = d.ctl("start")
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"agctl: {NO_ACCOUNT}"
+    res = d.ctl("start", "--json")
+    assert res.returncode == 1
+    assert json.loads(res.stdout)["error"] == {"kind": "no_account", "message": NO_ACCOUNT}
+    assert refused(port)
+
+    for key, value in (("zai.enabled", "true"), ("zai.api_key", "sk-zai-test-0123456789"),
+                       ("zai.base_url", DEAD_URL), ("zai.dispatch_mode", "pooled")):
+        d.admin("PUT", f"/config/{key}", json={"value": value})
+    res = d.ctl("start")
+    assert res.returncode == 0, res.stderr
+    assert d.status["proxy"]["state"] == "running"
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+
+    res = d.ctl("shutdown")
+    assert res.returncode == 0, res.stderr
+    assert d.proc is not None
+    assert res.stdout.strip() == f"antigravityd (pid {d.proc.pid}) stopped"
+    assert d.proc.wait(timeout=15) == 0
+    assert not d.socket.exists()
+    assert refused(port)
+    assert d.ctl("status").returncode == 3
+
+
+def test_taken_port_fails_auto_start_and_agctl_start_then_sigint_stops_cleanly(make_daemon: Any) -> None:
+    taken = taken_port()
+    port = taken.getsockname()[1]
+    try:
+        d = make_daemon(serving_config(port))  # auto_start on
+        st = settled(d)["proxy"]
+        assert (st["state"], st["reason"]) == ("failed", bind_message(port))
+        assert bind_message(port) in d.log()
+
+        res = d.ctl("start")
+        assert res.returncode == 1
+        assert res.stderr.strip() == f"agctl: {bind_message(port)}"
+        st = d.ctl_json("status")["proxy"]
+        assert (st["state"], st["reason"]) == ("failed", bind_message(port))
+        assert f"proxy    failed ({bind_message(port)})" in d.ctl("status").stdout
+        assert d.proc is not None and d.proc.poll() is None
+    finally:
+        taken.close()
+    st = d.ctl_json("start")["proxy"]  # failed -> starting is allowed
+    assert (st["state"], st["reason"]) == ("running", "")
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+
+    assert d.stop(signal.SIGINT) == 0
+    assert not d.socket.exists()
+    assert refused(port)
+    assert "antigravityd stopped" in d.log() and "Traceback" not in d.log()
+
+
+# ---------------------------------------------------------------- LAN; SIGTERM
+
+
+def test_lan_access_binds_all_interfaces_then_sigterm_stops_cleanly(make_daemon: Any) -> None:
+    port = free_port()
+    d = make_daemon(serving_config(port, proxy={"allow_lan_access": True}))  # auto_start on
+    p = settled(d)["proxy"]
+    assert (p["state"], p["host"], p["port"]) == ("running", "0.0.0.0", port)
+    assert (p["auth_mode"], p["auth_mode_setting"]) == ("all_except_health", "auto")
+    assert listening_addresses(port) in (None, {f"0.0.0.0:{port}"})
+    lan = lan_address()
+    if lan is not None:
+        status, _, body = raw_http(port, "/healthz", host=lan)
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert raw_http(port, "/v1/models")[0] == 401
+
+    # LAN off while still bound to 0.0.0.0: auth must not drop to "off" before the restart.
+    d.admin("PUT", "/config/proxy.allow_lan_access", json={"value": "false"})
+    p = d.status["proxy"]
+    assert (p["host"], p["restart_pending"], p["auth_mode"]) == ("0.0.0.0", True, "all_except_health")
+    assert raw_http(port, "/v1/models")[0] == 401
+
+    assert d.ctl("restart").returncode == 0
+    p = d.status["proxy"]
+    assert (p["host"], p["restart_pending"], p["auth_mode"]) == ("127.0.0.1", False, "off")
+    assert listening_addresses(port) in (None, {f"127.0.0.1:{port}"})
+    if lan is not None:
+        assert refused(port, host=lan)
+    assert raw_http(port, "/v1/models")[0] == 200
+
+    assert d.stop(signal.SIGTERM) == 0
+    assert not d.socket.exists()
+    assert refused(port)
+
+
+# ---------------------------------------------------------------- stale sockets
+
+
+def start_over_stale_socket(d: Daemon) -> None:
+    """Start ``d`` where a dead socket file lies, and wait for its own socket.
+
+    (Polling the stale file with httpx would leak the socket of each refused
+    connect: httpcore does not close it, and ResourceWarnings fail tests.)"""
+    d.start(wait=False)
+    deadline = time.monotonic() + 20
+    while True:
+        assert d.proc is not None and d.proc.poll() is None, d.log()
+        assert time.monotonic() < deadline, d.log()
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(d.socket))
+            break
+        except OSError:
+            time.sleep(0.02)
+    d.wait_ready()
+
+
+def test_stale_socket_file_is_replaced(make_daemon: Any, short_tmp: Path) -> None:
+    home = short_tmp / "stale"
+    run = home / "run"
+    run.mkdir(parents=True, mode=0o700)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(run / "agctl.sock"))
+    s.close()  # left behind, nobody listening
+    d = make_daemon(serving_config(free_port(), proxy={"auto_start": False}), home=home, start=False)
+    start_over_stale_socket(d)
+    assert d.ctl("status").returncode == 0
+    assert _mode(d.socket) == 0o600
+    assert "removing stale admin socket" in d.log()
+
+
+def test_socket_of_a_killed_daemon_is_replaced(make_daemon: Any) -> None:
+    d1 = make_daemon(serving_config(free_port(), proxy={"auto_start": False}))
+    d1.proc.kill()
+    d1.proc.wait()
+    assert d1.socket.exists()  # SIGKILL: no cleanup
+    d2 = make_daemon(home=d1.home, start=False)
+    start_over_stale_socket(d2)
+    assert d2.ctl_json("status")["daemon"]["pid"] == d2.proc.pid

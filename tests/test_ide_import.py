@@ -28,7 +28,7 @@ from tests.fakes.google import FakeGoogle
 STATE_KEY = "jetskiStateSync.agentManagerInitState"
 IDE_REL = Path(".config") / "Antigravity" / "User" / "globalStorage" / "state.vscdb"
 
-# --------------------------------------------------------------------------- protobuf by hand
+# ------------------------------------------------------------------ protobuf by hand
 
 
 def varint(n: int) -> bytes:
@@ -89,7 +89,9 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def write_vscdb(path: Path, value: str | bytes | None, *, other_rows: bool = True, table: str = "ItemTable") -> Path:
+def write_vscdb(
+    path: Path, value: str | bytes | None, *, other_rows: bool = True, table: str = "ItemTable"
+) -> Path:
     """A VS Code-style state database; ``value`` None: no row for the key."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path)
@@ -122,7 +124,7 @@ def cut_inside_token() -> bytes:
     return raw[: raw.index(token.encode()) + 30]
 
 
-# --------------------------------------------------------------------------- unit: the decoder
+# ------------------------------------------------------------------ unit: the decoder
 
 
 def test_refresh_token_nested_in_a_sub_message() -> None:
@@ -138,7 +140,9 @@ def test_refresh_token_deeper_and_after_the_access_token() -> None:
     token = long_refresh_token()
     assert ide_import.refresh_token_from_value(b64(ide_state(token, depth=3))) == token
     # The access token comes first in the message and must not be taken.
-    got = ide_import.refresh_token_from_value(b64(ide_state(token, access_token="ya29." + "a" * 80)))
+    got = ide_import.refresh_token_from_value(
+        b64(ide_state(token, access_token="ya29." + "a" * 80))
+    )
     assert got == token
 
 
@@ -159,21 +163,29 @@ def test_unknown_formats_give_none(value: str) -> None:
 
 
 def test_default_paths_linux(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ide_import.sys, "platform", "linux")
+    monkeypatch.setattr("daemon.accounts.ide_import.sys.platform", "linux")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     assert ide_import.default_paths() == [tmp_path / IDE_REL]
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert ide_import.default_paths() == [tmp_path / "xdg" / "Antigravity" / "User" / "globalStorage" / "state.vscdb"]
+    assert ide_import.default_paths() == [
+        tmp_path / "xdg" / "Antigravity" / "User" / "globalStorage" / "state.vscdb"
+    ]
 
 
 def test_default_paths_macos_and_windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(ide_import.sys, "platform", "darwin")
+    monkeypatch.setattr("daemon.accounts.ide_import.sys.platform", "darwin")
     assert ide_import.default_paths() == [
-        tmp_path / "Library" / "Application Support" / "Antigravity" / "User" / "globalStorage" / "state.vscdb"
+        tmp_path
+        / "Library"
+        / "Application Support"
+        / "Antigravity"
+        / "User"
+        / "globalStorage"
+        / "state.vscdb"
     ]
-    monkeypatch.setattr(ide_import.sys, "platform", "win32")
+    monkeypatch.setattr("daemon.accounts.ide_import.sys.platform", "win32")
     monkeypatch.setenv("APPDATA", str(tmp_path / "AppData" / "Roaming"))
     assert ide_import.default_paths() == [
         tmp_path / "AppData" / "Roaming" / "Antigravity" / "User" / "globalStorage" / "state.vscdb"
@@ -204,7 +216,9 @@ def test_read_refresh_token_errors(tmp_path: Path) -> None:
     not_db.write_text("this is not SQLite\n" * 100)
     with pytest.raises(BadRequest, match=str(not_db)):
         ide_import.read_refresh_token(str(not_db))
-    other_table = write_vscdb(tmp_path / "other.vscdb", b64(ide_state(long_refresh_token())), table="Other")
+    other_table = write_vscdb(
+        tmp_path / "other.vscdb", b64(ide_state(long_refresh_token())), table="Other"
+    )
     with pytest.raises(BadRequest, match=str(other_table)):
         ide_import.read_refresh_token(str(other_table))
     directory = tmp_path / "adir"
@@ -213,7 +227,7 @@ def test_read_refresh_token_errors(tmp_path: Path) -> None:
         ide_import.read_refresh_token(str(directory))
 
 
-# --------------------------------------------------------------------------- end to end
+# ------------------------------------------------------------------ end to end
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +278,10 @@ def test_import_ide_from_path(daemon: Daemon, fake: FakeGoogle, tmp_path: Path) 
     out = json.loads(res.stdout)
     assert out["account"]["id"] == got["id"] and out["path"] == str(db)
     assert [a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email] != []
-    assert len([a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email]) == 1
+    assert (
+        len([a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email])
+        == 1
+    )
 
 
 def test_import_ide_relative_path(daemon: Daemon, fake: FakeGoogle, tmp_path: Path) -> None:
@@ -299,11 +316,17 @@ def test_import_ide_missing_file(daemon: Daemon, tmp_path: Path) -> None:
         (None, "ItemTable", STATE_KEY),  # signed out: no such key
         ("%%% garbage, not base64 protobuf %%%", "ItemTable", "unknown format"),
         (b64(f_bytes(1, "no token here") + f_varint(2, 1)), "ItemTable", "unknown format"),
-        (b64(ide_state(long_refresh_token())), "SomethingElse", "not a readable Antigravity state database"),
+        (
+            b64(ide_state(long_refresh_token())),
+            "SomethingElse",
+            "not a readable Antigravity state database",
+        ),
     ],
     ids=["no-key", "garbage", "no-token", "no-table"],
 )
-def test_import_ide_bad_database(daemon: Daemon, tmp_path: Path, value: Any, table: str, expect: str) -> None:
+def test_import_ide_bad_database(
+    daemon: Daemon, tmp_path: Path, value: Any, table: str, expect: str
+) -> None:
     before = account_files(daemon)
     db = write_vscdb(tmp_path / "state.vscdb", value, table=table)
     res = daemon.ctl("accounts", "import-ide", str(db))
@@ -330,7 +353,11 @@ def test_import_ide_dead_token(daemon: Daemon, fake: FakeGoogle, tmp_path: Path)
         before = account_files(daemon)
         res = daemon.ctl("accounts", "import-ide", str(db))
         assert res.returncode == 1
-        assert "invalid_grant" in res.stderr and str(db) in res.stderr and "nothing was added" in res.stderr.lower()
+        assert (
+            "invalid_grant" in res.stderr
+            and str(db) in res.stderr
+            and "nothing was added" in res.stderr.lower()
+        )
         assert account_files(daemon) == before
     finally:
         acct.revoked = False

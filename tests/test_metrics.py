@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +24,12 @@ from tests.fakes.google import FakeGoogle, Reply
 EMAILS = ("met-a@example.com", "met-b@example.com")
 API_KEY = "sk-test-0123456789abcdef"
 FAILOVER_MODEL = "gemini-2.5-flash"  # met-a is the pool's first choice for it
-USAGE = {"promptTokenCount": 200, "candidatesTokenCount": 30, "thoughtsTokenCount": 4, "cachedContentTokenCount": 50}
+USAGE = {
+    "promptTokenCount": 200,
+    "candidatesTokenCount": 30,
+    "thoughtsTokenCount": 4,
+    "cachedContentTokenCount": 50,
+}
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -38,7 +44,9 @@ def met(fake: FakeGoogle) -> Iterator[Daemon]:
     d = Daemon(home)
     d.write_config(
         base_config(
-            fake, free_port(), proxy={"auth_mode": "strict"},
+            fake,
+            free_port(),
+            proxy={"auth_mode": "strict"},
             models={"my-alias": "gemini-3-pro-high"},
         )
     )
@@ -124,7 +132,9 @@ def test_request_counters_histograms_and_tokens_move(m: Daemon, fake: FakeGoogle
     assert d("antigravity_request_duration_seconds_bucket", **ok, le="+Inf") == 1
     assert 0 < d("antigravity_request_duration_seconds_sum", **ok) < 30
     # Unknown client model strings never become labels: "other" / "none".
-    bad = total(after, "antigravity_requests_total", status="404") - total(before, "antigravity_requests_total", status="404")
+    bad = total(after, "antigravity_requests_total", status="404") - total(
+        before, "antigravity_requests_total", status="404"
+    )
     assert bad == 1
     assert "no-such-model-metrics" not in text
     assert "req_" not in text  # no request ids either
@@ -142,9 +152,11 @@ def test_alias_and_family_fallback_are_labelled_by_upstream_model(m: Daemon) -> 
     assert gen(m, "some-custom-flash-thing").status_code == 200  # family fallback: a flash model
     text, after = scrape(m)
     key = {"protocol": "gemini", "route": "generateContent", "status": "200"}
-    assert val(after, "antigravity_requests_total", **key, model="gemini-3-pro-high") - val(
-        before, "antigravity_requests_total", **key, model="gemini-3-pro-high"
-    ) == 1
+    assert (
+        val(after, "antigravity_requests_total", **key, model="gemini-3-pro-high")
+        - val(before, "antigravity_requests_total", **key, model="gemini-3-pro-high")
+        == 1
+    )
     assert "some-custom-flash-thing" not in text
     assert total(after, "antigravity_requests_total", model="other") == total(
         before, "antigravity_requests_total", model="other"
@@ -158,24 +170,41 @@ def test_failover_and_upstream_errors(m: Daemon, fake: FakeGoogle) -> None:
     assert r.status_code == 200, r.text
     assert [c.email for c in fake.calls_to("generateContent")] == list(EMAILS)
     _, after = scrape(m)
-    assert val(after, "antigravity_failovers_total", model=FAILOVER_MODEL) - val(
-        before, "antigravity_failovers_total", model=FAILOVER_MODEL
-    ) == 1
-    assert val(after, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0]) - val(
-        before, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0]
-    ) == 1
+    assert (
+        val(after, "antigravity_failovers_total", model=FAILOVER_MODEL)
+        - val(before, "antigravity_failovers_total", model=FAILOVER_MODEL)
+        == 1
+    )
+    assert (
+        val(after, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0])
+        - val(
+            before, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0]
+        )
+        == 1
+    )
     # The account that took the 429 is cooling down now; the gauge says so at scrape time.
     assert val(after, "antigravity_accounts", state="cooling_down") == 1
     assert val(after, "antigravity_accounts", state="active") == 1
     assert val(after, "antigravity_accounts", state="disabled") == 0
-    assert val(after, "antigravity_account_quota_remaining_ratio", account=EMAILS[1], model=FAILOVER_MODEL) == 0.4
+    assert (
+        val(
+            after,
+            "antigravity_account_quota_remaining_ratio",
+            account=EMAILS[1],
+            model=FAILOVER_MODEL,
+        )
+        == 0.4
+    )
 
     acct = next(a for a in m.admin("GET", "/accounts")["accounts"] if a["email"] == EMAILS[0])
     m.admin("POST", f"/accounts/{acct['id']}/reset")
     m.admin("POST", f"/accounts/{acct['id']}/disable")
     try:
         _, s = scrape(m)
-        assert (val(s, "antigravity_accounts", state="disabled"), val(s, "antigravity_accounts", state="active")) == (1, 1)
+        assert (
+            val(s, "antigravity_accounts", state="disabled"),
+            val(s, "antigravity_accounts", state="active"),
+        ) == (1, 1)
     finally:
         m.admin("POST", f"/accounts/{acct['id']}/enable")
         m.admin("POST", f"/accounts/{acct['id']}/refresh")  # quota back from the fake
@@ -185,7 +214,9 @@ def test_failover_and_upstream_errors(m: Daemon, fake: FakeGoogle) -> None:
 
 def test_quota_gauge_follows_the_pool(m: Daemon, fake: FakeGoogle) -> None:
     _, s = scrape(m)
-    series = {dict(ls)["model"] for (n, ls) in s if n == "antigravity_account_quota_remaining_ratio"}
+    series = {
+        dict(ls)["model"] for (n, ls) in s if n == "antigravity_account_quota_remaining_ratio"
+    }
     assert {"gemini-3-flash", "claude-sonnet-4-5"} <= series
     assert "gemini-2.5-pro" not in series  # no quotaInfo upstream: no series
     assert "chat_20706" not in series  # internal models are not offered
@@ -193,8 +224,24 @@ def test_quota_gauge_follows_the_pool(m: Daemon, fake: FakeGoogle) -> None:
     acct = next(a for a in m.admin("GET", "/accounts")["accounts"] if a["email"] == EMAILS[1])
     m.admin("POST", f"/accounts/{acct['id']}/refresh")
     _, s = scrape(m)
-    assert val(s, "antigravity_account_quota_remaining_ratio", account=EMAILS[1], model="gemini-3-pro-low") == 0.25
-    assert val(s, "antigravity_account_quota_remaining_ratio", account=EMAILS[0], model="gemini-3-pro-low") == 1.0
+    assert (
+        val(
+            s,
+            "antigravity_account_quota_remaining_ratio",
+            account=EMAILS[1],
+            model="gemini-3-pro-low",
+        )
+        == 0.25
+    )
+    assert (
+        val(
+            s,
+            "antigravity_account_quota_remaining_ratio",
+            account=EMAILS[0],
+            model="gemini-3-pro-low",
+        )
+        == 1.0
+    )
 
 
 def test_token_refresh_counters(m: Daemon, fake: FakeGoogle) -> None:
@@ -206,10 +253,16 @@ def test_token_refresh_counters(m: Daemon, fake: FakeGoogle) -> None:
         m.admin("POST", f"/accounts/{acct['id']}/refresh")
     fake.token_fail_status = None
     _, after = scrape(m)
-    assert val(after, "antigravity_token_refreshes_total") - val(before, "antigravity_token_refreshes_total") == 1
-    assert val(after, "antigravity_token_refresh_failures_total") - val(
-        before, "antigravity_token_refresh_failures_total"
-    ) == 1
+    assert (
+        val(after, "antigravity_token_refreshes_total")
+        - val(before, "antigravity_token_refreshes_total")
+        == 1
+    )
+    assert (
+        val(after, "antigravity_token_refresh_failures_total")
+        - val(before, "antigravity_token_refresh_failures_total")
+        == 1
+    )
 
 
 def test_monitor_rows_metrics(m: Daemon) -> None:

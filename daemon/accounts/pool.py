@@ -359,7 +359,10 @@ class Pool:
             return NoAccountAvailable("No account available: add one with `agctl accounts add` first")
         disabled = [a for a in accts if not a.enabled]
         if len(disabled) == len(accts):
-            reasons = "; ".join(f"{a.email}: {a.disabled_reason}" for a in disabled[:3])
+            reasons = "; ".join(
+                f"{a.email}: {a.disabled_reason}" + (f" ({a.validation_url})" if a.validation_url else "")
+                for a in disabled[:3]
+            )
             return NoAccountAvailable(f"all accounts are disabled ({reasons}); see `agctl accounts list`")
         waits: list[float] = []
         for a in accts:

@@ -58,6 +58,7 @@ async def _generate(request: Request[Any, Any, Any], model_method: str) -> Respo
     ctx = new_ctx(request, "gemini", method)
     store = store_of(request)
     with recorded(svc, ctx):
+        ctx.client_model = model_name
         body = await decode_body(request)
         model = svc.dispatcher.resolve_model(model_name)
         if method == "countTokens":

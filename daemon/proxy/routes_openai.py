@@ -64,6 +64,7 @@ async def _serve(request: Request[Any, Any, Any], module: Any, route: str, **kwa
     try:
         body = await decode_body(request)
         client_model = model_of(body)
+        ctx.client_model = client_model
         model = svc.dispatcher.resolve_model(client_model)
         call = module.to_gemini(body, model=model, store=store, **kwargs)
     except GatewayError as exc:
@@ -104,6 +105,7 @@ async def responses(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
     try:
         body = await decode_body(request)
         client_model = model_of(body)
+        ctx.client_model = client_model
         model = svc.dispatcher.resolve_model(client_model)
         history = None
         prev = body.get("previous_response_id")

@@ -219,6 +219,8 @@ async def run_call(
             return stream_response(gen, {"x-antigravity-model": call.model}, media_type)
         resp = await svc.dispatcher.generate(call, ctx)
         out = render(resp)
+        if svc.config.monitor.log_bodies:
+            ctx.response_body = _encode(out)
         if on_complete is not None:
             on_complete(out)
         ctx.mark_first_byte()
