@@ -162,7 +162,10 @@ def cmd_config(ctx: Ctx) -> int:
         ctx.out(data, json.dumps(val) if isinstance(val, dict | list) else str(val).lower() if isinstance(val, bool) else str(val))
         return EXIT_OK
     data = ctx.client.request("PUT", f"/config/{a.key}", json={"value": a.value})
-    text = f"{a.key} = {json.dumps(data['value'])}"
+    if data["value"] is None:  # `set models.X ""` removes a mapping
+        text = f"{a.key} removed"
+    else:
+        text = f"{a.key} = {json.dumps(data['value'])}"
     if data.get("restart_pending"):
         text += "\nthe proxy is running: run `agctl restart` to apply it"
     ctx.out(data, text)
@@ -184,7 +187,8 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> None:
     table = Table(box=None, pad_edge=False)
     for col in ("ID", "EMAIL", "TIER", "STATE", "PROJECT", "QUOTA", "LAST USED"):
         # Ids, emails and projects are copied into other commands: fold, never cut with "…".
-        table.add_column(col, overflow="fold" if col in ("ID", "EMAIL", "PROJECT") else "ellipsis")
+        keep = col in ("ID", "EMAIL", "PROJECT")
+        table.add_column(col, overflow="fold" if keep else "ellipsis")
     for acc in accounts:
         state = acc["state"]
         if state == "disabled":

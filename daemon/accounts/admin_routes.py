@@ -9,8 +9,8 @@ from typing import Any
 from litestar import Request, delete, get, post
 
 from daemon.accounts import ide_import, oauth
-from daemon.admin import _svc, body_json
 from daemon.accounts.store import Account
+from daemon.admin import _svc, body_json
 from daemon.errors import BadRequest, ConfigError, GatewayError, UpstreamError
 from daemon.upstream.cloudcode import UpstreamHTTPError
 
@@ -19,7 +19,9 @@ def _upstream(exc: UpstreamHTTPError) -> GatewayError:
     return UpstreamError(f"Google answered {exc.status}: {exc.message}", upstream_status=exc.status)
 
 
-async def _add(request: Request[Any, Any, Any], refresh_token: str, what: str, **kw: Any) -> Account:
+async def _add(
+    request: Request[Any, Any, Any], refresh_token: str, what: str, **kw: Any
+) -> Account:
     """Add (or update) an account; a failure says what failed and that nothing
     was saved (the pool writes the account file only once everything worked)."""
     try:
@@ -105,13 +107,18 @@ async def login_wait(request: Request[Any, Any, Any], login_id: str, timeout: fl
     try:
         cfg = svc.config
         try:
-            tokens = await oauth.exchange_code(svc.pool.http, cfg, got["code"], login.redirect_uri, login.verifier)
+            tokens = await oauth.exchange_code(
+                svc.pool.http, cfg, got["code"], login.redirect_uri, login.verifier
+            )
         except ConfigError:
             raise
         except GatewayError as exc:
             raise _not_added(exc, "the Google sign-in (exchanging the code for tokens)") from None
         if not tokens.refresh_token:
-            raise BadRequest("Google returned no refresh token (consent was not offline): nothing was added; try again")
+            raise BadRequest(
+                "Google returned no refresh token (consent was not offline): nothing was added; "
+                "try again"
+            )
         acct = await _add(request, tokens.refresh_token, "the Google sign-in", tokens=tokens)
     finally:
         await logins.close(login_id)

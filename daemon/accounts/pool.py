@@ -127,7 +127,8 @@ class Pool:
         lock = self._refresh_locks.setdefault(acct.id, asyncio.Lock())
         stale = acct.access_token
         async with lock:
-            if acct.access_token and acct.access_token != stale and acct.expires_at > time.time():
+            fresh = acct.access_token != stale and acct.expires_at > time.time()
+            if acct.access_token and fresh:
                 # Someone else refreshed while we waited: share it, even when Google
                 # gave a token that lives less than the margin (else the waiters
                 # would each refresh again, one after the other).
@@ -360,7 +361,8 @@ class Pool:
         disabled = [a for a in accts if not a.enabled]
         if len(disabled) == len(accts):
             reasons = "; ".join(
-                f"{a.email}: {a.disabled_reason}" + (f" ({a.validation_url})" if a.validation_url else "")
+                f"{a.email}: {a.disabled_reason}"
+                + (f" ({a.validation_url})" if a.validation_url else "")
                 for a in disabled[:3]
             )
             return NoAccountAvailable(f"all accounts are disabled ({reasons}); see `agctl accounts list`")
