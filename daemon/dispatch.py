@@ -175,11 +175,14 @@ class Dispatcher:
             tried.add(acct.id)
             record = Attempt(account=acct.email)
             ctx.attempts.append(record)
-            await pool.recheck_after_reset(acct, model)
+            if not await pool.recheck_after_reset(acct, model):
+                record.error = "quota still empty after its reset time"
+                continue
             refreshed = False
+            token: str | None = None
             while True:
                 try:
-                    token = await pool.access_token(acct, force=refreshed)
+                    token = await pool.access_token(acct, force=refreshed, rejected=token if refreshed else None)
                     result = await self._method(method, token, body_for(acct))
                 except InvalidGrant as exc:
                     record.status, record.error = 401, exc.message

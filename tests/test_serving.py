@@ -370,3 +370,32 @@ def test_many_concurrent_streams(proxy: Daemon, fake: FakeGoogle) -> None:
     counts = asyncio.run(main())
     assert all(c >= 1 for c in counts)
     assert sum(counts) >= 60 * 3 - 3
+
+
+def test_quota_rechecked_after_reset(fake: FakeGoogle, make_daemon: Any) -> None:
+    """When a quota cooldown runs out the pool fetches quota before trusting
+    the account: still empty -> a new cooldown until the reset it names;
+    refilled -> served again. A cooldown never outlives the upstream's reset."""
+    fake.reset()
+    fake.add_account(email="q1@example.com")
+    fake.add_account(email="q2@example.com")
+    d = make_daemon(base_config(fake, free_port(), scheduling={"mode": "fixed", "fixed_account": "q1@example.com"}))
+    for e in ("q1@example.com", "q2@example.com"):
+        d.admin("POST", "/accounts", json={"refresh_token": fake.account(e).refresh_token})
+    d.admin("POST", "/proxy/start")
+    fake.script([Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="1s")], email="q1@example.com")
+    assert post(d, GEN, body()).status_code in (429, 503)
+    fake.account("q1@example.com").set_quota("gemini-3-flash", 0.0, time.time() + 3600)
+    time.sleep(1.1)
+    before = len(fake.calls_to("fetchAvailableModels"))
+    r = post(d, GEN, body())
+    assert r.status_code in (429, 503)  # fixed mode: only q1, and it is still empty
+    assert len(fake.calls_to("fetchAvailableModels")) == before + 1
+    acct = next(a for a in d.admin("GET", "/accounts")["accounts"] if a["email"] == "q1@example.com")
+    assert 3500 < acct["cooldowns"]["gemini-3-flash"]["until"] - time.time() <= 3600
+    assert int(r.headers["retry-after"]) > 3000
+    # The quota comes back early (an admin refresh sees it): usable at once.
+    fake.account("q1@example.com").set_quota("gemini-3-flash", 0.8)
+    d.admin("POST", f"/accounts/{acct['id']}/refresh")
+    r = post(d, GEN, body())
+    assert r.status_code == 200 and "q1@example.com" in r.text

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 REFRESH_MARGIN = 300.0
 # Before using an account whose cooldown ended, re-check its quota at most this often.
 RECHECK_MIN_INTERVAL = 60.0
+# A QUOTA_EXHAUSTED 429 that names no reset time: re-check the quota after this long.
+QUOTA_RECHECK_AFTER = 1800.0
+
 
 
 def tier_of(load: dict[str, Any]) -> str:
@@ -119,13 +122,17 @@ class Pool:
 
     # ---------------------------------------------------------------- tokens
 
-    async def access_token(self, acct: Account, *, force: bool = False) -> str:
+    async def access_token(self, acct: Account, *, force: bool = False, rejected: str | None = None) -> str:
         """A fresh access token; one refresh per account at a time (concurrent
-        callers wait for and share the same refresh)."""
+        callers wait for and share the same refresh). ``rejected``: the token
+        the upstream just refused (a 401); only that token forces a refresh, so
+        a late 401 for a token already replaced does not refresh again."""
+        if rejected is not None and acct.access_token != rejected and acct.expires_at > time.time():
+            return acct.access_token
         if not force and acct.access_token and acct.expires_at - REFRESH_MARGIN > time.time():
             return acct.access_token
         lock = self._refresh_locks.setdefault(acct.id, asyncio.Lock())
-        stale = acct.access_token
+        stale = rejected if rejected is not None else acct.access_token
         async with lock:
             fresh = acct.access_token != stale and acct.expires_at > time.time()
             if acct.access_token and fresh:
@@ -201,7 +208,8 @@ class Pool:
             # A quota fetch that shows quota again ends a quota cooldown early.
             for model, cd in list(acct.cooldowns.items()):
                 q = acct.models.get(model)
-                if cd.until <= now or (q and q.remaining_fraction and q.remaining_fraction > 0 and cd.reason == "QUOTA_EXHAUSTED" and (q.reset_time or 0) <= now):
+                has_quota = q is not None and (q.remaining_fraction or 0) > 0
+                if cd.until <= now or (cd.reason == "QUOTA_EXHAUSTED" and has_quota):
                     acct.cooldowns.pop(model, None)
 
     async def refresh_account(self, acct: Account) -> Account:
@@ -266,7 +274,17 @@ class Pool:
                 if exc.reason == "QUOTA_EXHAUSTED":
                     # The cooldown (until the upstream's reset) is the one record
                     # of this; the quota numbers come from fetchAvailableModels.
-                    self.set_cooldown(acct, model, wait if wait is not None else float(cfg.max_cooldown), "QUOTA_EXHAUSTED")
+                    if wait is None:
+                        # No reset time in the error: the last quota fetch may
+                        # know it; else wait a while and re-check (never
+                        # longer than the upstream would).
+                        q = acct.models.get(model)
+                        now = time.time()
+                        if q is not None and q.reset_time and q.reset_time > now:
+                            wait = q.reset_time - now
+                        else:
+                            wait = QUOTA_RECHECK_AFTER
+                    self.set_cooldown(acct, model, wait, "QUOTA_EXHAUSTED")
                     return "quota"
                 self.set_cooldown(acct, model, wait if wait is not None else float(cfg.rate_limit_cooldown), exc.reason or "RATE_LIMITED")
             return "rate_limit"
@@ -433,16 +451,33 @@ class Pool:
                 except Exception:  # never let the loop die
                     log.exception("background quota refresh of %s crashed", acct.email)
 
-    async def recheck_after_reset(self, acct: Account, model: str) -> None:
-        """After a quota reset time passes, fetch quota once before trusting it."""
+    async def recheck_after_reset(self, acct: Account, model: str) -> bool:
+        """When a quota cooldown has run out (or the quota said 0 and its reset
+        time passed), fetch quota once before trusting the account again; if
+        the quota is still empty, cool down until the reset it now names.
+        Returns whether the account may be tried for ``model``."""
+        now = time.time()
+        cd = acct.cooldowns.get(model)
+        expired_quota_cd = cd is not None and cd.until <= now and cd.reason == "QUOTA_EXHAUSTED"
         q = acct.models.get(model)
-        if q is None or q.remaining_fraction is None or q.remaining_fraction > 0:
-            return
-        if time.time() - acct.quota_updated_at < RECHECK_MIN_INTERVAL:
-            return
+        empty = q is not None and q.remaining_fraction is not None and q.remaining_fraction <= 0
+        if not expired_quota_cd and not empty:
+            return True
+        if not expired_quota_cd and now - acct.quota_updated_at < RECHECK_MIN_INTERVAL:
+            return True
+        if expired_quota_cd:
+            acct.cooldowns.pop(model, None)
         try:
             token = await self.access_token(acct)
             await self._fetch_quota_with(acct, token)
-            self.save(acct)
         except (GatewayError, UpstreamHTTPError) as exc:
             log.info("quota re-check of %s failed: %s", acct.email, exc)
+            self.save(acct)
+            return True
+        q = acct.models.get(model)
+        if q is not None and q.remaining_fraction is not None and q.remaining_fraction <= 0:
+            if q.reset_time and q.reset_time > time.time():
+                self.set_cooldown(acct, model, q.reset_time - time.time(), "QUOTA_EXHAUSTED")
+                return False
+        self.save(acct)
+        return True
