@@ -815,6 +815,12 @@ class StreamTranslator:
     def response_id(self) -> str:
         return self._asm.id
 
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The final response object, under the name the serving relay reads
+        (``serving._stream_done`` hands it to the route's ``on_complete``)."""
+        return self.response
+
     def _drain(self) -> bytes:
         out = []
         for event in self._asm.events:
