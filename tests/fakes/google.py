@@ -1110,6 +1110,9 @@ class _Validator:
             tc = gen.get("thinkingConfig")
             if isinstance(tc, dict):
                 self._check_keys(tc, THINKING_CONFIG_KEYS, "generation_config.thinking_config")
+            # responseSchema is a Schema object too: the same key rules apply.
+            if isinstance(gen.get("responseSchema"), dict):
+                self.schema(gen["responseSchema"], "generation_config.response_schema")
         tool_config = req.get("toolConfig")
         if isinstance(tool_config, dict):
             fcc = tool_config.get("functionCallingConfig")
