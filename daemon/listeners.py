@@ -53,10 +53,17 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bind_unix(path: Path) -> socket.socket:
+def bind_unix(path: Path, *, own_dir: bool = True) -> socket.socket:
     """Bind the admin socket 0600 in a 0700 directory; replace a stale one,
-    refuse when a live daemon answers on it."""
-    ensure_private_dir(path.parent)
+    refuse when a live daemon answers on it.
+
+    ``own_dir=False`` (a socket path the user chose, AGCTL_SOCKET): the
+    directory is created 0700 if missing but an existing one is left as it
+    is; chmod-ing it could lock others out of e.g. /tmp or $HOME."""
+    if own_dir:
+        ensure_private_dir(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1.0)

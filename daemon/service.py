@@ -91,6 +91,8 @@ class Service:
     def set_config(self, key: str, raw: str) -> Any:
         new = config_mod.with_value(self._config, key, raw)
         self._apply_config(new)
+        if key.startswith("models.") and raw == "":
+            return None  # "" removed that mapping: there is no value to read back
         return config_mod.get_value(new, key)
 
     def rotate_key(self) -> str:
@@ -243,12 +245,14 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
         sock_path = self.admin_socket_path
-        # Accounts are loaded before the admin socket answers: agctl must never
-        # see a half-started daemon.
-        self.pool.load()
-        await self.monitor.start()
-        admin_sock = bind_unix(sock_path)  # raises Conflict when another daemon runs
+        # First, so that a second daemon on the same home refuses (Conflict)
+        # before it touches the accounts or the monitor database.
+        admin_sock = bind_unix(sock_path, own_dir=sock_path == self.paths.socket)
         try:
+            # Accounts are loaded before the admin socket answers (agctl waits
+            # in the listen backlog meanwhile): it never sees a half-started daemon.
+            self.pool.load()
+            await self.monitor.start()
             from daemon.admin import create_admin_app
 
             self.admin_listener = Listener(create_admin_app(self), admin_sock, name="admin", graceful=2.0)

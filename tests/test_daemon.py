@@ -39,9 +39,16 @@ NO_ACCOUNT = "No account available: add one with `agctl accounts add` first"
 DEAD_URL = "http://127.0.0.1:9/api/anthropic"
 
 
-def serving_config(port: int, fake: FakeGoogle | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
+def serving_config(
+    port: int, fake: FakeGoogle | None = None, **sections: dict[str, Any]
+) -> dict[str, Any]:
     """A config that can serve with no account: z.ai on, pooled."""
-    zai = {"enabled": True, "api_key": "sk-zai-test-0123456789", "dispatch_mode": "pooled", "base_url": DEAD_URL}
+    zai = {
+        "enabled": True,
+        "api_key": "sk-zai-test-0123456789",
+        "dispatch_mode": "pooled",
+        "base_url": DEAD_URL,
+    }
     zai.update(sections.pop("zai", {}))
     return base_config(fake, port, zai=zai, **sections)
 
@@ -60,10 +67,22 @@ def settled(d: Daemon, timeout: float = 10.0) -> dict[str, Any]:
         time.sleep(0.02)
 
 
-def raw_http(port: int, target: str, *, method: str = "GET", headers: dict[str, str] | None = None,
-             host: str = "127.0.0.1", body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+def raw_http(
+    port: int,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    body: bytes = b"",
+) -> tuple[int, dict[str, str], bytes]:
     """Send the request line exactly as given (no client-side path cleaning)."""
-    lines = [f"{method} {target} HTTP/1.1", "Host: test", "Connection: close", f"Content-Length: {len(body)}"]
+    lines = [
+        f"{method} {target} HTTP/1.1",
+        "Host: test",
+        "Connection: close",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
@@ -103,7 +122,9 @@ def refused(port: int, host: str = "127.0.0.1") -> bool:
 def listening_addresses(port: int) -> set[str] | None:
     """Local addresses listening on ``port`` per `ss`, or None without ss."""
     try:
-        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout
     except (FileNotFoundError, subprocess.CalledProcessError):
         return None
     return {line.split()[3] for line in out.splitlines() if line.strip()}
@@ -112,7 +133,9 @@ def listening_addresses(port: int) -> set[str] | None:
 def lan_address() -> str | None:
     """A non-loopback IPv4 address of this machine, if it has one."""
     try:
-        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True
+        ).stdout
     except FileNotFoundError:
         out = ""
     for line in out.splitlines():
@@ -123,7 +146,9 @@ def lan_address() -> str | None:
 
 
 def ctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*_bin("agctl"), *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*_bin("agctl"), *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def taken_port() -> socket.socket:
@@ -137,10 +162,10 @@ def bind_message(port: int) -> str:
     return f"failed to bind address 127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}"
 
 
-
-
 @contextlib.contextmanager
-def daemon_in_tmp(cfg: dict[str, Any] | None, *, env: dict[str, str] | None = None) -> Iterator[Daemon]:
+def daemon_in_tmp(
+    cfg: dict[str, Any] | None, *, env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
     """A daemon for a whole module (make_daemon is per test)."""
     root = Path(tempfile.mkdtemp(prefix="ag-m-", dir="/tmp"))
     d = Daemon(root / "h", env=env)
@@ -165,7 +190,7 @@ def test_agctl_without_daemon_exits_3_and_says_how_to_start(short_tmp: Path, sta
         s = socket.socket(socket.AF_UNIX)
         s.bind(str(d.socket))
         s.close()
-    for args in (["status"], ["start"]):
+    for args in (["status"], ["start"]) if not stale else (["status"],):
         res = d.ctl(*args)
         assert res.returncode == 3, (args, res.stdout, res.stderr)
         assert "antigravityd is not running" in res.stderr
@@ -187,9 +212,14 @@ def shared() -> Iterator[Daemon]:
     """First run (no config.toml), then made able to serve through agctl's own API."""
     with daemon_in_tmp(None) as d:
         settled(d)
-        for key, value in (("proxy.port", str(free_port())), ("proxy.auto_start", "false"),
-                           ("zai.enabled", "true"), ("zai.api_key", "sk-zai-test-0123456789"),
-                           ("zai.base_url", DEAD_URL), ("zai.dispatch_mode", "pooled")):
+        for key, value in (
+            ("proxy.port", str(free_port())),
+            ("proxy.auto_start", "false"),
+            ("zai.enabled", "true"),
+            ("zai.api_key", "sk-zai-test-0123456789"),
+            ("zai.base_url", DEAD_URL),
+            ("zai.dispatch_mode", "pooled"),
+        ):
             d.admin("PUT", f"/config/{key}", json={"value": value})
         yield d
 
@@ -220,7 +250,10 @@ def test_home_layout_and_private_modes(idle: Daemon) -> None:
     assert _mode(d.home / "config.toml") == 0o600  # written by the daemon (first run, then sets)
     st = d.status["daemon"]
     assert (st["config_file"], st["data_dir"], st["socket"]) == (
-        str(d.home / "config.toml"), str(d.home / "data"), str(d.socket))
+        str(d.home / "config.toml"),
+        str(d.home / "data"),
+        str(d.socket),
+    )
 
 
 def test_start_stop_restart_transitions(idle: Daemon) -> None:
@@ -257,7 +290,12 @@ def test_start_stop_restart_transitions(idle: Daemon) -> None:
     assert st2["state"] == "running" and st2["since"] > st["since"]
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     log = d.log()
-    for transition in ("stopped -> starting", "starting -> running", "running -> stopping", "stopping -> stopped"):
+    for transition in (
+        "stopped -> starting",
+        "starting -> running",
+        "running -> stopping",
+        "stopping -> stopped",
+    ):
         assert f"proxy {transition}" in log
 
 
@@ -279,6 +317,37 @@ def test_socket_flag_and_env_override(idle: Daemon, short_tmp: Path) -> None:
     assert res.returncode == 3 and str(missing) in res.stderr  # the flag wins over the env
 
 
+def test_daemon_on_an_agctl_socket_path_leaves_its_directory_alone(
+    make_daemon: Any, short_tmp: Path
+) -> None:
+    """AGCTL_SOCKET moves the daemon's socket too; the directory it names may
+    be shared (/tmp, $HOME): it must not be chmod-ed to 0700."""
+    shared_dir = short_tmp / "shared"
+    shared_dir.mkdir(mode=0o755)
+    os.chmod(shared_dir, 0o755)
+    sock = shared_dir / "ag.sock"
+    d = make_daemon(serving_config(free_port(), proxy={"auto_start": False}), start=False)
+    d.start(wait=False, extra_env={"AGCTL_SOCKET": str(sock)})
+    deadline = time.monotonic() + 20
+    while True:
+        assert d.proc is not None and d.proc.poll() is None, d.log()
+        assert time.monotonic() < deadline, d.log()
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(sock))
+            break
+        except OSError:
+            time.sleep(0.02)
+    res = ctl(["status", "--json"], {**d.env, "AGCTL_SOCKET": str(sock)})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["daemon"]["socket"] == str(sock)
+    assert _mode(sock) == 0o600
+    assert _mode(shared_dir) == 0o755
+    assert not d.socket.exists()
+    assert d.stop() == 0
+    assert not sock.exists()
+
+
 def test_second_daemon_on_the_same_home_refuses(idle: Daemon) -> None:
     d1 = idle
     d1.admin("POST", "/proxy/start")
@@ -294,6 +363,7 @@ def test_second_daemon_on_the_same_home_refuses(idle: Daemon) -> None:
     assert code == 1
     assert "another antigravityd is already running" in d2.log()
     assert "agctl shutdown" in d2.log()
+    assert "loaded" not in d2.log()  # it refused before touching accounts or the monitor
     # the first one is untouched: its process, socket, proxy and config
     assert d1.proc is not None and d1.proc.poll() is None
     assert d1.ctl_json("status")["daemon"]["pid"] == d1.proc.pid
@@ -301,25 +371,24 @@ def test_second_daemon_on_the_same_home_refuses(idle: Daemon) -> None:
     assert (d1.home / "config.toml").read_bytes() == config_before
 
 
-# ---------------------------------------------------------------- status, and a request across SIGTERM
+# ---------------------------------------------------------------- status; a request across SIGTERM
 
 
-@pytest.fixture(scope="module")
-def with_account(fake: FakeGoogle) -> Iterator[tuple[Daemon, str]]:
-    """A daemon serving one account of the fake; the last test of the module stops it."""
+@pytest.fixture
+def with_account(make_daemon: Any, fake: FakeGoogle) -> tuple[Daemon, str]:
+    """A daemon serving one account of the fake, its proxy running."""
     email = "lifecycle@example.com"
     acct = fake.add_account(email=email)
-    with daemon_in_tmp(base_config(fake, free_port())) as d:
-        assert settled(d)["proxy"]["reason"] == NO_ACCOUNT  # auto-start found no account
-        d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
-        yield d, email
+    d = make_daemon(base_config(fake, free_port()))
+    assert settled(d)["proxy"]["reason"] == NO_ACCOUNT  # auto-start found no account
+    d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
+    d.admin("POST", "/proxy/start")
+    return d, email
 
 
 def test_status_text_and_json_fields(with_account: tuple[Daemon, str]) -> None:
     d, _ = with_account
     assert d.proc is not None
-    if d.status["proxy"]["state"] != "running":
-        d.admin("POST", "/proxy/start")
     port = d.status["proxy"]["port"]
 
     st = d.ctl_json("status")
@@ -341,7 +410,9 @@ def test_status_text_and_json_fields(with_account: tuple[Daemon, str]) -> None:
         d.admin("POST", f"/accounts/{acct_id}/enable")
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert re.search(rf"daemon\s+running\s+pid {d.proc.pid}\s+version {re.escape(__version__)}\s+up \d+s", out), out
+    assert re.search(
+        rf"daemon\s+running\s+pid {d.proc.pid}\s+version {re.escape(__version__)}\s+up \d+s", out
+    ), out
     assert re.search(r"proxy\s+running\n", out), out
     assert f"127.0.0.1:{port}  base URL http://127.0.0.1:{port}" in out
     assert re.search(r"auth\s+off \(auto\)", out), out
@@ -349,12 +420,12 @@ def test_status_text_and_json_fields(with_account: tuple[Daemon, str]) -> None:
     assert d.status["daemon"]["uptime"] > st["daemon"]["uptime"]
 
 
-def test_sigterm_lets_an_in_flight_request_finish(with_account: tuple[Daemon, str], fake: FakeGoogle) -> None:
+def test_sigterm_lets_an_in_flight_request_finish(
+    with_account: tuple[Daemon, str], fake: FakeGoogle
+) -> None:
     d, email = with_account
-    if d.status["proxy"]["state"] != "running":
-        d.admin("POST", "/proxy/start")
     port = d.status["proxy"]["port"]
-    fake.script([Reply.silence(1.5)], email=email)
+    fake.script([Reply.silence(2.0)], email=email)
     n_calls = len(fake.calls)
     result: dict[str, Any] = {}
 
@@ -372,13 +443,15 @@ def test_sigterm_lets_an_in_flight_request_finish(with_account: tuple[Daemon, st
     t.start()
     try:
         deadline = time.monotonic() + 10
-        while not any(c.email == email and c.method == "generateContent" for c in fake.calls[n_calls:]):
+        while not any(
+            c.email == email and c.method == "generateContent" for c in fake.calls[n_calls:]
+        ):
             assert time.monotonic() < deadline, "the request never reached the fake"
             time.sleep(0.01)
         assert d.proc is not None
         d.proc.send_signal(signal.SIGTERM)
         # New connections are refused while the old request is still running.
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 1.5
         while not refused(port):
             assert time.monotonic() < deadline, "the proxy still accepts connections after SIGTERM"
             time.sleep(0.02)
@@ -411,8 +484,12 @@ def test_no_account_start_fails_until_zai_is_enabled_then_agctl_shutdown(make_da
     assert json.loads(res.stdout)["error"] == {"kind": "no_account", "message": NO_ACCOUNT}
     assert refused(port)
 
-    for key, value in (("zai.enabled", "true"), ("zai.api_key", "sk-zai-test-0123456789"),
-                       ("zai.base_url", DEAD_URL), ("zai.dispatch_mode", "pooled")):
+    for key, value in (
+        ("zai.enabled", "true"),
+        ("zai.api_key", "sk-zai-test-0123456789"),
+        ("zai.base_url", DEAD_URL),
+        ("zai.dispatch_mode", "pooled"),
+    ):
         d.admin("PUT", f"/config/{key}", json={"value": value})
     res = d.ctl("start")
     assert res.returncode == 0, res.stderr
@@ -429,7 +506,9 @@ def test_no_account_start_fails_until_zai_is_enabled_then_agctl_shutdown(make_da
     assert d.ctl("status").returncode == 3
 
 
-def test_taken_port_fails_auto_start_and_agctl_start_then_sigint_stops_cleanly(make_daemon: Any) -> None:
+def test_taken_port_fails_auto_start_and_agctl_start_then_sigint_stops_cleanly(
+    make_daemon: Any,
+) -> None:
     taken = taken_port()
     port = taken.getsockname()[1]
     try:
@@ -476,7 +555,11 @@ def test_lan_access_binds_all_interfaces_then_sigterm_stops_cleanly(make_daemon:
     # LAN off while still bound to 0.0.0.0: auth must not drop to "off" before the restart.
     d.admin("PUT", "/config/proxy.allow_lan_access", json={"value": "false"})
     p = d.status["proxy"]
-    assert (p["host"], p["restart_pending"], p["auth_mode"]) == ("0.0.0.0", True, "all_except_health")
+    assert (p["host"], p["restart_pending"], p["auth_mode"]) == (
+        "0.0.0.0",
+        True,
+        "all_except_health",
+    )
     assert raw_http(port, "/v1/models")[0] == 401
 
     assert d.ctl("restart").returncode == 0
@@ -514,25 +597,25 @@ def start_over_stale_socket(d: Daemon) -> None:
     d.wait_ready()
 
 
-def test_stale_socket_file_is_replaced(make_daemon: Any, short_tmp: Path) -> None:
+def test_stale_sockets_are_replaced(make_daemon: Any, short_tmp: Path) -> None:
     home = short_tmp / "stale"
     run = home / "run"
     run.mkdir(parents=True, mode=0o700)
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(run / "agctl.sock"))
     s.close()  # left behind, nobody listening
-    d = make_daemon(serving_config(free_port(), proxy={"auto_start": False}), home=home, start=False)
-    start_over_stale_socket(d)
-    assert d.ctl("status").returncode == 0
-    assert _mode(d.socket) == 0o600
-    assert "removing stale admin socket" in d.log()
+    d1 = make_daemon(
+        serving_config(free_port(), proxy={"auto_start": False}), home=home, start=False
+    )
+    start_over_stale_socket(d1)
+    assert d1.ctl("status").returncode == 0
+    assert _mode(d1.socket) == 0o600
+    assert "removing stale admin socket" in d1.log()
 
-
-def test_socket_of_a_killed_daemon_is_replaced(make_daemon: Any) -> None:
-    d1 = make_daemon(serving_config(free_port(), proxy={"auto_start": False}))
-    d1.proc.kill()
+    assert d1.proc is not None
+    d1.proc.kill()  # a crash: no cleanup
     d1.proc.wait()
-    assert d1.socket.exists()  # SIGKILL: no cleanup
-    d2 = make_daemon(home=d1.home, start=False)
+    assert d1.socket.exists()
+    d2 = make_daemon(home=home, start=False)
     start_over_stale_socket(d2)
     assert d2.ctl_json("status")["daemon"]["pid"] == d2.proc.pid
