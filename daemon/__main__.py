@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from daemon import __version__, config as config_mod, logs, paths as paths_mod
@@ -39,6 +40,9 @@ async def _amain(args: argparse.Namespace, target: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Everything the daemon creates (config, accounts, the monitor DB and its
+    # -wal/-shm files, the socket) is private to the user.
+    os.umask(0o077)
     target = logs.setup(args.log_level)
     try:
         import uvloop

@@ -21,6 +21,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _stderr_is_journal() -> bool:
+    """systemd sets JOURNAL_STREAM=<dev>:<inode> of the stream it connected;
+    only when stderr is still that stream do logs belong in the journal (a
+    value inherited into a terminal must not hide them there)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 def setup(level: str = "INFO") -> str:
     """Configure the root logger; returns where logs go (for status)."""
     root = logging.getLogger()
@@ -29,7 +44,7 @@ def setup(level: str = "INFO") -> str:
     flt = RedactingFilter()
     targets = ["stderr"]
     handler: logging.Handler
-    if os.environ.get("JOURNAL_STREAM"):
+    if _stderr_is_journal():
         try:
             from systemd.journal import JournalHandler
 

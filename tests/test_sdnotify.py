@@ -215,12 +215,26 @@ def test_journal_stream_selects_the_journal_handler(
 ) -> None:
     from systemd.journal import JournalHandler
 
-    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    monkeypatch.setenv("JOURNAL_STREAM", _stderr_stream())
     assert logs.setup("DEBUG") == "journald"
     (handler,) = root_logger.handlers
     assert isinstance(handler, JournalHandler)
     assert any(isinstance(f, logs.RedactingFilter) for f in handler.filters)
     assert root_logger.level == logging.DEBUG
+
+
+def _stderr_stream() -> str:
+    st = os.fstat(sys.stderr.fileno())
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def test_journal_stream_of_another_stream_keeps_stderr(
+    root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A JOURNAL_STREAM inherited by a process whose stderr is elsewhere (a
+    # terminal): systemd's rule is to log to the journal only when it matches.
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    assert logs.setup("INFO") == "stderr"
 
 
 def test_stderr_without_journal_stream(
@@ -235,7 +249,7 @@ def test_stderr_without_journal_stream(
 def test_journal_stream_without_systemd_python_falls_back_to_stderr(
     root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    monkeypatch.setenv("JOURNAL_STREAM", _stderr_stream())
     monkeypatch.setitem(sys.modules, "systemd.journal", None)  # import fails
     monkeypatch.setitem(sys.modules, "systemd", None)
     assert logs.setup("INFO") == "stderr"
@@ -246,7 +260,9 @@ def test_journal_stream_without_systemd_python_falls_back_to_stderr(
 def test_daemon_under_journald_reports_it_in_status(make_daemon: Any) -> None:
     if not HAVE_SYSTEMD_PYTHON:
         pytest.skip("systemd-python is not installed")
-    d = make_daemon(
-        serving_config(free_port(), proxy={"auto_start": False}), env={"JOURNAL_STREAM": "8:12345"}
-    )
+    d = make_daemon(serving_config(free_port(), proxy={"auto_start": False}), start=False)
+    d.home.mkdir(parents=True, exist_ok=True)
+    d.log_path.touch()
+    st = d.log_path.stat()  # the daemon's stderr is this file: as systemd would connect it
+    d.start(extra_env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
     assert d.status["daemon"]["logs"] == "journald"
