@@ -13,7 +13,7 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from daemon.dispatch import Attempt, RequestCtx
-from daemon.errors import GatewayError, NoAccountAvailable
+from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
 from daemon.proxy.serving import (
     decode_body,
     finish_ctx,
@@ -38,15 +38,51 @@ def _zai_mode(svc: Any) -> str:
     return str(z.dispatch_mode)
 
 
-def _use_zai_first(svc: Any) -> bool:
+def _zai_knows(svc: Any, client_model: str) -> bool:
+    """Whether z.ai has a glm-* model for this name (a gemini-* name has none)."""
+    from daemon.protocols import zai as zai_tr
+
+    try:
+        zai_tr.zai_model(client_model, svc.config.zai.models)
+    except ModelNotFound:
+        return False
+    return True
+
+
+def _use_zai_first(svc: Any, client_model: str) -> bool:
     mode = _zai_mode(svc)
     if mode == "exclusive":
         return True
-    if mode == "pooled":
+    if mode == "pooled" and _zai_knows(svc, client_model):
         # z.ai is one more slot in the rotation.
-        slots = svc.pool.active_count() + 1
+        slots: int = svc.pool.active_count() + 1
         return next(_pooled_counter) % slots == 0
     return False
+
+
+def _thinking_model(svc: Any, body: dict[str, Any], model: str) -> str:
+    """Claude Code asks for ``claude-sonnet-4-5-<date>`` with thinking on; the
+    upstream thinks only on the ``-thinking`` variant, so use it when the pool
+    has it (else thinking would silently never come back)."""
+    th = body.get("thinking")
+    if not isinstance(th, dict) or th.get("type") not in ("enabled", "adaptive"):
+        return model
+    if not model.startswith("claude") or model.endswith("-thinking"):
+        return model
+    alt = model + "-thinking"
+    return alt if alt in svc.pool.available_models() else model
+
+
+def _anthropic_error(exc: GatewayError) -> GatewayError:
+    """Anthropic clients act on the status (the SDK picks its exception by
+    it, Claude Code retries 429/529): "nothing in the pool can serve" is a
+    429 rate_limit_error when a retry time is known, else a 529
+    overloaded_error — never a 503 carrying either type."""
+    if isinstance(exc, NoAccountAvailable):
+        if exc.retry_after is not None:
+            return RateLimited(exc.message, retry_after=exc.retry_after)
+        return Overloaded(exc.message)
+    return exc
 
 
 async def _serve_zai(request: Request[Any, Any, Any], body: dict[str, Any], ctx: RequestCtx) -> Response[Any] | Stream:
@@ -101,7 +137,9 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
         body = await decode_body(request)
         client_model = model_of(body)
         ctx.client_model = client_model
-        if mode != "off" and _use_zai_first(svc):
+        zai_tried = False
+        if mode != "off" and _use_zai_first(svc, client_model):
+            zai_tried = True
             try:
                 return await _serve_zai(request, body, ctx)
             except GatewayError as exc:
@@ -109,7 +147,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
                     raise
                 log.info("z.ai failed (%s); failing over to Google accounts", exc.message)
                 ctx.attempts.append(Attempt(account="z.ai", status=exc.status, error=exc.message[:300]))
-        model = svc.dispatcher.resolve_model(client_model)
+        model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
         call = anthropic.to_gemini(body, model=model, store=store)
         call.extra.setdefault("id", "msg_" + secrets.token_hex(12))
         try:
@@ -121,7 +159,12 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
                 translator=lambda: anthropic.StreamTranslator(call, store),
             )
         except GatewayError as exc:
-            if mode in ("fallback", "pooled") and (isinstance(exc, NoAccountAvailable) or exc.status >= 429):
+            if (
+                mode in ("fallback", "pooled")
+                and (isinstance(exc, NoAccountAvailable) or exc.status >= 429)
+                and not zai_tried  # z.ai failed first already: Google's answer stands
+                and _zai_knows(svc, client_model)  # else the client hears why Google could not
+            ):
                 log.info("no Google account could serve (%s); falling back to z.ai", exc.message)
                 ctx.status, ctx.error, ctx.error_kind = 200, "", ""
                 return await _serve_zai(request, body, ctx)
@@ -130,7 +173,18 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
         if ctx.latency_ms is None:
             ctx.fail(exc)
             finish_ctx(svc, ctx)
-        raise
+        raise _anthropic_error(exc) from None
+
+
+async def _count_zai(
+    request: Request[Any, Any, Any], body: dict[str, Any], client_model: str
+) -> dict[str, Any]:
+    from daemon.protocols import zai as zai_tr
+
+    svc = service_of(request)
+    client = Zai(svc.http, svc.config.zai)
+    zbody = zai_tr.zai_request_body(body, zai_tr.zai_model(client_model, svc.config.zai.models))
+    return await client.count_tokens(zbody, {k.lower(): v for k, v in request.headers.items()})
 
 
 @post("/v1/messages/count_tokens", status_code=200)
@@ -143,22 +197,33 @@ async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = await decode_body(request)
         client_model = model_of(body)
         ctx.client_model = client_model
-        if _zai_mode(svc) == "exclusive":
-            from daemon.protocols import zai as zai_tr
-
-            client = Zai(svc.http, svc.config.zai)
-            zbody = zai_tr.zai_request_body(body, zai_tr.zai_model(client_model, svc.config.zai.models))
-            data = await client.count_tokens(zbody, {k.lower(): v for k, v in request.headers.items()})
+        mode = _zai_mode(svc)
+        if mode == "exclusive":
+            data = await _count_zai(request, body, client_model)
             finish_ctx(svc, ctx)
             return json_response(data)
-        model = svc.dispatcher.resolve_model(client_model)
+        model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
         ctx.model = model
         call = anthropic.to_gemini({**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(request))
-        total = await svc.dispatcher.count_tokens(call, ctx)
+        try:
+            total = await svc.dispatcher.count_tokens(call, ctx)
+        except GatewayError as exc:
+            # pooled / fallback: a proxy whose Google accounts cannot serve
+            # (or that has none) still counts, on z.ai.
+            if (
+                mode in ("pooled", "fallback")
+                and (isinstance(exc, NoAccountAvailable) or exc.status >= 429)
+                and _zai_knows(svc, client_model)
+            ):
+                data = await _count_zai(request, body, client_model)
+                ctx.account = "z.ai"
+                finish_ctx(svc, ctx)
+                return json_response(data)
+            raise
     except GatewayError as exc:
         ctx.fail(exc)
         finish_ctx(svc, ctx)
-        raise
+        raise _anthropic_error(exc) from None
     finish_ctx(svc, ctx)
     return json_response({"input_tokens": total})
 

@@ -12,7 +12,6 @@ import msgspec
 
 from daemon.config import ZaiConfig
 from daemon.errors import (
-    AuthenticationError,
     BadRequest,
     GatewayError,
     Overloaded,
@@ -37,7 +36,13 @@ def _error(status: int, body: bytes, headers: httpx.Headers) -> GatewayError:
     if status == 429:
         return RateLimited(f"z.ai: {message}", retry_after=retry_after)
     if status in (401, 403):
-        return AuthenticationError(f"z.ai rejected zai.api_key ({status}): {message}")
+        # The proxy's own key was refused, not the client's: never a 401 to
+        # the client (Claude Code would ask its user to log in again).
+        return UpstreamError(
+            f"z.ai rejected zai.api_key ({status}): {message}; "
+            "check `agctl config get zai.api_key`",
+            upstream_status=status,
+        )
     if status == 529 or status == 503:
         return Overloaded(f"z.ai overloaded: {message}")
     if 400 <= status < 500:
