@@ -680,11 +680,6 @@ def test_ping_while_upstream_is_silent(proxy: Daemon, fake: FakeGoogle, keepaliv
         assert s.get_final_text() == "sdk"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving.py/dispatch.py: the stream is opened only once the upstream's FIRST event "
-    "arrived (for failover), so a silence before it sends the client nothing at all",
-)
 def test_ping_while_upstream_is_silent_before_the_first_event(
     proxy: Daemon, fake: FakeGoogle, keepalive: float
 ) -> None:
@@ -703,6 +698,14 @@ def test_ping_while_upstream_is_silent_before_the_first_event(
         for _ in chunks:
             pass
     assert waited < 0.8, f"first byte after {waited:.1f}s: {first[:60]!r}"
+    # The SDK reads through the early keepalives to the late answer.
+    fake.script([Reply.silence(1.0, Reply.text("late answer"))])
+    client = anthropic.Anthropic(base_url=proxy.base_url, api_key=proxy.api_key, max_retries=0)
+    with client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "x"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "text" and final.content[0].text == "late answer"
 
 
 def test_failure_after_first_byte_is_an_error_event(proxy: Daemon, fake: FakeGoogle) -> None:

@@ -150,6 +150,11 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
         model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
         call = anthropic.to_gemini(body, model=model, store=store)
         call.extra.setdefault("id", "msg_" + secrets.token_hex(12))
+        can_fall_back = (
+            mode in ("fallback", "pooled")
+            and not zai_tried  # z.ai failed first already: Google's answer stands
+            and _zai_knows(svc, client_model)  # else the client hears why Google could not
+        )
         try:
             return await run_call(
                 request,
@@ -157,14 +162,10 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
                 call,
                 render=lambda resp: anthropic.from_gemini(resp, call=call, store=store),
                 translator=lambda: anthropic.StreamTranslator(call, store),
+                record_failure=not can_fall_back,  # one monitor row per request
             )
         except GatewayError as exc:
-            if (
-                mode in ("fallback", "pooled")
-                and (isinstance(exc, NoAccountAvailable) or exc.status >= 429)
-                and not zai_tried  # z.ai failed first already: Google's answer stands
-                and _zai_knows(svc, client_model)  # else the client hears why Google could not
-            ):
+            if can_fall_back and (isinstance(exc, NoAccountAvailable) or exc.status >= 429):
                 log.info("no Google account could serve (%s); falling back to z.ai", exc.message)
                 ctx.status, ctx.error, ctx.error_kind = 200, "", ""
                 return await _serve_zai(request, body, ctx)

@@ -202,21 +202,19 @@ async def run_call(
     translator: Callable[[], StreamTranslator],
     media_type: str = "text/event-stream",
     on_complete: Callable[[Any], None] | None = None,
+    record_failure: bool = True,
 ) -> Response[Any] | Stream:
     """Dispatch a translated call and answer whole or streamed. Errors before
-    the first byte propagate (the app turns them into protocol errors)."""
+    the first byte propagate (the app turns them into protocol errors); with
+    ``record_failure=False`` the caller records them (it may still serve the
+    request another way, e.g. z.ai fallback)."""
     svc = service_of(request)
     ctx.client_model = call.client_model
     ctx.model = call.model
     ctx.stream = call.stream
     try:
         if call.stream:
-            events = await svc.dispatcher.stream(call, ctx)
-            tr = translator()
-            gen = relay(
-                events, tr, ctx, lambda: _stream_done(svc, ctx, tr, on_complete), svc.config.proxy.stream_keepalive
-            )
-            return stream_response(gen, {"x-antigravity-model": call.model}, media_type)
+            return await _open_stream(svc, ctx, call, translator(), media_type, on_complete)
         resp = await svc.dispatcher.generate(call, ctx)
         out = render(resp)
         if svc.config.monitor.log_bodies:
@@ -227,9 +225,84 @@ async def run_call(
         finish_ctx(svc, ctx)
         return json_response(out, headers={"x-antigravity-model": call.model})
     except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
+        if record_failure:
+            ctx.fail(exc)
+            finish_ctx(svc, ctx)
         raise
+
+
+async def _open_stream(
+    svc: Any,
+    ctx: RequestCtx,
+    call: GeminiCall,
+    tr: StreamTranslator,
+    media_type: str,
+    on_complete: Callable[[Any], None] | None,
+) -> Stream:
+    """Failover happens while nothing has gone to the client. When the
+    upstream stays silent past ``proxy.stream_keepalive`` before its first
+    event (long thinking, a slow failover), the 200 is sent anyway with SSE
+    comment keepalives, so clients and middleboxes do not time out; a
+    failure after that ends the stream with the protocol's error event."""
+    keepalive = float(svc.config.proxy.stream_keepalive)
+    opening = asyncio.ensure_future(svc.dispatcher.stream(call, ctx))
+    try:
+        done, _ = await asyncio.wait({opening}, timeout=keepalive)
+    except asyncio.CancelledError:
+        opening.cancel()
+        raise
+    headers = {"x-antigravity-model": call.model}
+
+    def on_done() -> None:
+        _stream_done(svc, ctx, tr, on_complete)
+
+    if done:
+        events = opening.result()  # a GatewayError here is a clean protocol error
+        return stream_response(relay(events, tr, ctx, on_done, keepalive), headers, media_type)
+    sse_mode = media_type == "text/event-stream"
+    return stream_response(_late_relay(opening, tr, ctx, on_done, keepalive, sse_mode), headers, media_type)
+
+
+async def _late_relay(
+    opening: asyncio.Future[AsyncIterator[dict[str, Any]]],
+    tr: StreamTranslator,
+    ctx: RequestCtx,
+    on_done: Callable[[], None],
+    keepalive: float,
+    sse_mode: bool,
+) -> AsyncIterator[bytes]:
+    events: AsyncIterator[dict[str, Any]] | None = None
+    try:
+        while True:
+            done, _ = await asyncio.wait({opening}, timeout=keepalive)
+            if done:
+                break
+            if sse_mode:
+                yield b": keepalive\n\n"  # an SSE comment: every SSE parser skips it
+        try:
+            events = opening.result()
+        except GatewayError as exc:
+            ctx.fail(exc)
+            yield tr.fail(exc)
+            on_done()
+            return
+    except BaseException:
+        if not opening.done():
+            opening.cancel()
+        else:
+            _spawn(_close_opened(opening))
+        on_done()
+        raise
+    async for chunk in relay(events, tr, ctx, on_done, keepalive):
+        yield chunk
+
+
+async def _close_opened(opening: asyncio.Future[AsyncIterator[dict[str, Any]]]) -> None:
+    with contextlib.suppress(BaseException):
+        events = opening.result()
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _stream_done(svc: Any, ctx: RequestCtx, tr: Any, on_complete: Callable[[Any], None] | None) -> None:
