@@ -101,7 +101,7 @@ def cmd_status(ctx: Ctx) -> int:
         lines.append(f"         {p['host']}:{p['port']}  base URL {p['base_url']}")
     else:
         lines.append(f"         would bind {p['host']}:{p['port']}")
-    auth = p["auth_mode"] + (f" (auto)" if p["auth_mode_setting"] == "auto" else "")
+    auth = p["auth_mode"] + (" (auto)" if p["auth_mode_setting"] == "auto" else "")
     lines.append(f"auth     {auth}")
     if p.get("restart_pending"):
         lines.append("         config changed: run `agctl restart` to apply the new port / LAN setting")
@@ -159,7 +159,14 @@ def cmd_config(ctx: Ctx) -> int:
     if a.config_cmd == "get":
         data = ctx.client.request("GET", f"/config/{a.key}")
         val = data["value"]
-        ctx.out(data, json.dumps(val) if isinstance(val, dict | list) else str(val).lower() if isinstance(val, bool) else str(val))
+        ctx.out(
+            data,
+            json.dumps(val)
+            if isinstance(val, dict | list)
+            else str(val).lower()
+            if isinstance(val, bool)
+            else str(val),
+        )
         return EXIT_OK
     data = ctx.client.request("PUT", f"/config/{a.key}", json={"value": a.value})
     if data["value"] is None:  # `set models.X ""` removes a mapping
@@ -208,8 +215,13 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> None:
                 item += f" (reset {_until(q['reset_time'])})"
             quota.append(item)
         table.add_row(
-            acc["id"], acc["email"], acc["tier"] or "-", state, acc["project"] or "-",
-            "\n".join(quota) or "-", _ago(acc.get("last_used")),
+            acc["id"],
+            acc["email"],
+            acc["tier"] or "-",
+            state,
+            acc["project"] or "-",
+            "\n".join(quota) or "-",
+            _ago(acc.get("last_used")),
         )
     console = _console()
     if not console.is_terminal:
@@ -223,7 +235,11 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> None:
 
 def _print_account(ctx: Ctx, data: dict[str, Any], verb: str) -> None:
     acc = data["account"]
-    ctx.out(data, f"{verb} {acc['email']} (id {acc['id']}, tier {acc['tier'] or '-'}, project {acc['project'] or '-'}, {len(acc['models'])} models)")
+    ctx.out(
+        data,
+        f"{verb} {acc['email']} (id {acc['id']}, tier {acc['tier'] or '-'}, "
+        f"project {acc['project'] or '-'}, {len(acc['models'])} models)",
+    )
 
 
 def cmd_accounts(ctx: Ctx) -> int:
@@ -243,7 +259,11 @@ def cmd_accounts(ctx: Ctx) -> int:
         return EXIT_OK
     if sub == "add":
         if a.refresh_token:
-            _print_account(ctx, c.request("POST", "/accounts", json={"refresh_token": a.refresh_token}, timeout=120), "added")
+            _print_account(
+                ctx,
+                c.request("POST", "/accounts", json={"refresh_token": a.refresh_token}, timeout=120),
+                "added",
+            )
             return EXIT_OK
         return _login(ctx)
     if sub == "import-ide":
@@ -257,7 +277,11 @@ def cmd_accounts(ctx: Ctx) -> int:
         ctx.out(data, f"removed {data['removed']['email']}")
         return EXIT_OK
     if sub in ("enable", "disable", "reset"):
-        _print_account(ctx, c.request("POST", f"/accounts/{a.ref}/{sub}"), f"{sub}d" if sub != "reset" else "cooldowns cleared for")
+        _print_account(
+            ctx,
+            c.request("POST", f"/accounts/{a.ref}/{sub}"),
+            f"{sub}d" if sub != "reset" else "cooldowns cleared for",
+        )
         return EXIT_OK
     if sub == "refresh":
         if a.ref:
@@ -265,10 +289,14 @@ def cmd_accounts(ctx: Ctx) -> int:
             return EXIT_OK
         data = c.request("POST", "/accounts-refresh", timeout=300)
         failed = [r for r in data["results"] if not r["ok"]]
-        text = "\n".join(
-            f"{'ok    ' if r['ok'] else 'FAILED'} {r['account']['email']}" + (f": {r['error']}" if not r["ok"] else "")
-            for r in data["results"]
-        ) or "no accounts"
+        text = (
+            "\n".join(
+                f"{'ok    ' if r['ok'] else 'FAILED'} {r['account']['email']}"
+                + (f": {r['error']}" if not r["ok"] else "")
+                for r in data["results"]
+            )
+            or "no accounts"
+        )
         ctx.out(data, text)
         return EXIT_FAILED if failed else EXIT_OK
     raise CtlError(f"unknown accounts command {sub}", EXIT_USAGE)
@@ -282,14 +310,25 @@ def _login(ctx: Ctx) -> int:
     deadline = time.time() + float(a.timeout)
     try:
         if a.no_browser:
-            print("Open this URL in a browser, sign in, then paste the URL it redirects to\n"
-                  "(it starts with http://localhost…/oauth-callback and may show an error page):\n", file=sys.stderr)
+            print(
+                "Open this URL in a browser, sign in, then paste the URL it redirects to\n"
+                "(it starts with http://localhost…/oauth-callback and may show an error page):\n",
+                file=sys.stderr,
+            )
             print(url, file=sys.stderr)
             pasted = input("\nredirect URL or code: ") if sys.stdin.isatty() else sys.stdin.readline()
             c.request("POST", f"/accounts/login/{lid}/code", json={"redirect": pasted.strip()})
         else:
             opened = os.environ.get("AGCTL_NO_OPEN") != "1" and webbrowser.open(url)
-            print(("Opened your browser to sign in. If it did not open, visit:\n" if opened else "Sign in here:\n") + url, file=sys.stderr)
+            print(
+                (
+                    "Opened your browser to sign in. If it did not open, visit:\n"
+                    if opened
+                    else "Sign in here:\n"
+                )
+                + url,
+                file=sys.stderr,
+            )
         spinner = None
         if not ctx.json and sys.stderr.isatty():
             spinner = _console().status("waiting for the Google sign-in…")
@@ -298,8 +337,15 @@ def _login(ctx: Ctx) -> int:
             while True:
                 left = deadline - time.time()
                 if left <= 0:
-                    raise CtlError(f"timed out after {a.timeout} s waiting for the sign-in: nothing was added")
-                data = c.request("POST", f"/accounts/login/{lid}/wait", params={"timeout": min(20.0, left)}, timeout=min(20.0, left) + 60)
+                    raise CtlError(
+                        f"timed out after {a.timeout} s waiting for the sign-in: nothing was added"
+                    )
+                data = c.request(
+                    "POST",
+                    f"/accounts/login/{lid}/wait",
+                    params={"timeout": min(20.0, left)},
+                    timeout=min(20.0, left) + 60,
+                )
                 if not data.get("pending"):
                     break
         finally:
@@ -406,8 +452,7 @@ def cmd_logs(ctx: Ctx) -> int:
             print("no requests logged (the monitor is off: `agctl monitor on`)")
     if not ctx.json and data.get("dropped"):
         print(
-            f"({data['dropped']} row(s) dropped since the daemon started: "
-            "the log could not keep up)",
+            f"({data['dropped']} row(s) dropped since the daemon started: the log could not keep up)",
             file=sys.stderr,
         )
     if not a.follow:
@@ -452,8 +497,13 @@ def cmd_stats(ctx: Ctx) -> int:
         table.add_column(h, justify="left" if h == a.by.upper() else "right")
     for r in [*data["groups"], data["total"]]:
         table.add_row(
-            str(r["key"] or "-"), str(r["requests"]), str(r["errors"]), f"{r['input_tokens']:,}",
-            f"{r['output_tokens']:,}", ms(r["p50_ms"]), ms(r["p95_ms"]),
+            str(r["key"] or "-"),
+            str(r["requests"]),
+            str(r["errors"]),
+            f"{r['input_tokens']:,}",
+            f"{r['output_tokens']:,}",
+            ms(r["p50_ms"]),
+            ms(r["p95_ms"]),
             end_section=r is data["groups"][-1],
         )
     console = _console()
@@ -470,13 +520,18 @@ def cmd_monitor(ctx: Ctx) -> int:
     if state is None:
         info = ctx.client.request("GET", "/monitor")
         mib = info["size_bytes"] / (1024 * 1024)
-        ctx.out(info, "\n".join([
-            f"monitor  {'on' if info['enabled'] else 'off'}  {info['path']} ({mib:.1f} MiB)",
-            f"         {info['written']} written, {info['dropped']} dropped, "
-            f"{info['pending']} queued since start",
-            f"         keeps {info['retention_days']} day(s), at most {info['max_rows']:,} rows"
-            + ("; bodies logged" if info["log_bodies"] else ""),
-        ]))
+        ctx.out(
+            info,
+            "\n".join(
+                [
+                    f"monitor  {'on' if info['enabled'] else 'off'}  {info['path']} ({mib:.1f} MiB)",
+                    f"         {info['written']} written, {info['dropped']} dropped, "
+                    f"{info['pending']} queued since start",
+                    f"         keeps {info['retention_days']} day(s), at most {info['max_rows']:,} rows"
+                    + ("; bodies logged" if info["log_bodies"] else ""),
+                ]
+            ),
+        )
         return EXIT_OK
     data = ctx.client.request("POST", f"/monitor/{state}")
     ctx.out(data, f"monitor {'on' if data['enabled'] else 'off'}")
@@ -532,13 +587,17 @@ def cmd_service(ctx: Ctx) -> int:
             _run_all(cmds)
         existed = target.exists()
         target.unlink(missing_ok=True)
-        ctx.out({"removed": str(target), "existed": existed, "commands": cmds},
-                f"removed {target}" + ("" if a.now else "\nalso run: " + " && ".join(cmds)))
+        ctx.out(
+            {"removed": str(target), "existed": existed, "commands": cmds},
+            f"removed {target}" + ("" if a.now else "\nalso run: " + " && ".join(cmds)),
+        )
         return EXIT_OK
     if a.now:
         _run_all(cmds)
-    ctx.out({"installed": str(target), "commands": cmds, "ran": bool(a.now)},
-            f"wrote {target}\n" + ("started it" if a.now else "now run:\n  " + "\n  ".join(cmds)))
+    ctx.out(
+        {"installed": str(target), "commands": cmds, "ran": bool(a.now)},
+        f"wrote {target}\n" + ("started it" if a.now else "now run:\n  " + "\n  ".join(cmds)),
+    )
     return EXIT_OK
 
 
@@ -566,11 +625,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     common.add_argument("--socket", default=argparse.SUPPRESS, help="admin socket path (or AGCTL_SOCKET)")
 
-    p = _Parser(prog="agctl", description="Control antigravityd (the local Antigravity gateway).", parents=[common])
+    p = _Parser(
+        prog="agctl", description="Control antigravityd (the local Antigravity gateway).", parents=[common]
+    )
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -587,12 +650,21 @@ def build_parser() -> argparse.ArgumentParser:
     asub = acc.add_subparsers(dest="accounts_cmd", parser_class=_Parser)
     asub.add_parser("list", help="list accounts", parents=[common])
     add_p = asub.add_parser("add", help="add an account (browser sign-in)", parents=[common])
-    add_p.add_argument("--no-browser", action="store_true", help="print the URL and paste the redirect URL back")
+    add_p.add_argument(
+        "--no-browser", action="store_true", help="print the URL and paste the redirect URL back"
+    )
     add_p.add_argument("--refresh-token", help="add from a refresh token, no browser")
     add_p.add_argument("--timeout", type=int, default=300, help="seconds to wait for the sign-in")
-    imp = asub.add_parser("import-ide", help="import the Antigravity IDE's signed-in account", parents=[common])
+    imp = asub.add_parser(
+        "import-ide", help="import the Antigravity IDE's signed-in account", parents=[common]
+    )
     imp.add_argument("path", nargs="?", help="path of state.vscdb (default: the IDE's)")
-    for name, h in (("remove", "remove"), ("enable", "enable"), ("disable", "disable"), ("reset", "clear cooldowns of")):
+    for name, h in (
+        ("remove", "remove"),
+        ("enable", "enable"),
+        ("disable", "disable"),
+        ("reset", "clear cooldowns of"),
+    ):
         sp = asub.add_parser(name, help=f"{h} an account", parents=[common])
         sp.add_argument("ref", metavar="ID-or-EMAIL")
     ref = asub.add_parser("refresh", help="refresh tokens and quota now", parents=[common])
@@ -625,7 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = add("stats", "usage statistics")
     stats.add_argument("--since", default="24h", help="window: e.g. 30m, 24h, 7d (default 24h)")
     stats.add_argument(
-        "--by", default="model", choices=["model", "account", "client"],
+        "--by",
+        default="model",
+        choices=["model", "account", "client"],
         help="group by upstream model, account, or client (Claude Code, Codex, an SDK: from the user agent)",
     )
 

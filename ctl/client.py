@@ -47,14 +47,28 @@ class AdminClient:
     def close(self) -> None:
         self._client.close()
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         if not self.socket.exists():
             raise Unreachable(self.socket, "socket file does not exist")
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:
-            resp = self._client.request(method, path, json=json, params={k: v for k, v in (params or {}).items() if v is not None}, **kwargs)
+            resp = self._client.request(
+                method,
+                path,
+                json=json,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                **kwargs,
+            )
         except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
             raise Unreachable(self.socket, type(exc).__name__) from None
         except httpx.TimeoutException:

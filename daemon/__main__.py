@@ -7,8 +7,12 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
-from daemon import __version__, config as config_mod, logs, paths as paths_mod
+from daemon import __version__, logs
+from daemon import config as config_mod
+from daemon import paths as paths_mod
 from daemon.errors import Conflict, GatewayError
 
 log = logging.getLogger("antigravityd")
@@ -38,6 +42,15 @@ async def _amain(args: argparse.Namespace, target: str) -> int:
     return await svc.run()
 
 
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """uvloop when installed (it comes with uvicorn[standard]), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Everything the daemon creates (config, accounts, the monitor DB and its
@@ -45,13 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     os.umask(0o077)
     target = logs.setup(args.log_level)
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is in uvicorn[standard]
-        runner = asyncio.run
-    try:
-        code = runner(_amain(args, target))
+        code = _run(_amain(args, target))
     except Conflict as exc:
         log.error("%s", exc.message)
         code = 1

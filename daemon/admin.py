@@ -113,7 +113,7 @@ async def config_set(request: Request[Any, Any, Any], key: str) -> dict[str, Any
     data = await body_json(request)
     raw = data.get("value")
     if not isinstance(raw, str):
-        raise BadRequest("body must be {\"value\": \"<string>\"}")
+        raise BadRequest('body must be {"value": "<string>"}')
     svc = _svc(request)
     value = svc.set_config(key, raw)
     shown = "(hidden)" if key in config_mod.SECRET_KEYS else value

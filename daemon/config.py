@@ -223,9 +223,7 @@ def _coerce(key: str, raw: str, typ: Any) -> Any:
     if origin is Literal:
         allowed = get_args(typ)
         if raw not in allowed:
-            raise ConfigError(
-                f"{key} must be one of {', '.join(allowed)}; got {raw!r}", param=key
-            )
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {raw!r}", param=key)
         return raw
     if origin is list:
         text = raw.strip()

@@ -21,6 +21,7 @@ import msgspec
 
 from daemon import models as models_mod
 from daemon.accounts.oauth import InvalidGrant
+from daemon.accounts.pool import Pool
 from daemon.accounts.store import Account
 from daemon.errors import (
     BadRequest,
@@ -118,7 +119,10 @@ def final_error(exc: UpstreamHTTPError | GatewayError) -> GatewayError:
         return exc
     if exc.status == 429:
         if exc.reason == "MODEL_CAPACITY_EXHAUSTED":
-            return Overloaded(f"the upstream has no capacity for this model now: {exc.message}", retry_after=exc.wait_seconds())
+            return Overloaded(
+                f"the upstream has no capacity for this model now: {exc.message}",
+                retry_after=exc.wait_seconds(),
+            )
         return RateLimited(f"rate limited upstream: {exc.message}", retry_after=exc.wait_seconds())
     if exc.status == 403:
         return PermissionDenied(f"upstream refused the account: {exc.message}")
@@ -134,8 +138,9 @@ class Dispatcher:
         self.service = service
 
     @property
-    def pool(self) -> Any:
-        return self.service.pool
+    def pool(self) -> Pool:
+        pool: Pool = self.service.pool
+        return pool
 
     def resolve_model(self, client_model: str) -> str:
         cfg = self.service.config
@@ -145,7 +150,7 @@ class Dispatcher:
 
     def _next_account(self, model: str, session_key: str | None, tried: set[str]) -> Account | None:
         try:
-            cands = self.pool.candidates(model, session_key)
+            cands: list[Account] = self.pool.candidates(model, session_key)
         except NoAccountAvailable:
             if not tried:
                 raise
@@ -182,14 +187,19 @@ class Dispatcher:
             token: str | None = None
             while True:
                 try:
-                    token = await pool.access_token(acct, force=refreshed, rejected=token if refreshed else None)
+                    token = await pool.access_token(
+                        acct, force=refreshed, rejected=token if refreshed else None
+                    )
                     result = await self._method(method, token, body_for(acct))
                 except InvalidGrant as exc:
                     record.status, record.error = 401, exc.message
                     last = exc
                     break
                 except UpstreamHTTPError as exc:
-                    record.status, record.error = exc.status, f"{exc.reason or exc.google_status}: {exc.message}"[:300]
+                    record.status, record.error = (
+                        exc.status,
+                        f"{exc.reason or exc.google_status}: {exc.message}"[:300],
+                    )
                     kind = pool.note_http_error(acct, model, exc)
                     if kind == "auth" and not refreshed:
                         refreshed = True
@@ -256,7 +266,9 @@ class Dispatcher:
 
         def body_for(acct: Account) -> bytes:
             if acct.project not in cache:
-                cache[acct.project] = _encode(envelope(project=acct.project, model=call.model, request=call.request))
+                cache[acct.project] = _encode(
+                    envelope(project=acct.project, model=call.model, request=call.request)
+                )
             return cache[acct.project]
 
         return body_for
@@ -275,7 +287,11 @@ class Dispatcher:
         return self._relay(resp, events, first, ctx)
 
     async def _relay(
-        self, resp: httpx.Response, events: AsyncIterator[dict[str, Any]], first: dict[str, Any], ctx: RequestCtx
+        self,
+        resp: httpx.Response,
+        events: AsyncIterator[dict[str, Any]],
+        first: dict[str, Any],
+        ctx: RequestCtx,
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             self._note_usage(first, ctx)
@@ -285,7 +301,9 @@ class Dispatcher:
                     self._note_usage(ev, ctx)
                     yield ev
             except httpx.TimeoutException:
-                raise UpstreamTimeout("the upstream stream went silent for too long (upstream.stream_idle_timeout)") from None
+                raise UpstreamTimeout(
+                    "the upstream stream went silent for too long (upstream.stream_idle_timeout)"
+                ) from None
             except httpx.HTTPError as exc:
                 raise UpstreamError(f"the upstream stream broke off: {type(exc).__name__}") from None
         finally:

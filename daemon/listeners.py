@@ -115,7 +115,7 @@ class Listener:
             log_config=None,
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=graceful,
+            timeout_graceful_shutdown=max(1, round(graceful)),
             timeout_keep_alive=75,
             server_header=False,
             date_header=False,

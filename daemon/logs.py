@@ -57,9 +57,7 @@ def setup(level: str = "INFO") -> str:
             pass
     if targets == ["stderr"]:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(flt)
         root.addHandler(handler)
     for noisy in ("httpx", "httpcore", "uvicorn.access", "uvicorn.error"):

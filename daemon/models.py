@@ -58,7 +58,7 @@ def strip_prefix(name: str) -> str:
     name = name.strip()
     for prefix in ("models/", "google/", "antigravity/"):
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return name
 
 

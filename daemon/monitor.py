@@ -93,9 +93,7 @@ COLUMNS = (
     "response_body",
 )
 _BODY_AT = COLUMNS.index("request_body")
-_TEXT_AT = tuple(
-    COLUMNS.index(c) for c in ("client_model", "model", "error", "attempts", "user_agent")
-)
+_TEXT_AT = tuple(COLUMNS.index(c) for c in ("client_model", "model", "error", "attempts", "user_agent"))
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -489,9 +487,7 @@ class Monitor:
         except sqlite3.Error:
             log.exception("monitor maintenance failed")
 
-    def apply_retention(
-        self, con: sqlite3.Connection | None = None, *, now: float | None = None
-    ) -> int:
+    def apply_retention(self, con: sqlite3.Connection | None = None, *, now: float | None = None) -> int:
         """Delete rows older than ``monitor.retention_days`` (0 keeps them);
         returns how many went. Without ``con`` it opens the file itself."""
         now = self._clock() if now is None else now
@@ -586,9 +582,7 @@ class Monitor:
             where.append("(client_model = ? OR model = ?)")
             args += [model, model]
         if account:
-            where.append(
-                "(account = ? COLLATE NOCASE OR (instr(?, '@') = 0 AND account LIKE ? || '@%'))"
-            )
+            where.append("(account = ? COLLATE NOCASE OR (instr(?, '@') = 0 AND account LIKE ? || '@%'))")
             args += [account, account, account]
         if since is not None:
             where.append("ts >= ?")

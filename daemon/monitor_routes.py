@@ -99,9 +99,7 @@ async def log_show(request: Request[Any, Any, Any], request_id: str) -> dict[str
 
 
 @get("/stats")
-async def stats(
-    request: Request[Any, Any, Any], since: str = "24h", by: str = "model"
-) -> dict[str, Any]:
+async def stats(request: Request[Any, Any, Any], since: str = "24h", by: str = "model") -> dict[str, Any]:
     if by not in STATS_BY:
         raise BadRequest(f"by must be one of {', '.join(STATS_BY)}", param="by")
     try:

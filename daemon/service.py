@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from daemon import __version__, config as config_mod
+from daemon import __version__
+from daemon import config as config_mod
 from daemon.accounts.pool import Pool
 from daemon.accounts.store import AccountStore
 from daemon.config import Config
@@ -105,9 +106,7 @@ class Service:
         config_mod.save(new, self.paths.config_file)
         self._config = new
         running = self.proxy_state.state in (State.RUNNING, State.STARTING)
-        if running and (
-            new.proxy.port != self.bound_port or new.bind_host() != self.bound_host
-        ):
+        if running and (new.proxy.port != self.bound_port or new.bind_host() != self.bound_host):
             self.restart_pending = True
         elif running:
             self.restart_pending = False

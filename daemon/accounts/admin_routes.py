@@ -19,9 +19,7 @@ def _upstream(exc: UpstreamHTTPError) -> GatewayError:
     return UpstreamError(f"Google answered {exc.status}: {exc.message}", upstream_status=exc.status)
 
 
-async def _add(
-    request: Request[Any, Any, Any], refresh_token: str, what: str, **kw: Any
-) -> Account:
+async def _add(request: Request[Any, Any, Any], refresh_token: str, what: str, **kw: Any) -> Account:
     """Add (or update) an account; a failure says what failed and that nothing
     was saved (the pool writes the account file only once everything worked)."""
     try:
@@ -94,7 +92,7 @@ async def login_wait(request: Request[Any, Any, Any], login_id: str, timeout: fl
     login = logins.get(login_id)
     try:
         got = await asyncio.wait_for(asyncio.shield(login.result), timeout=max(0.1, min(timeout, 60.0)))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         if time.time() - login.created > oauth.LOGIN_TIMEOUT:
             await logins.close(login_id)
             raise BadRequest(
@@ -116,8 +114,7 @@ async def login_wait(request: Request[Any, Any, Any], login_id: str, timeout: fl
             raise _not_added(exc, "the Google sign-in (exchanging the code for tokens)") from None
         if not tokens.refresh_token:
             raise BadRequest(
-                "Google returned no refresh token (consent was not offline): nothing was added; "
-                "try again"
+                "Google returned no refresh token (consent was not offline): nothing was added; try again"
             )
         acct = await _add(request, tokens.refresh_token, "the Google sign-in", tokens=tokens)
     finally:
@@ -169,7 +166,9 @@ async def accounts_refresh_all(request: Request[Any, Any, Any]) -> dict[str, Any
             await pool.refresh_account(acct)
             results.append({"account": acct.public(), "ok": True})
         except (GatewayError, UpstreamHTTPError) as exc:
-            results.append({"account": acct.public(), "ok": False, "error": str(getattr(exc, "message", exc))})
+            results.append(
+                {"account": acct.public(), "ok": False, "error": str(getattr(exc, "message", exc))}
+            )
     return {"results": results}
 
 

@@ -122,4 +122,6 @@ def read_refresh_token(path: str | None) -> tuple[str, Path]:
             raise BadRequest(f"{p}: the IDE's login state has an unknown format (no refresh token found)")
         return token, p
     names = ", ".join(str(p) for p in tried) or "(no default path on this platform)"
-    raise NotFound(f"no Antigravity IDE state found; tried {names}. Pass the path: `agctl accounts import-ide PATH`")
+    raise NotFound(
+        f"no Antigravity IDE state found; tried {names}. Pass the path: `agctl accounts import-ide PATH`"
+    )

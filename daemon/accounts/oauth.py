@@ -145,11 +145,18 @@ class Login:
     redirect_uri: str
     url: str
     created: float = field(default_factory=time.time)
-    result: asyncio.Future[dict[str, Any]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    result: asyncio.Future[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     server: asyncio.AbstractServer | None = None
 
     def public(self) -> dict[str, Any]:
-        return {"login_id": self.id, "url": self.url, "redirect_uri": self.redirect_uri, "timeout": LOGIN_TIMEOUT}
+        return {
+            "login_id": self.id,
+            "url": self.url,
+            "redirect_uri": self.redirect_uri,
+            "timeout": LOGIN_TIMEOUT,
+        }
 
 
 def build_auth_url(cfg: Config, *, state: str, challenge: str, redirect_uri: str) -> str:
@@ -261,9 +268,12 @@ class LoginManager:
                 return
             login.result.set_result({"code": code})
             await self._reply(
-                writer, 200, "Signed in", "antigravity got the login. You can close this tab and go back to the terminal."
+                writer,
+                200,
+                "Signed in",
+                "antigravity got the login. You can close this tab and go back to the terminal.",
             )
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             with contextlib.suppress(Exception):

@@ -29,7 +29,6 @@ RECHECK_MIN_INTERVAL = 60.0
 QUOTA_RECHECK_AFTER = 1800.0
 
 
-
 def tier_of(load: dict[str, Any]) -> str:
     """FREE / PRO / ULTRA from loadCodeAssist's paidTier / currentTier."""
     for key in ("paidTier", "currentTier"):
@@ -71,7 +70,9 @@ def models_of(data: dict[str, Any]) -> dict[str, ModelQuota]:
             remaining_fraction=frac,
             reset_time=reset,
             max_tokens=info.get("maxTokens") if isinstance(info.get("maxTokens"), int) else None,
-            max_output_tokens=info.get("maxOutputTokens") if isinstance(info.get("maxOutputTokens"), int) else None,
+            max_output_tokens=info.get("maxOutputTokens")
+            if isinstance(info.get("maxOutputTokens"), int)
+            else None,
             supports_thinking=bool(info.get("supportsThinking")),
             supports_images=bool(info.get("supportsImages")),
         )
@@ -258,7 +259,13 @@ class Pool:
         until = time.time() + seconds
         acct.cooldowns[model] = Cooldown(until=until, reason=reason)
         self.save(acct)
-        log.info("account %s cooling down for %s until %s (%s)", acct.email, model, time.strftime("%H:%M:%S", time.localtime(until)), reason)
+        log.info(
+            "account %s cooling down for %s until %s (%s)",
+            acct.email,
+            model,
+            time.strftime("%H:%M:%S", time.localtime(until)),
+            reason,
+        )
         return until
 
     def note_http_error(self, acct: Account, model: str | None, exc: UpstreamHTTPError) -> str:
@@ -286,13 +293,22 @@ class Pool:
                             wait = QUOTA_RECHECK_AFTER
                     self.set_cooldown(acct, model, wait, "QUOTA_EXHAUSTED")
                     return "quota"
-                self.set_cooldown(acct, model, wait if wait is not None else float(cfg.rate_limit_cooldown), exc.reason or "RATE_LIMITED")
+                self.set_cooldown(
+                    acct,
+                    model,
+                    wait if wait is not None else float(cfg.rate_limit_cooldown),
+                    exc.reason or "RATE_LIMITED",
+                )
             return "rate_limit"
         if exc.status == 401:
             return "auth"
         if exc.status == 403:
             if "VALIDATION_REQUIRED" in exc.message or exc.validation_url:
-                self.disable(acct, "validation required: open the validation URL, then `agctl accounts enable`", exc.validation_url)
+                self.disable(
+                    acct,
+                    "validation required: open the validation URL, then `agctl accounts enable`",
+                    exc.validation_url,
+                )
             else:
                 self.disable(acct, f"forbidden (403): {exc.message[:200]}")
             return "forbidden"
@@ -326,7 +342,9 @@ class Pool:
             try:
                 fixed = self.find(cfg.fixed_account)
             except NotFound:
-                raise NoAccountAvailable(f"scheduling.fixed_account {cfg.fixed_account!r} is not an account") from None
+                raise NoAccountAvailable(
+                    f"scheduling.fixed_account {cfg.fixed_account!r} is not an account"
+                ) from None
             if fixed not in usable:
                 raise self.why_none(model, now, only=[fixed])
             return [fixed]
@@ -379,8 +397,7 @@ class Pool:
         disabled = [a for a in accts if not a.enabled]
         if len(disabled) == len(accts):
             reasons = "; ".join(
-                f"{a.email}: {a.disabled_reason}"
-                + (f" ({a.validation_url})" if a.validation_url else "")
+                f"{a.email}: {a.disabled_reason}" + (f" ({a.validation_url})" if a.validation_url else "")
                 for a in disabled[:3]
             )
             return NoAccountAvailable(f"all accounts are disabled ({reasons}); see `agctl accounts list`")
@@ -438,7 +455,9 @@ class Pool:
     async def _background(self) -> None:
         while True:
             interval = self._config().scheduling.quota_refresh_interval
-            await asyncio.sleep(max(5.0, float(interval) if interval > 0 else 60.0) * random.uniform(0.9, 1.1))
+            await asyncio.sleep(
+                max(5.0, float(interval) if interval > 0 else 60.0) * random.uniform(0.9, 1.1)
+            )
             if interval <= 0:
                 continue
             for acct in list(self.accounts.values()):

@@ -64,9 +64,7 @@ class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
         """What the admin API shows: never a token."""
         now = time.time() if now is None else now
         cooling = {
-            m: {"until": c.until, "reason": c.reason}
-            for m, c in self.cooldowns.items()
-            if c.until > now
+            m: {"until": c.until, "reason": c.reason} for m, c in self.cooldowns.items() if c.until > now
         }
         if not self.enabled:
             state = "disabled"

@@ -201,11 +201,7 @@ def _number(body: Json, key: str, *, integer: bool = False) -> float | int | Non
     val = body.get(key)
     if val is None:
         return None
-    if (
-        isinstance(val, bool)
-        or not isinstance(val, int | float)
-        or (integer and isinstance(val, float))
-    ):
+    if isinstance(val, bool) or not isinstance(val, int | float) or (integer and isinstance(val, float)):
         raise _bad(key, f"Input should be a valid {'integer' if integer else 'number'}")
     return val
 
@@ -316,9 +312,7 @@ def _document_parts(block: Json, path: str, ctx: _Ctx) -> list[Json]:
     if kind == "content":
         inner = src.get("content")
         return [
-            p
-            for bp, b in _content_blocks(inner, f"{path}.source.content")
-            for p in _user_parts(b, bp, ctx)
+            p for bp, b in _content_blocks(inner, f"{path}.source.content") for p in _user_parts(b, bp, ctx)
         ]
     if kind == "file":
         raise _no_files_api(path)
@@ -327,8 +321,7 @@ def _document_parts(block: Json, path: str, ctx: _Ctx) -> list[Json]:
 
 def _search_result_text(block: Json, path: str) -> str:
     texts = [
-        str(b.get("text") or "")
-        for _, b in _content_blocks(block.get("content", []), f"{path}.content")
+        str(b.get("text") or "") for _, b in _content_blocks(block.get("content", []), f"{path}.content")
     ]
     head = " ".join(str(block.get(k) or "") for k in ("title", "source")).strip()
     return "\n".join(t for t in [head, *texts] if t)
@@ -383,9 +376,7 @@ def _function_response(block: Json, path: str, name: str, ctx: _Ctx) -> tuple[Js
 
 
 def _missing_response(call_id: str, name: str) -> Json:
-    return {
-        "functionResponse": {"name": name, "id": call_id, "response": {"error": MISSING_RESULT}}
-    }
+    return {"functionResponse": {"name": name, "id": call_id, "response": {"error": MISSING_RESULT}}}
 
 
 def _orphan_result_parts(block: Json, path: str, ctx: _Ctx) -> list[Json]:
@@ -545,8 +536,7 @@ def _final_tool_turn_unsigned(contents: list[Json]) -> bool:
 
 def _strip_thoughts(contents: list[Json]) -> list[Json]:
     return common.merge_turns(
-        {"role": c["role"], "parts": [p for p in c["parts"] if not _is_thought(p)]}
-        for c in contents
+        {"role": c["role"], "parts": [p for p in c["parts"] if not _is_thought(p)]} for c in contents
     )
 
 
@@ -644,7 +634,9 @@ def _system(body: Json) -> Json | None:
             if isinstance(content, str):
                 texts = [content]
             elif isinstance(content, list):
-                texts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+                texts = [
+                    b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+                ]
             else:
                 raise _bad(f"messages.{i}.content", "Input should be a valid string or a list of text blocks")
             parts.extend(p for p in (common.text_part(t) for t in texts if isinstance(t, str)) if p)
@@ -662,9 +654,7 @@ def _effort(body: Json) -> str | None:
     if effort is None:
         return None
     if effort not in EFFORT_BUDGETS:
-        raise _bad(
-            "output_config.effort", "Input should be " + ", ".join(repr(e) for e in EFFORT_BUDGETS)
-        )
+        raise _bad("output_config.effort", "Input should be " + ", ".join(repr(e) for e in EFFORT_BUDGETS))
     return str(effort)
 
 
@@ -761,11 +751,7 @@ def session_key_from_metadata(body: Json) -> str | None:
         parsed = json.loads(user_id)
     except ValueError:
         parsed = None
-    if (
-        isinstance(parsed, dict)
-        and isinstance(parsed.get("session_id"), str)
-        and parsed["session_id"]
-    ):
+    if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str) and parsed["session_id"]:
         return str(parsed["session_id"])
     if "_session_" in user_id:
         return user_id.rsplit("_session_", 1)[1] or user_id
@@ -1016,9 +1002,7 @@ class _Blocks:
             )
         )
         events.append(
-            self._delta(
-                {"type": "input_json_delta", "partial_json": json.dumps(args, ensure_ascii=False)}
-            )
+            self._delta({"type": "input_json_delta", "partial_json": json.dumps(args, ensure_ascii=False)})
         )
         events += self.close()
         return events
@@ -1134,9 +1118,7 @@ class StreamTranslator:
             return b""
         self._done = True
         events = self._message_start() + self._blocks.close()
-        stop = _stop_reason(
-            self._finish, had_tool_calls=self._blocks.had_tool_calls, blocked=self._blocked
-        )
+        stop = _stop_reason(self._finish, had_tool_calls=self._blocks.had_tool_calls, blocked=self._blocked)
         events.append(
             {
                 "type": "message_delta",

@@ -46,7 +46,9 @@ def thinking_budget_for_effort(effort: str | None) -> int | None:
     return EFFORT_BUDGETS[effort]
 
 
-def thinking_config(budget: int | None, max_output_tokens: int | None) -> tuple[dict[str, Any] | None, int | None]:
+def thinking_config(
+    budget: int | None, max_output_tokens: int | None
+) -> tuple[dict[str, Any] | None, int | None]:
     """thinkingConfig and the (maybe raised) maxOutputTokens.
 
     Upstream facts: use a budget (not thinkingLevel) through v1internal;
@@ -67,10 +69,28 @@ def thinking_config(budget: int | None, max_output_tokens: int | None) -> tuple[
 # Gemini's Schema object knows only these keys (UPSTREAM.md).
 SCHEMA_KEYS = frozenset(
     {
-        "type", "format", "title", "description", "nullable", "enum", "maxItems",
-        "minItems", "properties", "required", "minProperties", "maxProperties",
-        "minLength", "maxLength", "pattern", "example", "anyOf", "propertyOrdering",
-        "default", "items", "minimum", "maximum",
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
+        "maximum",
     }
 )
 _MAX_REF_DEPTH = 16
@@ -362,7 +382,9 @@ def merge_turns(contents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+\-]+/[\w.+\-]+)?(?P<params>(;[^,;]*)*?)?(;base64)?,(?P<data>.*)$", re.S)
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+\-]+/[\w.+\-]+)?(?P<params>(;[^,;]*)*?)?(;base64)?,(?P<data>.*)$", re.S
+)
 
 
 def parse_data_url(url: str) -> tuple[str, str]:

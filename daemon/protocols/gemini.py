@@ -107,7 +107,9 @@ def _clean_tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
-def to_gemini(body: dict[str, Any], *, model: str, store: SignatureStore, client_model: str = "", stream: bool = False) -> GeminiCall:
+def to_gemini(
+    body: dict[str, Any], *, model: str, store: SignatureStore, client_model: str = "", stream: bool = False
+) -> GeminiCall:
     req = camelize(body)
     req.pop("model", None)
     contents = req.get("contents")
@@ -125,7 +127,11 @@ def to_gemini(body: dict[str, Any], *, model: str, store: SignatureStore, client
         if not isinstance(parts, list):
             raise BadRequest(f"contents[{i}].parts must be a list", param=f"contents[{i}].parts")
         # A part with no data is rejected upstream; empty text is no data.
-        kept = [p for p in parts if isinstance(p, dict) and not (set(p) <= {"text", "thought"} and not p.get("text"))]
+        kept = [
+            p
+            for p in parts
+            if isinstance(p, dict) and not (set(p) <= {"text", "thought"} and not p.get("text"))
+        ]
         if kept:
             clean_contents.append({"role": c.get("role") or "user", "parts": kept})
     if not clean_contents:
@@ -158,10 +164,18 @@ def to_gemini(body: dict[str, Any], *, model: str, store: SignatureStore, client
     if first_user:
         text = "".join(p.get("text", "") for p in first_user["parts"] if isinstance(p, dict))
         session = text_hash(text) if text else None
-    thinking = bool(((gc or {}).get("thinkingConfig") or {}).get("includeThoughts")) if isinstance(gc, dict) else False
+    thinking = (
+        bool(((gc or {}).get("thinkingConfig") or {}).get("includeThoughts"))
+        if isinstance(gc, dict)
+        else False
+    )
     return GeminiCall(
-        request=req, client_model=client_model or model, model=model, stream=stream,
-        session_key=session, thinking=thinking,
+        request=req,
+        client_model=client_model or model,
+        model=model,
+        stream=stream,
+        session_key=session,
+        thinking=thinking,
     )
 
 

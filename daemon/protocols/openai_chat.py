@@ -69,9 +69,7 @@ def require_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def number_param(
-    body: dict[str, Any], key: str, *, integer: bool = False, param: str | None = None
-) -> Any:
+def number_param(body: dict[str, Any], key: str, *, integer: bool = False, param: str | None = None) -> Any:
     """``body[key]`` if it is a number (an integer when asked), None if absent."""
     value = body.get(key)
     if value is None:
@@ -170,9 +168,7 @@ def tool_config(choice: Any, names: dict[str, str], *, param: str) -> dict[str, 
     modes = {"none": "NONE", "auto": "AUTO", "required": "ANY"}
     if isinstance(choice, str):
         if choice not in modes:
-            raise BadRequest(
-                f"{param} must be one of none, auto, required, or a function", param=param
-            )
+            raise BadRequest(f"{param} must be one of none, auto, required, or a function", param=param)
         return {"functionCallingConfig": {"mode": modes[choice]}}
     if isinstance(choice, dict):
         fn = choice.get("function")
@@ -271,9 +267,7 @@ def _function_tools(tools: Any) -> tuple[list[dict[str, Any]], dict[str, str], l
             continue
         fn = tool.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise BadRequest(
-                f"tools[{i}].function.name is required", param=f"tools[{i}].function.name"
-            )
+            raise BadRequest(f"tools[{i}].function.name is required", param=f"tools[{i}].function.name")
         desc = fn.get("description")
         decl = common.function_declaration(
             fn["name"], desc if isinstance(desc, str) else None, fn.get("parameters")
@@ -320,9 +314,7 @@ def _content_part(item: Any, *, param: str, role: str) -> dict[str, Any] | None:
         image = item.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
         if not isinstance(url, str):
-            raise BadRequest(
-                f"{param}.image_url.url must be a string", param=f"{param}.image_url.url"
-            )
+            raise BadRequest(f"{param}.image_url.url must be a string", param=f"{param}.image_url.url")
         return _inline(url, param=f"{param}.image_url.url")
     if kind == "input_audio":
         audio = item.get("input_audio")
@@ -331,17 +323,13 @@ def _content_part(item: Any, *, param: str, role: str) -> dict[str, Any] | None:
                 f"{param}.input_audio.data must be base64 audio", param=f"{param}.input_audio.data"
             )
         fmt = str(audio.get("format") or "wav")
-        return {
-            "inlineData": {"mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"), "data": audio["data"]}
-        }
+        return {"inlineData": {"mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"), "data": audio["data"]}}
     if kind == "file":
         file = item.get("file")
         if not isinstance(file, dict):
             raise BadRequest(f"{param}.file must be an object", param=f"{param}.file")
         if isinstance(file.get("file_data"), str):
-            return _base64_file(
-                file["file_data"], file.get("filename"), param=f"{param}.file.file_data"
-            )
+            return _base64_file(file["file_data"], file.get("filename"), param=f"{param}.file.file_data")
         raise BadRequest(
             f"{param}.file: uploaded file ids are not supported; send the file inline as file_data",
             param=f"{param}.file.file_id",
@@ -360,9 +348,7 @@ def _content_parts(content: Any, *, param: str, role: str) -> list[dict[str, Any
         return [part] if part else []
     if not isinstance(content, list):
         raise BadRequest(f"{param} must be a string or a list of content parts", param=param)
-    parts = (
-        _content_part(item, param=f"{param}[{j}]", role=role) for j, item in enumerate(content)
-    )
+    parts = (_content_part(item, param=f"{param}[{j}]", role=role) for j, item in enumerate(content))
     return [p for p in parts if p]
 
 
@@ -371,9 +357,7 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            str(p.get("text"))
-            for p in content
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
+            str(p.get("text")) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     return ""
 
@@ -417,16 +401,10 @@ class _Conversation:
         parts = _content_parts(msg.get("content"), param=f"messages[{i}].content", role="assistant")
         calls = msg.get("tool_calls") or []
         if not isinstance(calls, list):
-            raise BadRequest(
-                f"messages[{i}].tool_calls must be a list", param=f"messages[{i}].tool_calls"
-            )
-        call_parts = [
-            self._tool_call(f"messages[{i}].tool_calls[{j}]", c) for j, c in enumerate(calls)
-        ]
+            raise BadRequest(f"messages[{i}].tool_calls must be a list", param=f"messages[{i}].tool_calls")
+        call_parts = [self._tool_call(f"messages[{i}].tool_calls[{j}]", c) for j, c in enumerate(calls)]
         if call_parts and self.family == "claude":
-            thinking = shared_extra.stored_turn_thinking(
-                self.store, call_parts[0]["functionCall"]["id"]
-            )
+            thinking = shared_extra.stored_turn_thinking(self.store, call_parts[0]["functionCall"]["id"])
             if thinking:
                 parts.insert(0, thinking)
         self.contents.append({"role": "model", "parts": parts + call_parts})
@@ -440,9 +418,7 @@ class _Conversation:
             raise BadRequest(f"{param}.id is required", param=f"{param}.id")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise BadRequest(f"{param}.function.name is required", param=f"{param}.function.name")
-        args = shared_extra.parse_arguments(
-            fn.get("arguments"), param=f"{param}.function.arguments"
-        )
+        args = shared_extra.parse_arguments(fn.get("arguments"), param=f"{param}.function.arguments")
         self.call_names[call_id] = fn["name"]
         part = shared_extra.function_call_part(fn["name"], args, call_id)
         if self.family == "gemini":
@@ -464,14 +440,10 @@ class _Conversation:
         extra: list[dict[str, Any]] = []
         if isinstance(content, list):
             # Images in a tool result ride next to the functionResponse.
-            extra = [
-                p for p in _content_parts(content, param=param, role="user") if "text" not in p
-            ]
+            extra = [p for p in _content_parts(content, param=param, role="user") if "text" not in p]
         elif content is not None and not isinstance(content, str):
             raise BadRequest(f"{param} must be a string or a list of content parts", param=param)
-        part = shared_extra.function_response_part(
-            self.call_names[call_id], call_id, _text_of(content)
-        )
+        part = shared_extra.function_response_part(self.call_names[call_id], call_id, _text_of(content))
         self.contents.append({"role": "user", "parts": [part, *extra]})
 
 
@@ -577,9 +549,7 @@ class _Choice:
             return {"content": piece.text}
         elif piece.kind == "call":
             seq = len(self.tool_calls)
-            call_id = piece.call_id or "call_" + shared_extra.derived_hex(
-                self._answer, f"{self.index}:{seq}"
-            )
+            call_id = piece.call_id or "call_" + shared_extra.derived_hex(self._answer, f"{self.index}:{seq}")
             self._recorder.call(call_id, piece.signature)
             tool_call = {
                 "id": call_id,
@@ -674,9 +644,7 @@ class StreamTranslator:
             }
         )
 
-    def _delta(
-        self, index: int, delta: dict[str, Any], finish: str | None = None
-    ) -> dict[str, Any]:
+    def _delta(self, index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
     def _choice(self, index: int) -> tuple[_Choice, bytes]:

@@ -70,9 +70,7 @@ def _candidates(resp: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     return [(c["index"] if isinstance(c.get("index"), int) else i, c) for i, c in enumerate(cands)]
 
 
-def _object(
-    call: GeminiCall, rid: str, created: int, choices: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _object(call: GeminiCall, rid: str, created: int, choices: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "id": rid,
         "object": "text_completion",

@@ -113,9 +113,7 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
     message): what the route stores, with the output items, as history."""
     value = body.get("input")
     if isinstance(value, str):
-        return [
-            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}
-        ]
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
     if isinstance(value, list):
         return value
     if value is None:
@@ -142,11 +140,7 @@ def _custom_declaration(tool: dict[str, Any], name: str) -> dict[str, Any]:
     desc = tool.get("description") if isinstance(tool.get("description"), str) else ""
     fmt = tool.get("format")
     hint = "The raw input for the tool."
-    if (
-        isinstance(fmt, dict)
-        and fmt.get("type") == "grammar"
-        and isinstance(fmt.get("definition"), str)
-    ):
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
         syntax = fmt.get("syntax", "")
         hint = f"The raw input; it must follow this {syntax} grammar:\n{fmt['definition']}"
     schema = {
@@ -219,9 +213,7 @@ def _file(item: dict[str, Any], param: str) -> dict[str, Any]:
             try:
                 return common.image_part(data)
             except BadRequest as exc:
-                raise BadRequest(
-                    f"{param}.file_data: {exc.message}", param=f"{param}.file_data"
-                ) from None
+                raise BadRequest(f"{param}.file_data: {exc.message}", param=f"{param}.file_data") from None
         name = item.get("filename")
         mime = common.guess_mime(name) if isinstance(name, str) else "application/pdf"
         return {"inlineData": {"mimeType": mime, "data": data}}
@@ -257,9 +249,7 @@ def _content(content: Any, *, param: str, role: str) -> list[dict[str, Any]]:
         elif role in ("user", "tool") and kind == "input_file":
             part = _file(item, p)
         else:
-            raise BadRequest(
-                f"{p}.type {kind!r} is not supported in a {role} message", param=f"{p}.type"
-            )
+            raise BadRequest(f"{p}.type {kind!r} is not supported in a {role} message", param=f"{p}.type")
         if part:
             parts.append(part)
     return parts
@@ -376,9 +366,7 @@ class _Conversation:
                 f"{param}.output must be a string or a list of content parts",
                 param=f"{param}.output",
             )
-        self._turn("user").extend(
-            [shared_extra.function_response_part(name, call_id, output), *extra]
-        )
+        self._turn("user").extend([shared_extra.function_response_part(name, call_id, output), *extra])
 
     def _reasoning(self, item: dict[str, Any]) -> None:
         decoded = decode_reasoning(item.get("encrypted_content"))
@@ -398,9 +386,7 @@ def _joined_text(parts: Any) -> str:
     """The text of typed parts (summary_text, input_text, ...) joined."""
     if not isinstance(parts, list):
         return ""
-    return "".join(
-        p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)
-    )
+    return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
 def _echo(body: dict[str, Any]) -> dict[str, Any]:
@@ -619,9 +605,7 @@ class _Assembler:
             if self.open_text:
                 summary = {"type": "summary_text", "text": text}
                 self.emit("response.reasoning_summary_text.done", **ref, summary_index=0, text=text)
-                self.emit(
-                    "response.reasoning_summary_part.done", **ref, summary_index=0, part=summary
-                )
+                self.emit("response.reasoning_summary_part.done", **ref, summary_index=0, part=summary)
                 item["summary"] = [summary]
             if self.open_payload:
                 item["encrypted_content"] = self.open_payload

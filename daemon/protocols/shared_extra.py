@@ -82,9 +82,7 @@ def parse_arguments(raw: Any, *, param: str) -> dict[str, Any]:
 
 def arguments_json(args: Any) -> str:
     """Upstream args (a Struct) -> the JSON string OpenAI-shaped clients expect."""
-    return json.dumps(
-        args if isinstance(args, dict) else {}, ensure_ascii=False, separators=(",", ":")
-    )
+    return json.dumps(args if isinstance(args, dict) else {}, ensure_ascii=False, separators=(",", ":"))
 
 
 def function_call_part(name: str, args: dict[str, Any], call_id: str | None) -> dict[str, Any]:
@@ -301,9 +299,7 @@ def finalize_contents(contents: list[dict[str, Any]], *, model: str, thinking: b
     contents = common.merge_turns(contents)
     while contents and contents[-1]["role"] == "model":
         contents.pop()
-        notes.append(
-            "dropped a trailing assistant message: Claude models do not support assistant prefill"
-        )
+        notes.append("dropped a trailing assistant message: Claude models do not support assistant prefill")
     if thinking:
         for c in contents[current_turn_start(contents) :]:
             has_call = any("functionCall" in p for p in c["parts"])

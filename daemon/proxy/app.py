@@ -4,7 +4,7 @@ the caller's protocol shape, auth in front (daemon.proxy.auth)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from litestar import Litestar, Request, Response, get, route
 from litestar.exceptions import (
@@ -36,9 +36,14 @@ KNOWN_SUFFIXES = (
 def near_miss_hint(path: str, base: str) -> str:
     """Say which base URL to use when a client got the prefix wrong."""
     if ":generateContent" in path or ":streamGenerateContent" in path or ":countTokens" in path:
-        return f"Gemini routes live under /v1beta: set the base URL to {base} (Gemini SDK / GOOGLE_GEMINI_BASE_URL)."
+        return (
+            f"Gemini routes live under /v1beta: set the base URL to {base} "
+            "(Gemini SDK / GOOGLE_GEMINI_BASE_URL)."
+        )
     if path.startswith("/v1/v1/"):
-        return f"the base URL ends in /v1 twice: use {base}/v1 for OpenAI clients, {base} for Anthropic clients."
+        return (
+            f"the base URL ends in /v1 twice: use {base}/v1 for OpenAI clients, {base} for Anthropic clients."
+        )
     for suffix in KNOWN_SUFFIXES:
         if path.endswith(suffix) and not path.startswith("/v1/"):
             if suffix.startswith("/messages"):
@@ -130,4 +135,4 @@ def create_proxy_app(service: Service) -> ASGIApp:
     )
     app.state.service = service
     app.state.base_url = service.base_url()
-    return AuthMiddleware(app, service.auth_settings)
+    return AuthMiddleware(cast(ASGIApp, app), service.auth_settings)

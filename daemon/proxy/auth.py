@@ -50,14 +50,16 @@ def normalize_path(raw: str) -> str:
 def client_key(scope: Scope, path: str) -> str | None:
     """The key from Authorization (Bearer or bare), x-api-key, x-goog-api-key,
     or ``?key=`` on /v1beta paths (Google's SDKs send it there)."""
-    auth = xkey = gkey = None
+    auth: str | None = None
+    xkey: str | None = None
+    gkey: str | None = None
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            auth = value.decode("latin-1").strip()
+            auth = bytes(value).decode("latin-1").strip()
         elif name == b"x-api-key":
-            xkey = value.decode("latin-1").strip()
+            xkey = bytes(value).decode("latin-1").strip()
         elif name == b"x-goog-api-key":
-            gkey = value.decode("latin-1").strip()
+            gkey = bytes(value).decode("latin-1").strip()
     if auth:
         scheme, _, rest = auth.partition(" ")
         if scheme.lower() == "bearer" and rest:
@@ -68,10 +70,10 @@ def client_key(scope: Scope, path: str) -> str | None:
     if gkey:
         return gkey
     if path.startswith(("/v1beta", "/v1alpha")):
-        qs = scope.get("query_string", b"").decode("latin-1")
+        qs = bytes(scope.get("query_string", b"")).decode("latin-1")
         for k, v in parse_qsl(qs):
             if k == "key":
-                return v
+                return str(v)
     return None
 
 

@@ -96,9 +96,9 @@ def body_for(protocol: Protocol, err: GatewayError) -> dict[str, Any]:
 
 
 def protocol_for_path(path: str) -> Protocol:
-    if path.startswith("/v1/messages") or path.startswith("/api/"):
+    if path.startswith(("/v1/messages", "/api/")):
         return "anthropic"
-    if path.startswith("/v1beta") or path.startswith("/v1alpha"):
+    if path.startswith(("/v1beta", "/v1alpha")):
         return "gemini"
     if path.startswith("/v1/models/") and ":" in path:
         return "gemini"  # google-genai with api_version v1

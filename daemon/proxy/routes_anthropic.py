@@ -85,7 +85,9 @@ def _anthropic_error(exc: GatewayError) -> GatewayError:
     return exc
 
 
-async def _serve_zai(request: Request[Any, Any, Any], body: dict[str, Any], ctx: RequestCtx) -> Response[Any] | Stream:
+async def _serve_zai(
+    request: Request[Any, Any, Any], body: dict[str, Any], ctx: RequestCtx
+) -> Response[Any] | Stream:
     from daemon.protocols import zai as zai_tr
 
     svc = service_of(request)
@@ -107,8 +109,8 @@ async def _serve_zai(request: Request[Any, Any, Any], body: dict[str, Any], ctx:
                     yield chunk
             except GatewayError as exc:
                 ctx.fail(exc)
-                from daemon.proxy.error_shapes import anthropic_body
                 from daemon.protocols.common import sse_json
+                from daemon.proxy.error_shapes import anthropic_body
 
                 yield sse_json(anthropic_body(exc), "error")
             finally:
@@ -205,7 +207,9 @@ async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
             return json_response(data)
         model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
         ctx.model = model
-        call = anthropic.to_gemini({**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(request))
+        call = anthropic.to_gemini(
+            {**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(request)
+        )
         try:
             total = await svc.dispatcher.count_tokens(call, ctx)
         except GatewayError as exc:

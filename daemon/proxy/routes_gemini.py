@@ -87,7 +87,11 @@ async def _generate(request: Request[Any, Any, Any], model_method: str) -> Respo
 # google-genai sends /v1/models/...:generateContent when given a base URL and
 # api_version v1; the colon method names cannot clash with OpenAI routes.
 @post(
-    ["/v1beta/models/{model_method:str}", "/v1alpha/models/{model_method:str}", "/v1/models/{model_method:str}"],
+    [
+        "/v1beta/models/{model_method:str}",
+        "/v1alpha/models/{model_method:str}",
+        "/v1/models/{model_method:str}",
+    ],
     status_code=200,
 )
 async def generate(request: Request[Any, Any, Any], model_method: str) -> Response[Any] | Stream:

@@ -31,14 +31,17 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     if "x-goog-api-key" in request.headers:
         from daemon.proxy.routes_gemini import list_models as gemini_list
 
-        return await gemini_list.fn(request)
+        listed: Response[bytes] = await gemini_list.fn(request)
+        return listed
     svc = service_of(request)
     names = client_names(svc.config.models, svc.pool.available_models().keys())
     created = int(svc.started_at)
     return json_response(
         {
             "object": "list",
-            "data": [{"id": m, "object": "model", "created": created, "owned_by": "antigravity"} for m in names],
+            "data": [
+                {"id": m, "object": "model", "created": created, "owned_by": "antigravity"} for m in names
+            ],
         }
     )
 
@@ -54,10 +57,14 @@ async def get_model(request: Request[Any, Any, Any], model: str) -> Response[byt
     names = client_names(svc.config.models, svc.pool.available_models().keys())
     if model not in names:
         svc.dispatcher.resolve_model(model)  # raises ModelNotFound with the list
-    return json_response({"id": model, "object": "model", "created": int(svc.started_at), "owned_by": "antigravity"})
+    return json_response(
+        {"id": model, "object": "model", "created": int(svc.started_at), "owned_by": "antigravity"}
+    )
 
 
-async def _serve(request: Request[Any, Any, Any], module: Any, route: str, **kwargs: Any) -> Response[Any] | Stream:
+async def _serve(
+    request: Request[Any, Any, Any], module: Any, route: str, **kwargs: Any
+) -> Response[Any] | Stream:
     svc = service_of(request)
     ctx = new_ctx(request, "openai", route)
     store = store_of(request)

@@ -106,7 +106,9 @@ def model_of(body: dict[str, Any], field: str = "model") -> str:
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(content=_encode(content), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        content=_encode(content), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 async def relay(
@@ -189,7 +191,9 @@ async def _close_upstream(pending: asyncio.Future[Any] | None, it: Any) -> None:
             await aclose()
 
 
-def stream_response(gen: AsyncIterator[bytes], headers: dict[str, str] | None = None, media_type: str = "text/event-stream") -> Stream:
+def stream_response(
+    gen: AsyncIterator[bytes], headers: dict[str, str] | None = None, media_type: str = "text/event-stream"
+) -> Stream:
     return Stream(gen, media_type=media_type, headers={**SSE_HEADERS, **(headers or {})})
 
 

@@ -39,8 +39,7 @@ def _error(status: int, body: bytes, headers: httpx.Headers) -> GatewayError:
         # The proxy's own key was refused, not the client's: never a 401 to
         # the client (Claude Code would ask its user to log in again).
         return UpstreamError(
-            f"z.ai rejected zai.api_key ({status}): {message}; "
-            "check `agctl config get zai.api_key`",
+            f"z.ai rejected zai.api_key ({status}): {message}; check `agctl config get zai.api_key`",
             upstream_status=status,
         )
     if status == 529 or status == 503:
@@ -70,7 +69,9 @@ class Zai:
 
     async def messages(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         try:
-            resp = await self.http.post(self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers))
+            resp = await self.http.post(
+                self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers)
+            )
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
         if resp.status_code != 200:
@@ -82,7 +83,9 @@ class Zai:
 
     async def stream(self, body: dict[str, Any], headers: dict[str, str]) -> AsyncIterator[bytes]:
         """Opens the stream (errors raise before any byte); returns a byte iterator."""
-        req = self.http.build_request("POST", self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers))
+        req = self.http.build_request(
+            "POST", self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers)
+        )
         try:
             resp = await self.http.send(req, stream=True)
         except httpx.HTTPError as exc:
@@ -104,7 +107,9 @@ class Zai:
 
     async def count_tokens(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         try:
-            resp = await self.http.post(self._url("/v1/messages/count_tokens"), content=_encode(body), headers=self._headers(headers))
+            resp = await self.http.post(
+                self._url("/v1/messages/count_tokens"), content=_encode(body), headers=self._headers(headers)
+            )
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
         if resp.status_code != 200:
