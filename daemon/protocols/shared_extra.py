@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from typing import Any, Literal
 
 import msgspec
 
 from daemon.errors import BadRequest
+from daemon.ids import hex_id
 from daemon.protocols import common
 from daemon.protocols.signatures import SignatureStore
 
@@ -48,7 +48,7 @@ def family(model: str) -> Family:
 
 
 def random_hex(length: int = 24) -> str:
-    return secrets.token_hex((length + 1) // 2)[:length]
+    return hex_id((length + 1) // 2)[:length]
 
 
 def derived_hex(seed: str, index: int | str, length: int = 24) -> str:

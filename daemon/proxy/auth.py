@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import posixpath
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -17,6 +16,7 @@ from urllib.parse import parse_qsl, unquote
 import msgspec
 
 from daemon.errors import AuthenticationError, BadRequest, GatewayError
+from daemon.ids import hex_id
 from daemon.proxy.error_shapes import body_for, headers_for, protocol_for_path
 
 Scope = MutableMapping[str, Any]
@@ -112,7 +112,7 @@ async def send_error(send: Send, path: str, err: GatewayError, extra: dict[str, 
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return "req_" + hex_id(12)
 
 
 class AuthMiddleware:

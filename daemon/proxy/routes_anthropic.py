@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +13,7 @@ from litestar.response import Stream
 
 from daemon.dispatch import Attempt, RequestCtx
 from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
+from daemon.ids import hex_id
 from daemon.proxy.serving import (
     decode_body,
     finish_ctx,
@@ -151,7 +151,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
                 ctx.attempts.append(Attempt(account="z.ai", status=exc.status, error=exc.message[:300]))
         model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
         call = anthropic.to_gemini(body, model=model, store=store)
-        call.extra.setdefault("id", "msg_" + secrets.token_hex(12))
+        call.extra.setdefault("id", "msg_" + hex_id(12))
         can_fall_back = (
             mode in ("fallback", "pooled")
             and not zai_tried  # z.ai failed first already: Google's answer stands

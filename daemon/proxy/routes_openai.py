@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -11,6 +10,7 @@ from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from daemon.errors import GatewayError, NotFound
+from daemon.ids import hex_id
 from daemon.models import client_names
 from daemon.proxy.serving import (
     decode_body,
@@ -129,7 +129,7 @@ async def responses(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
         ctx.fail(exc)
         finish_ctx(svc, ctx)
         raise
-    call.extra.setdefault("id", "resp_" + secrets.token_hex(24))
+    call.extra.setdefault("id", "resp_" + hex_id(24))
     call.extra.setdefault("created", int(time.time()))
     for typ in call.extra.get("ignored_tools", []) or []:
         log.info("responses: ignoring built-in tool type %r (not served by the upstream)", typ)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -21,6 +20,7 @@ import msgspec
 
 from daemon.config import Config
 from daemon.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, redact
+from daemon.ids import hex_id
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def parse_error(status: int, body: bytes, headers: httpx.Headers | None = None) 
 
 
 def new_request_id() -> str:
-    return f"agent/{int(time.time() * 1000)}/{secrets.token_hex(4)}"
+    return f"agent/{int(time.time() * 1000)}/{hex_id(4)}"
 
 
 def envelope(*, project: str, model: str, request: dict[str, Any]) -> dict[str, Any]:
