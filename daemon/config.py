@@ -143,6 +143,14 @@ def validate(cfg: Config) -> None:
             "proxy.upstream_proxy must be an http://, https:// or socks5:// URL (or empty)",
             param="proxy.upstream_proxy",
         )
+    for key, url in (
+        ("oauth.auth_url", cfg.oauth.auth_url),
+        ("oauth.token_url", cfg.oauth.token_url),
+        ("oauth.userinfo_url", cfg.oauth.userinfo_url),
+        ("zai.base_url", cfg.zai.base_url),
+    ):
+        if not url.startswith(("http://", "https://")) or len(url) < 10 or any(c.isspace() for c in url):
+            raise ConfigError(f"{key} must be an http(s) URL, got {url!r}", param=key)
     if not cfg.upstream.endpoints:
         raise ConfigError("upstream.endpoints must list at least one URL", param="upstream.endpoints")
     for url in cfg.upstream.endpoints:

@@ -19,11 +19,13 @@ import errno
 import logging
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from daemon.errors import Conflict, GatewayError
 from daemon.fsutil import ensure_private_dir
@@ -97,6 +99,44 @@ def bind_unix(path: Path, *, own_dir: bool = True) -> socket.socket:
     return sock
 
 
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket (Linux
+    SO_PEERCRED), or None where the OS does not say."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return int(uid)
+
+
+class _OwnerOnlyProtocol(HttpToolsProtocol):
+    """The admin socket's HTTP protocol: a connection from another user is
+    closed before a byte is read. The socket's 0600 mode in a 0700 directory
+    already keeps others out; this holds when that mode was loosened."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        uid = peer_uid(sock) if sock is not None and sock.family == socket.AF_UNIX else None
+        self._refused = uid is not None and uid not in (os.getuid(), 0)
+        if self._refused:
+            log.warning("admin socket: refused a connection from uid %d", uid)
+            transport.abort()
+            return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not getattr(self, "_refused", False):
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not getattr(self, "_refused", False):
+            super().data_received(data)
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -110,6 +150,7 @@ class Listener:
     def __init__(self, app: Any, sock: socket.socket, *, name: str, graceful: float = 10.0) -> None:
         self.name = name
         self.sock = sock
+        owner_only = sock.family == socket.AF_UNIX
         cfg = uvicorn.Config(
             app,
             log_config=None,
@@ -119,7 +160,7 @@ class Listener:
             timeout_keep_alive=75,
             server_header=False,
             date_header=False,
-            http="httptools",
+            http=_OwnerOnlyProtocol if owner_only else "httptools",
             loop="none",
             ws="none",
         )
