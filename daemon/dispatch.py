@@ -94,7 +94,9 @@ def _is_empty(resp: dict[str, Any]) -> bool:
         return not resp.get("promptFeedback")
     first = cands[0] if isinstance(cands[0], dict) else {}
     parts = (first.get("content") or {}).get("parts") or []
-    return not parts and not first.get("finishReason")
+    # No parts and a plain STOP is an empty answer (retryable); SAFETY or
+    # MAX_TOKENS without parts are real outcomes the client must see.
+    return not parts and first.get("finishReason") in (None, "STOP", "FINISH_REASON_UNSPECIFIED")
 
 
 def client_error(exc: UpstreamHTTPError, model: str) -> GatewayError:

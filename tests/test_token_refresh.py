@@ -202,6 +202,7 @@ def test_transient_token_failure_does_not_disable(proxy: Proxy, g: FakeGoogle) -
     assert acc["state"] == "active" and acc["disabled_reason"] == ""
 
     g.token_fail_status = None
+    time.sleep(1.1)  # the pool holds a failed refresh for a second (REFRESH_FAILURE_HOLD)
     r = proxy.generate()
     assert r.status_code == 200, r.text
     # `accounts refresh` while Google's token endpoint is down: fails, account kept.

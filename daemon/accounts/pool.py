@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 # Refresh access tokens this long before they expire.
 REFRESH_MARGIN = 300.0
+# A failed token refresh answers the requests that waited for it and those
+# that arrive this soon after (seconds), so a down token endpoint is not
+# called once per request.
+REFRESH_FAILURE_HOLD = 1.0
 # Before using an account whose cooldown ended, re-check its quota at most this often.
 RECHECK_MIN_INTERVAL = 60.0
 # A QUOTA_EXHAUSTED 429 that names no reset time: re-check the quota after this long.
@@ -88,6 +92,7 @@ class Pool:
         self.accounts: dict[str, Account] = {}
         self.logins = oauth.LoginManager()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
+        self._refresh_failed: dict[str, tuple[float, GatewayError]] = {}
         self._sticky: dict[str, tuple[str, float]] = {}  # session -> (account id, last seen)
         self._rr = 0
         self._bg: asyncio.Task[None] | None = None
@@ -134,7 +139,13 @@ class Pool:
             return acct.access_token
         lock = self._refresh_locks.setdefault(acct.id, asyncio.Lock())
         stale = rejected if rejected is not None else acct.access_token
+        entered = time.monotonic()
         async with lock:
+            failed = self._refresh_failed.get(acct.id)
+            if failed is not None and failed[0] >= entered - REFRESH_FAILURE_HOLD:
+                # The refresh we waited for failed: share its error instead of
+                # calling the token endpoint once more per waiting request.
+                raise failed[1]
             fresh = acct.access_token != stale and acct.expires_at > time.time()
             if acct.access_token and fresh:
                 # Someone else refreshed while we waited: share it, even when Google
@@ -149,9 +160,11 @@ class Pool:
                 self.token_refresh_failures += 1
                 self.disable(acct, exc.message)
                 raise
-            except GatewayError:
+            except GatewayError as exc:
                 self.token_refresh_failures += 1
+                self._refresh_failed[acct.id] = (time.monotonic(), exc)
                 raise
+            self._refresh_failed.pop(acct.id, None)
             self.token_refreshes += 1
             acct.access_token = tokens.access_token
             acct.expires_at = tokens.expires_at
@@ -215,6 +228,7 @@ class Pool:
 
     async def refresh_account(self, acct: Account) -> Account:
         """Tokens + project + quota now (``agctl accounts refresh``)."""
+        self._refresh_failed.pop(acct.id, None)  # asked for now: try now
         token = await self.access_token(acct, force=True)
         try:
             if not acct.project:

@@ -219,7 +219,12 @@ async def run_call(
     try:
         if call.stream:
             return await _open_stream(svc, ctx, call, translator(), media_type, on_complete)
-        resp = await svc.dispatcher.generate(call, ctx)
+        try:
+            resp = await _unless_client_leaves(request, svc.dispatcher.generate(call, ctx), ctx)
+        except _ClientGone:
+            ctx.status, ctx.error_kind, ctx.error = 499, "client_closed", "the client went away"
+            finish_ctx(svc, ctx)
+            return Response(content=b"", status_code=499)  # nobody is left to read it
         out = render(resp)
         if svc.config.monitor.log_bodies:
             ctx.response_body = _encode(out)
@@ -233,6 +238,36 @@ async def run_call(
             ctx.fail(exc)
             finish_ctx(svc, ctx)
         raise
+
+
+async def _unless_client_leaves(request: Request[Any, Any, Any], work: Any, ctx: RequestCtx) -> Any:
+    """Await ``work`` (a whole answer) but cancel it, and so the upstream
+    call, as soon as the client disconnects."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        gone.cancel()
+    if task.cancelled():
+        raise _ClientGone()
+    return task.result()
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its whole answer was ready."""
+
+
+async def _disconnected(request: Request[Any, Any, Any]) -> None:
+    # The body has been read: the next ASGI message is the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 async def _open_stream(
