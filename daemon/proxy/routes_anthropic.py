@@ -22,6 +22,7 @@ from daemon.proxy.serving import (
     new_ctx,
     run_call,
     service_of,
+    shape_errors,
     store_of,
     stream_response,
 )
@@ -150,7 +151,8 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
                 log.info("z.ai failed (%s); failing over to Google accounts", exc.message)
                 ctx.attempts.append(Attempt(account="z.ai", status=exc.status, error=exc.message[:300]))
         model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
-        call = anthropic.to_gemini(body, model=model, store=store)
+        with shape_errors():
+            call = anthropic.to_gemini(body, model=model, store=store)
         call.extra.setdefault("id", "msg_" + hex_id(12))
         can_fall_back = (
             mode in ("fallback", "pooled")
@@ -207,9 +209,10 @@ async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
             return json_response(data)
         model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
         ctx.model = model
-        call = anthropic.to_gemini(
-            {**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(request)
-        )
+        with shape_errors():
+            call = anthropic.to_gemini(
+                {**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(request)
+            )
         try:
             total = await svc.dispatcher.count_tokens(call, ctx)
         except GatewayError as exc:

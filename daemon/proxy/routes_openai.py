@@ -20,6 +20,7 @@ from daemon.proxy.serving import (
     new_ctx,
     run_call,
     service_of,
+    shape_errors,
     store_of,
 )
 
@@ -73,7 +74,8 @@ async def _serve(
         client_model = model_of(body)
         ctx.client_model = client_model
         model = svc.dispatcher.resolve_model(client_model)
-        call = module.to_gemini(body, model=model, store=store, **kwargs)
+        with shape_errors():
+            call = module.to_gemini(body, model=model, store=store, **kwargs)
     except GatewayError as exc:
         ctx.fail(exc)
         finish_ctx(svc, ctx)
@@ -124,7 +126,8 @@ async def responses(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
                     "responses in memory); send the full input instead",
                     param="previous_response_id",
                 )
-        call = openai_responses.to_gemini(body, model=model, store=store, history=history)
+        with shape_errors():
+            call = openai_responses.to_gemini(body, model=model, store=store, history=history)
     except GatewayError as exc:
         ctx.fail(exc)
         finish_ctx(svc, ctx)

@@ -55,8 +55,10 @@ async def decode_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise BadRequest("the request body is empty: send a JSON object")
     try:
         data = _decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
@@ -91,11 +93,27 @@ def finish_ctx(svc: Any, ctx: RequestCtx) -> None:
 def recorded(svc: Any, ctx: RequestCtx) -> Iterator[None]:
     """A GatewayError raised before dispatch still makes a monitor row."""
     try:
-        yield
+        with shape_errors():
+            yield
     except GatewayError as exc:
         ctx.fail(exc)
         finish_ctx(svc, ctx)
         raise
+
+
+@contextlib.contextmanager
+def shape_errors() -> Iterator[None]:
+    """Translation of a body whose values have unexpected types (a number
+    where text belongs, a list for an object, absurd nesting) is the
+    caller's error, not a 500."""
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, ValueError, RecursionError) as exc:
+        log.info("request body of an unexpected shape: %s: %s", type(exc).__name__, exc)
+        raise BadRequest(
+            f"the request body has a value of an unexpected type or shape ({type(exc).__name__}); "
+            "check it against the API reference"
+        ) from None
 
 
 def model_of(body: dict[str, Any], field: str = "model") -> str:
