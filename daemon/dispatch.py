@@ -248,6 +248,8 @@ class Dispatcher:
                 await resp.aclose()
                 if isinstance(exc, GatewayError):
                     raise
+                if isinstance(exc, httpx.TimeoutException):
+                    raise UpstreamTimeout("the upstream sent nothing before the read timeout") from None
                 raise UpstreamError(f"upstream stream broke before any data: {type(exc).__name__}") from None
             except BaseException:
                 await resp.aclose()

@@ -57,6 +57,8 @@ HANG_BOUND = MAX_ATTEMPTS * (UPSTREAM_TIMEOUT + BACKOFF_MAX)
 CLIENT_TIMEOUT = 30.0
 #: Marks text a misbehaving account sends before it breaks off.
 PARTIAL = "STORMPARTIAL"
+#: The storm's answer that breaks off after two events.
+STORM_PARTIAL_ANSWER = f"{PARTIAL} one two three four"
 
 TRACEBACK_MARKERS = ("Traceback", 'File "')
 
@@ -419,7 +421,7 @@ def _storm_429(n: int) -> list[Reply]:
 
 
 def _storm_resets(n: int) -> list[Reply]:
-    partial = Reply.text(f"{PARTIAL} one two three four", chunks=4)
+    partial = Reply.text(STORM_PARTIAL_ANSWER, chunks=4)
     cycle = [
         Reply.drop_after(0),
         Reply.drop_after(2, then=partial),
@@ -547,7 +549,8 @@ def test_faults_two_of_three_accounts_misbehave(fake: FakeGoogle) -> None:
     stray = [
         (s.protocol, o.text, o.detail)
         for s, o in all_outcomes
-        if o.kind == "stream_error" and PARTIAL not in o.text
+        # (an event in flight when the upstream resets may be lost: a prefix is enough)
+        if o.kind == "stream_error" and not (o.text and STORM_PARTIAL_ANSWER.startswith(o.text))
     ]
     assert not stray, f"stream errors not caused by a mid-stream reset: {stray[:5]}"
     assert kinds["ok"] >= len(all_outcomes) - kinds["stream_error"]
@@ -667,6 +670,23 @@ def test_token_endpoint_down_is_not_hammered(two: tuple[Daemon, str, str], fake:
     assert token_calls <= 4, f"{token_calls} token endpoint calls for 48 requests"
 
 
+def test_token_endpoint_down_does_not_leak_memory(two: tuple[Daemon, str, str], fake: FakeGoogle) -> None:
+    d, flaky, _ = two
+    pid = d.proc.pid if d.proc else 0
+    fake.expire_tokens(flaky)
+    fake.token_fail_status = 500
+    key = d.api_key
+    rounds = []
+    for r in range(3):
+        specs = [spec(PROTOCOLS[i % 3], False, key, text=f"leak {r} {i}") for i in range(500)]
+        tally = asyncio.run(run_load(d, specs))
+        assert tally.kinds() == Counter({"ok": 500})
+        rounds.append(rss_kib(pid))
+    grown = rounds[-1] - rounds[0]  # after a warm-up round
+    print(f"token endpoint down: RSS by round {rounds} KiB")
+    assert grown < 2.5 * 1024, f"RSS grew {grown} KiB over 1,000 requests"
+
+
 # ---------------------------------------------------------------- client faults
 
 
@@ -730,7 +750,8 @@ def test_disconnect_before_whole_answer_cancels_upstream(
 ) -> None:
     d, _, _ = two
     fake.script([Reply.silence(2.5)] * 2)
-    before = len(d.admin("GET", "/logs", params={"n": 500})["rows"])
+    # Rows are told apart by id (the log may hold more rows than one page).
+    before = max((r["id"] for r in d.admin("GET", "/logs", params={"n": 50})["rows"]), default=0)
     s = raw_request(d, spec(protocol, False, d.api_key))
     t0 = time.monotonic()
     assert wait_for(lambda: bool(fake.calls_to("generateContent")), 5)
@@ -738,14 +759,10 @@ def test_disconnect_before_whole_answer_cancels_upstream(
     abort(s)
     left = time.monotonic() - t0
 
-    def row() -> dict[str, Any] | None:
-        rows = d.admin("GET", "/logs", params={"n": 500})["rows"]
-        return rows[-1] if len(rows) > before else None  # oldest first: the newest is last
-
     # The row of THIS request (another test's late request may land after it).
     def mine() -> dict[str, Any] | None:
-        rows = d.admin("GET", "/logs", params={"n": 500})["rows"][before:]
-        return next((r for r in rows if r["status"] == 499), None)
+        rows = d.admin("GET", "/logs", params={"n": 50})["rows"]
+        return next((r for r in rows if r["id"] > before and r["status"] == 499), None)
 
     assert wait_for(lambda: mine() is not None, 6)
     last = mine()

@@ -145,7 +145,7 @@ class Pool:
             if failed is not None and failed[0] >= entered - REFRESH_FAILURE_HOLD:
                 # The refresh we waited for failed: share its error instead of
                 # calling the token endpoint once more per waiting request.
-                raise failed[1]
+                raise failed[1].with_traceback(None)  # no frame chain per waiter
             fresh = acct.access_token != stale and acct.expires_at > time.time()
             if acct.access_token and fresh:
                 # Someone else refreshed while we waited: share it, even when Google

@@ -1119,7 +1119,7 @@ class _Validator:
             if (
                 isinstance(fcc, dict)
                 and "mode" in fcc
-                and fcc["mode"] not in FUNCTION_CALLING_MODES
+                and (not isinstance(fcc["mode"], str) or fcc["mode"] not in FUNCTION_CALLING_MODES)
             ):
                 where = f"{self.prefix}tool_config.function_calling_config.mode"
                 mode = _invalid_value(where, "FunctionCallingConfig.Mode", fcc["mode"])
