@@ -244,7 +244,8 @@ def test_validation_required_marks_the_account(proxy: Proxy, g: FakeGoogle) -> N
     assert res.returncode == 0, res.stderr
     acc = proxy.account(acct.email)
     assert acc["state"] == "active" and acc["validation_url"] == ""
-    assert proxy.generate().status_code == 200
+    r = proxy.generate()
+    assert r.status_code == 200, r.text
 
 
 def test_tos_forbidden_marks_the_account(proxy: Proxy, g: FakeGoogle) -> None:
