@@ -37,6 +37,7 @@ from daemon.errors import (
 from daemon.protocols import GeminiCall
 from daemon.protocols.common import Usage, usage_from_gemini
 from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, sse_events
+from daemon.upstream.http import Reply
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -292,7 +293,7 @@ class Dispatcher:
 
     async def _relay(
         self,
-        resp: httpx.Response,
+        resp: Reply,
         events: AsyncIterator[dict[str, Any]],
         first: dict[str, Any],
         ctx: RequestCtx,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ import msgspec
 from daemon.config import Config
 from daemon.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, redact
 from daemon.ids import hex_id
+from daemon.upstream.http import Reply, lane
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class UpstreamHTTPError(Exception):
 _VALIDATION_URL = re.compile(r"https://[^\s\"'<>]+")
 
 
-def parse_error(status: int, body: bytes, headers: httpx.Headers | None = None) -> UpstreamHTTPError:
+def parse_error(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> UpstreamHTTPError:
     message = body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
     reason = google_status = validation_url = ""
     retry_after: float | None = None
@@ -176,11 +177,11 @@ class CloudCode:
         """A unary call; returns the decoded JSON answer."""
         body = payload if isinstance(payload, bytes) else _encode(payload)
         endpoints = self._config().upstream.endpoints
+        http = lane(self._http())
         last: Exception | None = None
         for i, base in enumerate(endpoints):
-            url = f"{base}/v1internal:{method}"
             try:
-                resp = await self._http().post(url, content=body, headers=self._headers(token))
+                resp = await http.post(f"{base}/v1internal:{method}", body, self._headers(token))
             except httpx.TimeoutException as exc:
                 last = UpstreamTimeout(f"upstream timed out ({type(exc).__name__}) at {base}")
                 continue
@@ -201,18 +202,17 @@ class CloudCode:
         assert last is not None
         raise last
 
-    async def open_stream(self, token: str, payload: Any) -> httpx.Response:
+    async def open_stream(self, token: str, payload: Any) -> Reply:
         """Open ``streamGenerateContent?alt=sse``; returns the response with
         status 200 and the body not yet read. The caller must close it."""
         body = payload if isinstance(payload, bytes) else _encode(payload)
         endpoints = self._config().upstream.endpoints
         last: Exception | None = None
-        client = self._http()
+        http = lane(self._http())
         for i, base in enumerate(endpoints):
             url = f"{base}/v1internal:streamGenerateContent?alt=sse"
-            req = client.build_request("POST", url, content=body, headers=self._headers(token))
             try:
-                resp = await client.send(req, stream=True)
+                resp = await http.open(url, body, self._headers(token))
             except httpx.TimeoutException as exc:
                 last = UpstreamTimeout(f"upstream timed out ({type(exc).__name__}) at {base}")
                 continue
@@ -236,7 +236,7 @@ class CloudCode:
         raise last
 
 
-async def sse_events(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def sse_events(resp: Reply) -> AsyncIterator[dict[str, Any]]:
     """Decoded ``data:`` payloads of an SSE body, unwrapped from ``response``."""
     data: list[str] = []
     async for line in resp.aiter_lines():

@@ -1,6 +1,16 @@
-"""The one shared outbound HTTP client (kept behind this module so it can be swapped)."""
+"""The one shared outbound HTTP client (kept behind this module so it can be swapped).
+
+``make_client`` gives the httpx client every module uses; ``lane(client)``
+gives the lean interface the hot upstream calls use (``Lane``): over the
+same aiohttp session when there is one, else over the httpx client itself.
+Both raise httpx's exceptions.
+"""
 
 from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 import httpx
 
@@ -22,14 +32,14 @@ def make_client(cfg: Config) -> httpx.AsyncClient:
         pool=30.0,
     )
     if not cfg.proxy.upstream_proxy:
-        from daemon.upstream.aio_transport import AiohttpTransport
+        from daemon.upstream.aio_transport import AiohttpLane, AiohttpTransport
 
-        return httpx.AsyncClient(
-            timeout=timeout,
-            transport=AiohttpTransport(max_connections=MAX_CONNECTIONS),
-            trust_env=False,
-            follow_redirects=False,
+        transport = AiohttpTransport(max_connections=MAX_CONNECTIONS)
+        client = httpx.AsyncClient(
+            timeout=timeout, transport=transport, trust_env=False, follow_redirects=False
         )
+        _lanes[client] = AiohttpLane(transport, timeout)
+        return client
     return httpx.AsyncClient(
         timeout=timeout,
         limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE),
@@ -38,3 +48,48 @@ def make_client(cfg: Config) -> httpx.AsyncClient:
         trust_env=False,
         follow_redirects=False,
     )
+
+
+class Reply(Protocol):
+    """An upstream answer on the lane: status and headers at once; the body
+    read whole (``post``) or on demand (``open``; the caller closes it)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+
+    async def aread(self) -> bytes: ...
+    def aiter_lines(self) -> AsyncIterator[str]: ...
+    async def aclose(self) -> None: ...
+
+
+class Lane(Protocol):
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply: ...
+    async def open(self, url: str, body: bytes, headers: dict[str, str]) -> Reply: ...
+
+
+class HttpxLane:
+    """The lane over an httpx client (an upstream proxy is set)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        return await self._client.post(url, content=body, headers=headers)
+
+    async def open(self, url: str, body: bytes, headers: dict[str, str]) -> Reply:
+        req = self._client.build_request("POST", url, content=body, headers=headers)
+        return await self._client.send(req, stream=True)
+
+
+_lanes: weakref.WeakKeyDictionary[httpx.AsyncClient, Lane] = weakref.WeakKeyDictionary()
+
+
+def lane(client: httpx.AsyncClient) -> Lane:
+    found = _lanes.get(client)
+    if found is None:
+        found = _lanes[client] = HttpxLane(client)
+    return found

@@ -304,8 +304,16 @@ class Bench:
         if not line.startswith("READY"):
             raise RuntimeError(f"the fake did not start: {line!r}\n{self.procs.log('fake')}")
 
-    def start_daemon(self, name: str = "antigravity", **sections: dict[str, Any]) -> int:
-        """Start an antigravityd with the bench account; ``sections`` override config."""
+    def start_daemon(
+        self,
+        name: str = "antigravity",
+        *,
+        src: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        **sections: dict[str, Any],
+    ) -> int:
+        """Start an antigravityd with the bench account; ``sections`` override
+        config; ``src`` runs the daemon package of another checkout."""
         home = self.tmp / f"home-{len(self.daemon_pids)}"
         home.mkdir()
         port = free_port()
@@ -321,12 +329,14 @@ class Bench:
         }
         (home / "config.toml").write_bytes(msgspec.toml.encode(cfg))
         exe = shutil.which("antigravityd", path=str(Path(sys.executable).parent))
-        argv = [exe] if exe else [sys.executable, "-m", "daemon"]
-        env = {**os.environ, "ANTIGRAVITY_HOME": str(home)}
+        argv = [exe] if exe and src is None else [sys.executable, "-m", "daemon"]
+        env = {**os.environ, "ANTIGRAVITY_HOME": str(home), **(extra_env or {})}
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
         env.pop("AGCTL_SOCKET", None)
         # The daemon's default log level: what a user runs.
         log_name = "daemon" if name == "antigravity" else f"daemon-{len(self.daemon_pids)}"
-        proc = self.procs.spawn(log_name, argv, cpu=DAEMON_CPU, env=env)
+        proc = self.procs.spawn(log_name, argv, cpu=DAEMON_CPU, env=env, cwd=src)
         self.daemon_pids[name] = proc.pid
         sock = home / "run" / "agctl.sock"
         admin = None

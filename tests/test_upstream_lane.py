@@ -1,0 +1,154 @@
+"""The lean upstream lane (daemon.upstream.http.lane) against a real HTTP
+server on loopback: both implementations (aiohttp's session, and the httpx
+client used when an upstream proxy is set) must behave the same — gzip
+undone, SSE lines split, errors as httpx exceptions, an early close felt by
+the server."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from daemon.config import Config
+from daemon.upstream.http import lane, make_client
+
+SSE = b'data: {"n": 1}\r\n\r\ndata: {"n": 2}\n\ndata: {"n": 3}\n\n'
+
+
+class Server:
+    def __init__(self) -> None:
+        self.closed_early = asyncio.Event()
+        self.headers: dict[str, str] = {}
+        self.url = ""
+
+    async def json_gz(self, request: web.Request) -> web.Response:
+        self.headers = dict(request.headers)
+        body = await request.read()
+        return web.Response(
+            body=gzip.compress(b'{"echo": ' + body + b"}"),
+            headers={"content-encoding": "gzip", "content-type": "application/json"},
+        )
+
+    async def error(self, request: web.Request) -> web.Response:
+        return web.Response(status=429, body=b'{"error": {"code": 429}}', headers={"retry-after": "7"})
+
+    async def sse_gz(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "content-encoding": "gzip"})
+        await resp.prepare(request)
+        await resp.write(gzip.compress(SSE))
+        await resp.write_eof()
+        return resp
+
+    async def endless(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for i in range(10_000):
+                await resp.write(f'data: {{"n": {i}}}\n\n'.encode())
+                await asyncio.sleep(0.01)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.closed_early.set()
+            raise
+        return resp
+
+    async def silent(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response(body=b"{}")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    srv = Server()
+    app = web.Application()
+    app.router.add_post("/json", srv.json_gz)
+    app.router.add_post("/error", srv.error)
+    app.router.add_post("/sse", srv.sse_gz)
+    app.router.add_post("/endless", srv.endless)
+    app.router.add_post("/silent", srv.silent)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    srv.url = f"http://127.0.0.1:{port}"
+    yield srv
+    await runner.cleanup()
+
+
+def _config(read_timeout: float = 30.0) -> Config:
+    cfg = Config()
+    cfg.upstream.stream_idle_timeout = read_timeout
+    cfg.proxy.request_timeout = read_timeout
+    return cfg
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def client(request: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The daemon's own client (aiohttp lane), or a plain httpx client: what
+    the lane is built over when ``proxy.upstream_proxy`` is set."""
+    c = make_client(_config()) if request.param == "aiohttp" else httpx.AsyncClient(timeout=30, trust_env=False)
+    yield c
+    await c.aclose()
+
+
+HEADERS = {"content-type": "application/json", "accept-encoding": "gzip", "authorization": "Bearer t"}
+
+
+async def test_post_undoes_gzip_and_sends_headers(server: Server, client: httpx.AsyncClient) -> None:
+    reply = await lane(client).post(server.url + "/json", b'{"a": 1}', dict(HEADERS))
+    assert reply.status_code == 200
+    assert reply.content == b'{"echo": {"a": 1}}'
+    assert server.headers["Authorization"] == "Bearer t"
+    assert server.headers["Content-Type"] == "application/json"
+
+
+async def test_error_status_and_headers(server: Server, client: httpx.AsyncClient) -> None:
+    reply = await lane(client).post(server.url + "/error", b"{}", dict(HEADERS))
+    assert reply.status_code == 429
+    assert reply.headers["Retry-After"] == "7" and reply.headers["retry-after"] == "7"
+    assert b'"code": 429' in reply.content
+
+
+async def test_stream_lines_through_gzip(server: Server, client: httpx.AsyncClient) -> None:
+    reply = await lane(client).open(server.url + "/sse", b"{}", dict(HEADERS))
+    try:
+        lines = [line async for line in reply.aiter_lines()]
+    finally:
+        await reply.aclose()
+    assert lines == ['data: {"n": 1}', "", 'data: {"n": 2}', "", 'data: {"n": 3}', ""]
+
+
+async def test_early_close_reaches_the_server(server: Server, client: httpx.AsyncClient) -> None:
+    reply = await lane(client).open(server.url + "/endless", b"{}", dict(HEADERS))
+    got = []
+    async for line in reply.aiter_lines():
+        if line:
+            got.append(line)
+        if len(got) == 3:
+            break
+    await reply.aclose()
+    await asyncio.wait_for(server.closed_early.wait(), 5)
+
+
+async def test_unreachable_is_connect_error(client: httpx.AsyncClient) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: refused
+        with pytest.raises(httpx.ConnectError):
+            await lane(client).post(f"http://127.0.0.1:{port}/x", b"{}", dict(HEADERS))
+
+
+async def test_silence_is_a_read_timeout(server: Server) -> None:
+    c = make_client(_config(read_timeout=0.3))
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            await lane(c).post(server.url + "/silent", b"{}", dict(HEADERS))
+    finally:
+        await c.aclose()
