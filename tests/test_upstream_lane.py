@@ -93,7 +93,11 @@ def _config(read_timeout: float = 30.0) -> Config:
 async def client(request: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The daemon's own client (aiohttp lane), or a plain httpx client: what
     the lane is built over when ``proxy.upstream_proxy`` is set."""
-    c = make_client(_config()) if request.param == "aiohttp" else httpx.AsyncClient(timeout=30, trust_env=False)
+    c = (
+        make_client(_config())
+        if request.param == "aiohttp"
+        else httpx.AsyncClient(timeout=30, trust_env=False)
+    )
     yield c
     await c.aclose()
 

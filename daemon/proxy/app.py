@@ -1,5 +1,7 @@
-"""The proxy Litestar app: routes from the protocol route modules, errors in
-the caller's protocol shape, auth in front (daemon.proxy.auth)."""
+"""The proxy app: auth in front (daemon.proxy.auth), then the hot routes
+(daemon.proxy.hot_routes: the model traffic), then the Litestar app for the
+rest (models, health, metrics, near-miss 404s); errors in the caller's
+protocol shape everywhere."""
 
 from __future__ import annotations
 
@@ -112,14 +114,14 @@ def claude_code_side(rest: str) -> dict[str, Any]:
 
 
 def create_proxy_app(service: Service) -> ASGIApp:
-    from daemon.proxy import routes_anthropic, routes_gemini, routes_metrics, routes_openai
+    from daemon.proxy import routes_gemini, routes_metrics, routes_openai
+    from daemon.proxy.hot_routes import HotRoutes
 
     app = Litestar(
         route_handlers=[
             health,
             claude_code_side,
             *routes_openai.handlers,
-            *routes_anthropic.handlers,
             *routes_gemini.handlers,
             *routes_metrics.handlers,
         ],
@@ -135,4 +137,5 @@ def create_proxy_app(service: Service) -> ASGIApp:
     )
     app.state.service = service
     app.state.base_url = service.base_url()
-    return AuthMiddleware(cast(ASGIApp, app), service.auth_settings)
+    # The routes that carry model traffic skip Litestar (daemon.proxy.exchange).
+    return AuthMiddleware(HotRoutes(cast(ASGIApp, app), service), service.auth_settings)

@@ -1,4 +1,5 @@
-"""Anthropic routes: /v1/messages and /v1/messages/count_tokens, with z.ai dispatch."""
+"""Anthropic routes: /v1/messages and /v1/messages/count_tokens, with z.ai
+dispatch (hot routes: daemon.proxy.hot_routes)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,21 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Request, Response, post
-from litestar.response import Stream
-
 from daemon.dispatch import Attempt, RequestCtx
 from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
 from daemon.ids import hex_id
+from daemon.protocols import anthropic
+from daemon.proxy.exchange import Out, Req, StreamOut
 from daemon.proxy.serving import (
+    SSE_HEADERS,
     decode_body,
     finish_ctx,
-    json_response,
+    json_out,
     model_of,
     new_ctx,
     run_call,
-    service_of,
     shape_errors,
     store_of,
-    stream_response,
 )
 from daemon.upstream.zai import Zai
 
@@ -86,18 +85,16 @@ def _anthropic_error(exc: GatewayError) -> GatewayError:
     return exc
 
 
-async def _serve_zai(
-    request: Request[Any, Any, Any], body: dict[str, Any], ctx: RequestCtx
-) -> Response[Any] | Stream:
+async def _serve_zai(req: Req, body: dict[str, Any], ctx: RequestCtx) -> Out:
     from daemon.protocols import zai as zai_tr
 
-    svc = service_of(request)
+    svc = req.service
     cfg = svc.config.zai
     model = zai_tr.zai_model(str(body.get("model", "")), cfg.models)
     ctx.model = model
     ctx.account = "z.ai"
     client = Zai(svc.http, cfg)
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers = dict(req.headers.items())
     zbody = zai_tr.zai_request_body(body, model)
     if body.get("stream"):
         ctx.stream = True
@@ -119,32 +116,30 @@ async def _serve_zai(
                     await chunks.aclose()  # type: ignore[attr-defined]
                 finish_ctx(svc, ctx)
 
-        return stream_response(gen())
+        return StreamOut(gen(), headers=SSE_HEADERS)
     data = await client.messages(zbody, headers)
     usage = data.get("usage") or {}
     ctx.usage.input_tokens = int(usage.get("input_tokens") or 0)
     ctx.usage.output_tokens = int(usage.get("output_tokens") or 0)
     finish_ctx(svc, ctx)
-    return json_response(data)
+    return json_out(data)
 
 
-@post("/v1/messages", status_code=200)
-async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
-    from daemon.protocols import anthropic
-
-    svc = service_of(request)
-    ctx = new_ctx(request, "anthropic", "messages")
-    store = store_of(request)
+async def messages(req: Req) -> Out:
+    """POST /v1/messages"""
+    svc = req.service
+    ctx = new_ctx(req, "anthropic", "messages")
+    store = store_of(req)
     mode = _zai_mode(svc)
     try:
-        body = await decode_body(request)
+        body = await decode_body(req)
         client_model = model_of(body)
         ctx.client_model = client_model
         zai_tried = False
         if mode != "off" and _use_zai_first(svc, client_model):
             zai_tried = True
             try:
-                return await _serve_zai(request, body, ctx)
+                return await _serve_zai(req, body, ctx)
             except GatewayError as exc:
                 if mode == "exclusive" or not svc.pool.active_count():
                     raise
@@ -161,7 +156,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
         )
         try:
             return await run_call(
-                request,
+                req,
                 ctx,
                 call,
                 render=lambda resp: anthropic.from_gemini(resp, call=call, store=store),
@@ -172,7 +167,7 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
             if can_fall_back and (isinstance(exc, NoAccountAvailable) or exc.status >= 429):
                 log.info("no Google account could serve (%s); falling back to z.ai", exc.message)
                 ctx.status, ctx.error, ctx.error_kind = 200, "", ""
-                return await _serve_zai(request, body, ctx)
+                return await _serve_zai(req, body, ctx)
             raise
     except GatewayError as exc:
         if ctx.latency_ms is None:
@@ -181,37 +176,33 @@ async def messages(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
         raise _anthropic_error(exc) from None
 
 
-async def _count_zai(
-    request: Request[Any, Any, Any], body: dict[str, Any], client_model: str
-) -> dict[str, Any]:
+async def _count_zai(req: Req, body: dict[str, Any], client_model: str) -> dict[str, Any]:
     from daemon.protocols import zai as zai_tr
 
-    svc = service_of(request)
+    svc = req.service
     client = Zai(svc.http, svc.config.zai)
     zbody = zai_tr.zai_request_body(body, zai_tr.zai_model(client_model, svc.config.zai.models))
-    return await client.count_tokens(zbody, {k.lower(): v for k, v in request.headers.items()})
+    return await client.count_tokens(zbody, dict(req.headers.items()))
 
 
-@post("/v1/messages/count_tokens", status_code=200)
-async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
-    from daemon.protocols import anthropic
-
-    svc = service_of(request)
-    ctx = new_ctx(request, "anthropic", "count_tokens")
+async def count_tokens(req: Req) -> Out:
+    """POST /v1/messages/count_tokens"""
+    svc = req.service
+    ctx = new_ctx(req, "anthropic", "count_tokens")
     try:
-        body = await decode_body(request)
+        body = await decode_body(req)
         client_model = model_of(body)
         ctx.client_model = client_model
         mode = _zai_mode(svc)
         if mode == "exclusive":
-            data = await _count_zai(request, body, client_model)
+            data = await _count_zai(req, body, client_model)
             finish_ctx(svc, ctx)
-            return json_response(data)
+            return json_out(data)
         model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
         ctx.model = model
         with shape_errors():
             call = anthropic.to_gemini(
-                {**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(request)
+                {**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(req)
             )
         try:
             total = await svc.dispatcher.count_tokens(call, ctx)
@@ -223,17 +214,15 @@ async def count_tokens(request: Request[Any, Any, Any]) -> Response[bytes]:
                 and (isinstance(exc, NoAccountAvailable) or exc.status >= 429)
                 and _zai_knows(svc, client_model)
             ):
-                data = await _count_zai(request, body, client_model)
+                data = await _count_zai(req, body, client_model)
                 ctx.account = "z.ai"
                 finish_ctx(svc, ctx)
-                return json_response(data)
+                return json_out(data)
             raise
     except GatewayError as exc:
         ctx.fail(exc)
         finish_ctx(svc, ctx)
         raise _anthropic_error(exc) from None
     finish_ctx(svc, ctx)
-    return json_response({"input_tokens": total})
+    return json_out({"input_tokens": total})
 
-
-handlers = [messages, count_tokens]

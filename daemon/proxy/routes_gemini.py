@@ -1,17 +1,20 @@
-"""Gemini API routes under /v1beta (google-genai SDK, Gemini CLI)."""
+"""Gemini API routes under /v1beta (google-genai SDK, Gemini CLI): model
+listing and info on Litestar, the POST methods as hot routes
+(daemon.proxy.hot_routes)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, get, post
-from litestar.response import Stream
+from litestar import Request, Response, get
 
 from daemon.errors import BadRequest, NotFound
 from daemon.protocols import gemini
+from daemon.proxy.exchange import Out, Req
 from daemon.proxy.serving import (
     decode_body,
     finish_ctx,
+    json_out,
     json_response,
     new_ctx,
     recorded,
@@ -47,19 +50,23 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response({"models": [_model_entry(m, avail.get(m)) for m in names]})
 
 
-async def _generate(request: Request[Any, Any, Any], model_method: str) -> Response[Any] | Stream:
+async def generate(req: Req) -> Out:
+    """POST /v1beta/models/{model}:{method} (also /v1alpha, and /v1 as
+    google-genai sends with api_version v1; the colon method names cannot
+    clash with OpenAI routes)."""
+    model_method = req.path_params["model_method"]
     model_name, _, method = model_method.rpartition(":")
     if method not in METHODS or not model_name:
         raise NotFound(
             f"unknown Gemini method {model_method!r}: use models/{{model}}:generateContent, "
             ":streamGenerateContent or :countTokens"
         )
-    svc = service_of(request)
-    ctx = new_ctx(request, "gemini", method)
-    store = store_of(request)
+    svc = req.service
+    ctx = new_ctx(req, "gemini", method)
+    store = store_of(req)
     with recorded(svc, ctx):
         ctx.client_model = model_name
-        body = await decode_body(request)
+        body = await decode_body(req)
         model = svc.dispatcher.resolve_model(model_name)
         if method == "countTokens":
             # countTokens takes contents, or a whole generateContentRequest.
@@ -70,32 +77,18 @@ async def _generate(request: Request[Any, Any, Any], model_method: str) -> Respo
             ctx.client_model, ctx.model = model_name, model
             total = await svc.dispatcher.count_tokens(call, ctx)
             finish_ctx(svc, ctx)
-            return json_response({"totalTokens": total})
+            return json_out({"totalTokens": total})
         stream = method == "streamGenerateContent"
         call = gemini.to_gemini(body, model=model, store=store, client_model=model_name, stream=stream)
-    sse_mode = request.query_params.get("alt") == "sse"
+    sse_mode = req.query_params.get("alt") == "sse"
     return await run_call(
-        request,
+        req,
         ctx,
         call,
         render=lambda resp: gemini.from_gemini(resp, call=call, store=store),
         translator=lambda: gemini.StreamTranslator(call, store, sse_mode=sse_mode),
         media_type="text/event-stream" if sse_mode else "application/json",
     )
-
-
-# google-genai sends /v1/models/...:generateContent when given a base URL and
-# api_version v1; the colon method names cannot clash with OpenAI routes.
-@post(
-    [
-        "/v1beta/models/{model_method:str}",
-        "/v1alpha/models/{model_method:str}",
-        "/v1/models/{model_method:str}",
-    ],
-    status_code=200,
-)
-async def generate(request: Request[Any, Any, Any], model_method: str) -> Response[Any] | Stream:
-    return await _generate(request, model_method)
 
 
 @get(["/v1beta/models/{model:str}", "/v1alpha/models/{model:str}"])
@@ -112,4 +105,4 @@ async def model_info(request: Request[Any, Any, Any], model: str) -> Response[by
     return json_response(entry)
 
 
-handlers = [list_models, generate, get_model]
+handlers = [list_models, get_model]

@@ -1,4 +1,5 @@
-"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/responses, /v1/models."""
+"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/responses (hot
+routes, daemon.proxy.hot_routes), /v1/models (Litestar)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import logging
 import time
 from typing import Any
 
-from litestar import Request, Response, get, post
-from litestar.response import Stream
+from litestar import Request, Response, get
 
 from daemon.errors import GatewayError, NotFound
 from daemon.ids import hex_id
 from daemon.models import client_names
+from daemon.protocols import openai_chat, openai_completions, openai_responses
+from daemon.proxy.exchange import Out, Req
 from daemon.proxy.serving import (
     decode_body,
     finish_ctx,
@@ -63,14 +65,12 @@ async def get_model(request: Request[Any, Any, Any], model: str) -> Response[byt
     )
 
 
-async def _serve(
-    request: Request[Any, Any, Any], module: Any, route: str, **kwargs: Any
-) -> Response[Any] | Stream:
-    svc = service_of(request)
-    ctx = new_ctx(request, "openai", route)
-    store = store_of(request)
+async def _serve(req: Req, module: Any, route: str, **kwargs: Any) -> Out:
+    svc = req.service
+    ctx = new_ctx(req, "openai", route)
+    store = store_of(req)
     try:
-        body = await decode_body(request)
+        body = await decode_body(req)
         client_model = model_of(body)
         ctx.client_model = client_model
         model = svc.dispatcher.resolve_model(client_model)
@@ -82,7 +82,7 @@ async def _serve(
         raise
     call.extra.setdefault("created", int(time.time()))
     return await run_call(
-        request,
+        req,
         ctx,
         call,
         render=lambda resp: module.from_gemini(resp, call=call, store=store),
@@ -90,29 +90,23 @@ async def _serve(
     )
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
-    from daemon.protocols import openai_chat
-
-    return await _serve(request, openai_chat, "chat")
+async def chat_completions(req: Req) -> Out:
+    """POST /v1/chat/completions"""
+    return await _serve(req, openai_chat, "chat")
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
-    from daemon.protocols import openai_completions
-
-    return await _serve(request, openai_completions, "completions")
+async def completions(req: Req) -> Out:
+    """POST /v1/completions"""
+    return await _serve(req, openai_completions, "completions")
 
 
-@post("/v1/responses", status_code=200)
-async def responses(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
-    from daemon.protocols import openai_responses
-
-    svc = service_of(request)
-    ctx = new_ctx(request, "openai", "responses")
-    store = store_of(request)
+async def responses(req: Req) -> Out:
+    """POST /v1/responses"""
+    svc = req.service
+    ctx = new_ctx(req, "openai", "responses")
+    store = store_of(req)
     try:
-        body = await decode_body(request)
+        body = await decode_body(req)
         client_model = model_of(body)
         ctx.client_model = client_model
         model = svc.dispatcher.resolve_model(client_model)
@@ -145,7 +139,7 @@ async def responses(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
         svc.responses.put(str(resp_obj.get("id")), [*past, *inputs, *openai_responses.output_items(resp_obj)])
 
     return await run_call(
-        request,
+        req,
         ctx,
         call,
         render=lambda resp: openai_responses.from_gemini(resp, call=call, store=store),
@@ -154,4 +148,4 @@ async def responses(request: Request[Any, Any, Any]) -> Response[Any] | Stream:
     )
 
 
-handlers = [list_models, get_model, chat_completions, completions, responses]
+handlers = [list_models, get_model]
