@@ -159,6 +159,9 @@ class Listener:
             timeout_graceful_shutdown=max(1, round(graceful)),
             timeout_keep_alive=75,
             server_header=False,
+            # A local daemon: X-Forwarded-For from a loopback client is not
+            # to be believed (it would name the client in the request log).
+            proxy_headers=False,
             date_header=False,
             http=_OwnerOnlyProtocol if owner_only else "httptools",
             loop="none",

@@ -55,6 +55,7 @@ LATENCY_BUCKETS = (
     120.0,
     300.0,
 )
+LABEL_SETS_TTL = 1.0
 TOKEN_DIRECTIONS = ("input", "output", "thinking", "cached")
 
 
@@ -131,8 +132,30 @@ class Metrics:
             registry=reg,
         )
         reg.register(_StateCollector(service))
+        self._sets_at = -LABEL_SETS_TTL
+        self._models: set[str] = set()
+        self._emails: set[str] = set()
+        # Label children by (metric, labels): bounded, as the labels are.
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     # ---------------------------------------------------------------- labels
+
+    def _refresh_label_sets(self) -> None:
+        """The models and accounts a label may name, re-read at most once a
+        second (a request must not rebuild them)."""
+        now = time.monotonic()
+        if now - self._sets_at < LABEL_SETS_TTL:
+            return
+        self._sets_at = now
+        self._models = self._known_models()
+        self._emails = {a.email for a in self.service.pool.accounts.values()}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _known_models(self) -> set[str]:
         svc = self.service
@@ -145,26 +168,27 @@ class Metrics:
     def _model_label(self, model: str) -> str:
         if not model:
             return NONE
-        return model if model in self._known_models() else OTHER
+        return model if model in self._models else OTHER
 
     def _account_label(self, account: str) -> str:
         if not account:
             return NONE
         if account == ZAI:
             return ZAI
-        emails = {a.email for a in self.service.pool.accounts.values()}
-        return account if account in emails else OTHER
+        return account if account in self._emails else OTHER
 
     # ---------------------------------------------------------------- per request
 
     def observe(self, ctx: RequestCtx) -> None:
+        self._refresh_label_sets()
         model = self._model_label(ctx.model or ctx.client_model)
         account = self._account_label(ctx.account)
-        self.requests.labels(ctx.protocol, ctx.route, model, str(ctx.status)).inc()
+        child = self._child
+        child(self.requests, ctx.protocol, ctx.route, model, str(ctx.status)).inc()
         if ctx.latency_ms is not None:
-            self.latency.labels(ctx.protocol, ctx.route, model).observe(ctx.latency_ms / 1000)
+            child(self.latency, ctx.protocol, ctx.route, model).observe(ctx.latency_ms / 1000)
         if ctx.ttfb_ms is not None:
-            self.ttfb.labels(ctx.protocol, ctx.route, model).observe(ctx.ttfb_ms / 1000)
+            child(self.ttfb, ctx.protocol, ctx.route, model).observe(ctx.ttfb_ms / 1000)
         u = ctx.usage
         for direction, n in zip(
             TOKEN_DIRECTIONS,
@@ -172,7 +196,7 @@ class Metrics:
             strict=True,
         ):
             if n:
-                self.tokens.labels(direction, model, account).inc(n)
+                child(self.tokens, direction, model, account).inc(n)
         served = False
         for att in ctx.attempts:
             if att.status == 200:

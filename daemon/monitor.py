@@ -335,8 +335,10 @@ class Monitor:
             int(ctx.stream),
             ctx.status,
             ctx.error_kind,
-            redact(ctx.error[:ERROR_CAP]),
-            redact(_encode(ctx.attempts).decode()),
+            # Text is scrubbed by the writer (off the event loop) and, for
+            # live followers, in _publish.
+            ctx.error[:ERROR_CAP],
+            _encode(ctx.attempts).decode() if ctx.attempts else "[]",
             round(ctx.latency_ms, 3),
             round(ctx.ttfb_ms, 3) if ctx.ttfb_ms is not None else None,
             ctx.usage.input_tokens,
@@ -344,7 +346,7 @@ class Monitor:
             ctx.usage.thinking_tokens,
             ctx.usage.cached_tokens,
             ctx.client,
-            redact(ctx.user_agent[:UA_CAP]),
+            ctx.user_agent[:UA_CAP],
             # Raw bytes: redacted by the writer, off the event loop.
             req_body,
             resp_body,
@@ -358,6 +360,9 @@ class Monitor:
 
     def _publish(self, row: tuple[Any, ...]) -> None:
         d = dict(zip(COLUMNS[:_BODY_AT], row[:_BODY_AT], strict=True))
+        for i in _TEXT_AT:
+            if row[i]:
+                d[COLUMNS[i]] = redact(row[i])
         try:
             d["attempts"] = msgspec.json.decode(d["attempts"])
         except msgspec.DecodeError:

@@ -205,16 +205,23 @@ class _Watch:
         self._watcher = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        if self._keepalive is None:
+            # Only the disconnect to wait for.
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    if not self._stopped:
+                        self.gone = True
+                        if self._task is not None:
+                            self._task.cancel()
+                    return
         pending: asyncio.Future[Any] | None = None
         try:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(self._receive())
-                if self._keepalive is None:
-                    await asyncio.wait({pending})
-                else:
-                    wait = max(0.0, self.last_sent + self._every - time.monotonic())
-                    await asyncio.wait({pending}, timeout=wait)
+                wait = max(0.0, self.last_sent + self._every - time.monotonic())
+                await asyncio.wait({pending}, timeout=wait)
                 if pending.done():
                     message = pending.result()
                     pending = None
@@ -225,7 +232,7 @@ class _Watch:
                                 self._task.cancel()
                         return
                     continue
-                if self._keepalive is not None and self._send is not None and not self._stopped:
+                if self._send is not None and not self._stopped:
                     if time.monotonic() - self.last_sent >= self._every:
                         data = self._keepalive()
                         self.last_sent = time.monotonic()

@@ -37,6 +37,7 @@ PY_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("daemon: upstream wrapper", ("daemon/upstream/",)),
     ("daemon: proxy routes/serving/auth", ("daemon/proxy/",)),
     ("daemon: other", ("daemon/",)),
+    ("aiohttp + multidict/yarl", ("aiohttp/", "multidict/", "yarl/", "propcache/")),
     ("httpx", ("httpx/",)),
     ("httpcore + h11", ("httpcore/", "h11/")),
     ("anyio + sniffio", ("anyio/", "sniffio/")),
