@@ -17,6 +17,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,8 +25,9 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.bench.clients import Conn  # noqa: E402
 from tests.bench.procs import can_pin  # noqa: E402
-from tests.bench.run import HARNESS_CPU, Bench  # noqa: E402
+from tests.bench.run import HARNESS_CPU, HOST, Bench, direct_target, pct  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
@@ -35,6 +37,32 @@ def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
     return name, Path(src or ".").resolve(), env
 
 
+def latency(bench: Bench, names: list[str], n: int) -> None:
+    """Sequential, interleaved request by request; added = variant - direct."""
+    targets = {"direct": direct_target(bench.fake_port), **{m: bench.targets[m] for m in names}}
+    conns = {m: Conn(HOST, t.port) for m, t in targets.items()}
+    raws = {m: t.raw() for m, t in targets.items()}
+    times: dict[str, list[float]] = {m: [] for m in targets}
+    try:
+        for i in range(n + 100):
+            for m in targets:
+                t0 = time.perf_counter_ns()
+                r = conns[m].request(raws[m])
+                t1 = time.perf_counter_ns()
+                if r.status != 200:
+                    raise RuntimeError(f"{m}: {r.status} {r.body[:200]!r}")
+                if i >= 100:
+                    times[m].append((t1 - t0) / 1e6)
+    finally:
+        for c in conns.values():
+            c.close()
+    base = {q: pct(times["direct"], q) for q in (50, 90, 99)}
+    print(f"\n{n} sequential requests each; added over direct (ms):")
+    for m in names:
+        added = "  ".join(f"p{q} {pct(times[m], q) - base[q]:.3f}" for q in (50, 90, 99))
+        print(f"  {m:16} {added}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("variants", nargs="+", help="name=SOURCE[:VAR=VALUE,...]")
@@ -42,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=4)
     p.add_argument("-c", "--concurrency", type=int, default=16)
     p.add_argument("--stream", action="store_true", help="streamed answers instead of whole ones")
+    p.add_argument(
+        "--latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of throughput: N sequential requests to each (and direct), interleaved",
+    )
     args = p.parse_args(argv)
     if can_pin():
         os.sched_setaffinity(0, {HARNESS_CPU})
@@ -55,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             name, src, env = parse_variant(text)
             bench.start_daemon(name, src=src, extra_env=env)
             names.append(name)
+        if args.latency:
+            latency(bench, names, args.latency)
+            return 0
         for name in names:  # warm-up
             bench.run_wrk(bench.targets[name], args.concurrency, 1, stream=args.stream)
         rows: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
