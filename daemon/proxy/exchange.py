@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from daemon.errors import BadRequest, PayloadTooLarge
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -284,6 +287,9 @@ async def send_stream(send: Send, receive: Receive, out: StreamOut) -> None:
                     watch.last_sent = time.monotonic()
     except ClientGone:
         return
+    except Exception:
+        # The status line is out: all that is left is to end the stream.
+        log.exception("stream producer failed after the response started")
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
