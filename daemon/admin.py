@@ -15,7 +15,7 @@ from litestar import Litestar, Request, Response, get, post, put
 from litestar.exceptions import HTTPException
 
 from daemon import config as config_mod
-from daemon.errors import BadRequest, GatewayError, InternalError, NotFound
+from daemon.errors import BadRequest, GatewayError, InternalError, NotFound, PayloadTooLarge
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -41,6 +41,12 @@ def _http_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return _error(NotFound(f"unknown admin route {request.method} {request.url.path}"))
+    if exc.status_code == 413:
+        return _error(PayloadTooLarge("request body is too large"))
+    if exc.status_code == 405:
+        err = BadRequest(f"{request.method} is not allowed on {request.url.path}")
+        err.status = 405  # type: ignore[misc]
+        return _error(err)
     if exc.status_code < 500:
         return _error(BadRequest(str(exc.detail)))
     return _error(InternalError("internal error"))

@@ -44,3 +44,27 @@ def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def remove_stale_temps(directory: Path, prefix: str = ".") -> list[Path]:
+    """Delete what ``atomic_write`` leaves behind when the process dies
+    between creating its temp file and the rename (``.NAME.XXXX.tmp``; the
+    file it was replacing is intact). Only for a directory nobody else is
+    writing to now: the daemon calls it at start, holding its socket.
+    Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return removed
+    for p in entries:
+        if not (p.name.startswith(prefix) and p.name.endswith(".tmp")):
+            continue
+        try:
+            if not p.is_file():
+                continue
+            p.unlink()
+        except OSError:
+            continue
+        removed.append(p)
+    return removed

@@ -20,6 +20,7 @@ from daemon.accounts.store import AccountStore
 from daemon.config import Config
 from daemon.dispatch import Dispatcher
 from daemon.errors import Conflict, GatewayError, NoAccountAvailable
+from daemon.fsutil import remove_stale_temps
 from daemon.listeners import Listener, bind_tcp, bind_unix
 from daemon.metrics import Metrics
 from daemon.monitor import Monitor
@@ -250,6 +251,14 @@ class Service:
         try:
             # Accounts are loaded before the admin socket answers (agctl waits
             # in the listen backlog meanwhile): it never sees a half-started daemon.
+            # Holding the socket, this is the only writer: a temp file
+            # left now is from a write that died before its rename.
+            cfg_file = self.paths.config_file
+            for stale in [
+                *remove_stale_temps(cfg_file.parent, prefix=f".{cfg_file.name}."),
+                *remove_stale_temps(self.paths.accounts_dir),
+            ]:
+                log.info("removed %s, left by a write that did not finish", stale.name)
             self.pool.load()
             await self.monitor.start()
             from daemon.admin import create_admin_app

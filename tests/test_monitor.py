@@ -552,6 +552,21 @@ def test_rows_of_failed_requests(m: Daemon, fake: FakeGoogle) -> None:
     assert r.headers["x-request-id"] == row["request_id"]
 
 
+def test_a_refused_key_is_logged_without_the_key(m: Daemon) -> None:
+    wrong = "sk-wrong-key-0123456789abcdef"
+    r = httpx.post(
+        m.base_url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {wrong}", "user-agent": "probe/1.0"},
+        json={"model": "gemini-3-flash", "messages": []},
+        timeout=10,
+    )
+    assert r.status_code == 401
+    row = wait_row(m, r.headers["x-request-id"])
+    assert (row["status"], row["error_kind"], row["route"]) == (401, "authentication", "unauthorized")
+    assert row["protocol"] == "openai" and row["user_agent"] == "probe/1.0"
+    assert "wrong" in row["error"] and wrong not in json.dumps(row)
+
+
 def test_model_not_found_row_keeps_the_client_model(m: Daemon) -> None:
     r = gen(m, "no-such-model-named")
     assert r.status_code == 404

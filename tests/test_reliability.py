@@ -1082,6 +1082,7 @@ def test_kill9_during_writes_never_corrupts(fake: FakeGoogle) -> None:
             p.name for p in home.glob(".*.tmp")
         ]
         print(f"crash loop: {CRASH_ITERATIONS} kill -9s, temp files left behind: {len(leftovers)}")
+        assert not leftovers, f"temp files of unfinished writes survived a start: {leftovers}"
     finally:
         fake.reset()
         shutil.rmtree(home, ignore_errors=True)

@@ -137,5 +137,25 @@ def create_proxy_app(service: Service) -> ASGIApp:
     )
     app.state.service = service
     app.state.base_url = service.base_url()
+
+    def on_reject(scope: Any, path: str, err: GatewayError) -> None:
+        """A refused request is in the request log too (who tried, with what)."""
+        from daemon.dispatch import RequestCtx
+        from daemon.proxy.serving import finish_ctx
+
+        client = scope.get("client")
+        agent = next(
+            (bytes(v).decode("latin-1") for k, v in scope.get("headers", ()) if k == b"user-agent"), ""
+        )
+        ctx = RequestCtx(
+            request_id=scope["state"]["request_id"],
+            protocol=protocol_for_path(path),
+            route="unauthorized",  # not the path: metrics labels stay bounded
+            client=f"{client[0]}" if client else "",
+            user_agent=agent,
+        )
+        ctx.fail(err)
+        finish_ctx(service, ctx)
+
     # The routes that carry model traffic skip Litestar (daemon.proxy.exchange).
-    return AuthMiddleware(HotRoutes(cast(ASGIApp, app), service), service.auth_settings)
+    return AuthMiddleware(HotRoutes(cast(ASGIApp, app), service), service.auth_settings, on_reject)

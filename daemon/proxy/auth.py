@@ -118,9 +118,15 @@ def new_request_id() -> str:
 class AuthMiddleware:
     """``settings`` is read per request, so auth mode and key changes apply at once."""
 
-    def __init__(self, app: ASGIApp, settings: Callable[[], tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Callable[[], tuple[str, str]],
+        on_reject: Callable[[Scope, str, GatewayError], None] | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
+        self.on_reject = on_reject  # (scope, normalised path, error): the request log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,6 +151,8 @@ class AuthMiddleware:
             if not key_matches(given, key):
                 err = AuthenticationError(_auth_message(path, given))
                 await send_error(send, path, err, {"x-request-id": request_id})
+                if self.on_reject is not None:
+                    self.on_reject(scope, path, err)
                 return
 
         async def send_with_id(message: MutableMapping[str, Any]) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NO_MONITOR = "antigravity, monitor off"
+FLOOR_ASGI = "floor: bare ASGI + aiohttp"
+FLOOR_LITESTAR = "floor: Litestar route + aiohttp"
 
 # Issue 8's targets.
 TARGETS = {
@@ -99,6 +101,13 @@ def _throughput_rows(res: Results) -> list[Row]:
         if a.get("cpu_us_per_req") and b.get("cpu_us_per_req"):
             x = b["cpu_us_per_req"] / a["cpu_us_per_req"]
             rows.append(("LiteLLM CPU/req ÷ ours, c=16", f"{x:.1f}", "1", "(>= 5)", "info"))
+    for floor in (FLOOR_ASGI, FLOOR_LITESTAR):
+        f16 = tp.get((floor, 16))
+        if f16:
+            cost = f16.get("cpu_us_per_req", 0)
+            rows.append(
+                (f"c=16 req/s (CPU µs/req), {floor}", f"{f16['rps']:,.0f} ({cost:,.0f})", "–", "", "info")
+            )
     n16 = tp.get((NO_MONITOR, 16))
     if a and n16:
         on = f"{a['rps']:,.0f} ({a.get('cpu_us_per_req', 0):,.0f})"
@@ -207,8 +216,10 @@ def _latency_section(res: Results) -> list[str]:
         "## 1. Added latency (sequential, non-stream)\n",
         "OpenAI chat → Gemini (1 KB prompt, ~200-token answer) through the proxy, against the "
         "same call straight to the fake (v1internal for antigravity, the public Gemini API for "
-        "LiteLLM); one keep-alive connection each, the targets interleaved request by request. "
-        "Added = proxied percentile − direct percentile.\n",
+        "LiteLLM); one keep-alive connection each, the targets interleaved request by request "
+        "(antigravity with direct, then LiteLLM with direct to the public API; LiteLLM is stopped "
+        "with SIGSTOP whenever it is not the one measured, so that its background work does not "
+        "land on the others' core). Added = proxied percentile − direct percentile.\n",
     ]
     rows = []
     for name, s in res.latency.items():

@@ -64,7 +64,7 @@ from tests.bench import profiling  # noqa: E402
 from tests.bench.clients import Conn, HeldStreams, StreamTiming, build_request, hold_streams  # noqa: E402
 from tests.bench.fakeserver import ACCESS_TOKEN, MODEL, PROJECT  # noqa: E402
 from tests.bench.procs import CpuMeter, Procs, can_pin, open_fds, rss_kb, run_bounded  # noqa: E402
-from tests.bench.report import NO_MONITOR, Results, report, short_table  # noqa: E402
+from tests.bench.report import FLOOR_ASGI, FLOOR_LITESTAR, NO_MONITOR, Results, report, short_table  # noqa: E402
 from tests.conftest import base_config, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -369,6 +369,66 @@ class Bench:
         self.targets[name] = chat_target(name, int(base.rsplit(":", 1)[1]), DAEMON_KEY, proc.pid)
         return proc.pid
 
+    # LiteLLM keeps working after it answers (logging, spend tracking, its
+    # schedulers); on the shared core that lands on whatever is measured
+    # next. So it is stopped (SIGSTOP) except while it is measured itself:
+    # the numbers of each come from the same run, unpolluted by the other.
+
+    def peer_signal(self, sig: int) -> None:
+        if self.litellm_pid and "litellm" in self.targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.litellm_pid, sig)
+
+    @contextlib.contextmanager
+    def peer_running(self, needed: bool = True) -> Any:
+        if not needed:
+            yield
+            return
+        self.peer_signal(signal.SIGCONT)
+        time.sleep(0.2)  # its event loop catches up on timers first
+        try:
+            yield
+        finally:
+            self.peer_signal(signal.SIGSTOP)
+
+    @staticmethod
+    def groups(order: list[str]) -> list[list[str]]:
+        """Targets measured interleaved: ours with direct; LiteLLM with
+        direct to the public API (its own baseline)."""
+        peer = {"direct (public API)", "litellm"}
+        return [g for g in ([n for n in order if n not in peer], [n for n in order if n in peer]) if g]
+
+    def start_floors(self) -> None:
+        """The least a proxy on this stack costs (tests/bench/floor.py)."""
+        for name, mode in ((FLOOR_ASGI, "asgi"), (FLOOR_LITESTAR, "litestar")):
+            port = free_port()
+            proc = self.procs.spawn(
+                f"floor-{mode}",
+                [sys.executable, str(HERE / "floor.py"), mode, str(port), f"http://{HOST}:{self.fake_port}"],
+                cpu=DAEMON_CPU,
+            )
+            t = chat_target(name, port, DAEMON_KEY, proc.pid)
+            deadline = time.monotonic() + 30
+            problem = "did not start"
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    problem = ""
+                    conn = Conn(HOST, port)
+                    try:
+                        r = conn.request(t.raw())
+                    finally:
+                        conn.close()
+                    if r.status == 200:
+                        break
+                    problem = f"answered {r.status}"
+                except OSError as exc:
+                    problem = str(exc)
+                time.sleep(0.1)
+            if problem:
+                self.res.errors.append(f"{name}: {problem}: {self.procs.log(f'floor-{mode}', 800)}")
+                continue
+            self.targets[name] = t
+
     def start_litellm(self) -> subprocess.Popen[bytes] | None:
         exe = LITELLM_VENV / "bin" / "litellm"
         if not exe.exists():
@@ -514,22 +574,27 @@ class Bench:
         meter.start()
         gc.disable()
         try:
-            for i in range(plan.warmup_n + plan.latency_n):
-                for n in order:
-                    if n == "litellm" and i >= plan.warmup_n + plan.litellm_latency_n:
-                        continue
-                    t0 = time.perf_counter_ns()
-                    r = conns[n].request(raws[n])
-                    t1 = time.perf_counter_ns()
-                    if r.status != 200:
-                        errors[n] += 1
-                        if errors[n] > 20:
-                            raise RuntimeError(f"{n}: too many errors, last {r.status} {r.body[:200]!r}")
-                        continue
-                    if i >= plan.warmup_n:
-                        times[n].append((t1 - t0) / 1e6)
-                if i % 500 == 499:
-                    gc.collect()
+            for group in self.groups(order):
+                with self.peer_running("litellm" in group):
+                    rounds = plan.warmup_n + (
+                        plan.litellm_latency_n if "litellm" in group else plan.latency_n
+                    )
+                    for i in range(rounds):
+                        for n in group:
+                            t0 = time.perf_counter_ns()
+                            r = conns[n].request(raws[n])
+                            t1 = time.perf_counter_ns()
+                            if r.status != 200:
+                                errors[n] += 1
+                                if errors[n] > 20:
+                                    raise RuntimeError(
+                                        f"{n}: too many errors, last {r.status} {r.body[:200]!r}"
+                                    )
+                                continue
+                            if i >= plan.warmup_n:
+                                times[n].append((t1 - t0) / 1e6)
+                        if i % 500 == 499:
+                            gc.collect()
         finally:
             gc.enable()
             for c in conns.values():
@@ -628,16 +693,23 @@ class Bench:
         if not self.wrk:
             self.res.errors.append("throughput skipped: `wrk` not found (apt-get install -y wrk)")
             return
-        order = [n for n in ("direct", "antigravity", NO_MONITOR, "litellm") if n in self.targets]
+        order = [
+            n
+            for n in ("direct", "antigravity", NO_MONITOR, FLOOR_ASGI, FLOOR_LITESTAR, "litellm")
+            if n in self.targets
+        ]
         for n in order:  # warm up connections and code paths
-            self.run_wrk(self.targets[n], 16, 1)
+            with self.peer_running(n == "litellm"):
+                self.run_wrk(self.targets[n], 16, 1)
         for conc in self.plan.concurrencies:
             for n in order:
-                if n == NO_MONITOR and conc not in (1, 16):
+                if n in (NO_MONITOR, FLOOR_ASGI, FLOOR_LITESTAR) and conc not in (1, 16):
                     continue
                 self.log(f"throughput: {n} at concurrency {conc} for {self.plan.wrk_seconds}s")
                 try:
-                    self.res.throughput.append(self.run_wrk(self.targets[n], conc, self.plan.wrk_seconds))
+                    with self.peer_running(n == "litellm"):
+                        res = self.run_wrk(self.targets[n], conc, self.plan.wrk_seconds)
+                    self.res.throughput.append(res)
                 except Exception as exc:
                     self.res.errors.append(f"throughput {n} c={conc}: {exc}")
 
@@ -655,10 +727,12 @@ class Bench:
         conns = {n: Conn(HOST, self.targets[n].port) for n in order}
         gc.disable()
         try:
-            for _ in range(plan.stream_reps):
-                for n in order:
-                    runs[n].append(conns[n].stream(self.targets[n].raw(stream=True)))
-                gc.collect()
+            for group in self.groups(order):
+                with self.peer_running("litellm" in group):
+                    for _ in range(plan.stream_reps):
+                        for n in group:
+                            runs[n].append(conns[n].stream(self.targets[n].raw(stream=True)))
+                        gc.collect()
         finally:
             gc.enable()
             for c in conns.values():
@@ -669,13 +743,13 @@ class Bench:
         conns = {n: Conn(HOST, self.targets[n].port) for n in order}
         gc.disable()
         try:
-            for i in range(plan.ttfb_n):
-                for n in order:
-                    if n == "litellm" and i >= plan.ttfb_n // 2:
-                        continue
-                    r = conns[n].stream(self.targets[n].raw(stream=True))
-                    if not r.error and i >= 5:
-                        ttfb[n].append((r.first_byte_ns - r.sent_ns) / 1e6)
+            for group in self.groups(order):
+                with self.peer_running("litellm" in group):
+                    for i in range(plan.ttfb_n // 2 if "litellm" in group else plan.ttfb_n):
+                        for n in group:
+                            r = conns[n].stream(self.targets[n].raw(stream=True))
+                            if not r.error and i >= 5:
+                                ttfb[n].append((r.first_byte_ns - r.sent_ns) / 1e6)
         finally:
             gc.enable()
             for c in conns.values():
@@ -891,6 +965,9 @@ class Bench:
                 if name == "antigravity" or name == "direct":
                     raise RuntimeError(self.res.errors[-1])
                 self.targets.pop(name)
+        if not self.args.no_floor:
+            self.start_floors()
+        self.peer_signal(signal.SIGSTOP)
         self.stream_shape(20, 0.0, False)
         phases = [
             ("latency", self.phase_latency),
@@ -939,6 +1016,7 @@ class Bench:
         )
 
     def cleanup(self) -> None:
+        self.peer_signal(signal.SIGCONT)  # a stopped process would not act on SIGTERM
         self.procs.stop_all()
         if not self.args.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -1053,6 +1131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--no-ablation", action="store_true", help="no second daemon with the monitor off")
+    p.add_argument(
+        "--no-floor", action="store_true", help="leave out the minimal proxies on the same stack (floor.py)"
+    )
     p.add_argument(
         "--setup",
         action="store_true",
