@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import uvicorn
+from litestar import Litestar, Request, Response, post
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
@@ -106,8 +107,6 @@ def asgi_app(upstream: str) -> Any:
 
 
 def litestar_app(upstream: str) -> Any:
-    from litestar import Litestar, Request, Response, post
-
     @post("/v1/chat/completions", status_code=200)
     async def chat(request: Request[Any, Any, Any]) -> Response[bytes]:
         out = await proxy_once(upstream, await request.body())
