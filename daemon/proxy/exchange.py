@@ -207,17 +207,19 @@ class _Watch:
         self._stopped = False
         self._watcher = asyncio.ensure_future(self._run())
 
+    def _disconnected(self) -> None:
+        if not self._stopped:
+            self.gone = True
+            if self._task is not None:
+                self._task.cancel()
+
     async def _run(self) -> None:
-        if self._keepalive is None:
-            # Only the disconnect to wait for.
-            while True:
-                message = await self._receive()
-                if message["type"] == "http.disconnect":
-                    if not self._stopped:
-                        self.gone = True
-                        if self._task is not None:
-                            self._task.cancel()
-                    return
+        keepalive = self._keepalive
+        if keepalive is None:  # only the disconnect to wait for
+            while (await self._receive())["type"] != "http.disconnect":
+                pass
+            self._disconnected()
+            return
         pending: asyncio.Future[Any] | None = None
         try:
             while True:
@@ -226,18 +228,14 @@ class _Watch:
                 wait = max(0.0, self.last_sent + self._every - time.monotonic())
                 await asyncio.wait({pending}, timeout=wait)
                 if pending.done():
-                    message = pending.result()
-                    pending = None
+                    message, pending = pending.result(), None
                     if message["type"] == "http.disconnect":
-                        if not self._stopped:
-                            self.gone = True
-                            if self._task is not None:
-                                self._task.cancel()
+                        self._disconnected()
                         return
                     continue
                 if self._send is not None and not self._stopped:
                     if time.monotonic() - self.last_sent >= self._every:
-                        data = self._keepalive()
+                        data = keepalive()
                         self.last_sent = time.monotonic()
                         if data:
                             await self._send({"type": "http.response.body", "body": data, "more_body": True})
