@@ -156,3 +156,86 @@ async def test_silence_is_a_read_timeout(server: Server) -> None:
             await lane(c).post(server.url + "/silent", b"{}", dict(HEADERS))
     finally:
         await c.aclose()
+
+
+class KeepAliveCloser:
+    """A raw HTTP/1.1 server that answers the first request of a connection
+    (keep-alive) and closes the connection, unanswered, on the next one —
+    what a server does when its idle timeout meets a request in flight.
+    With ``answer=False`` it never answers at all."""
+
+    def __init__(self, answer: bool = True) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests = 0
+        self.url = ""
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                self.requests += 1
+                if not self.answer or served:
+                    break  # closed with the request unanswered
+                served += 1
+                body = b'{"ok": true}'
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def closer() -> AsyncIterator[KeepAliveCloser]:
+    srv = KeepAliveCloser()
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def test_a_pooled_connection_closed_under_a_request_is_retried_once(closer: KeepAliveCloser) -> None:
+    c = make_client(_config())
+    try:
+        for n in range(3):
+            reply = await lane(c).post(closer.url + "/x", b"{}", dict(HEADERS))
+            assert reply.status_code == 200 and reply.content == b'{"ok": true}', n
+        # The httpx API over the same session (token refresh, z.ai) too.
+        resp = await c.post(closer.url + "/y", content=b"{}")
+        assert resp.status_code == 200
+    finally:
+        await c.aclose()
+    # Each reuse met a close: one extra request and connection per call.
+    assert closer.connections == 4 and closer.requests == 7
+
+
+async def test_a_server_that_never_answers_is_tried_twice_only() -> None:
+    srv = KeepAliveCloser(answer=False)
+    await srv.start()
+    c = make_client(_config())
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await lane(c).post(srv.url + "/x", b"{}", dict(HEADERS))
+        assert srv.requests == 2
+    finally:
+        await c.aclose()
+        await srv.stop()

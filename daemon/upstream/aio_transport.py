@@ -20,6 +20,7 @@ the same httpx exceptions; that saved another ~15% of the CPU per request.
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +40,21 @@ def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
         # Per read, like httpx's read timeout: a stream may be silent this long.
         sock_read=t.get("read"),
     )
+
+
+def _stale_connection(exc: BaseException) -> bool:
+    """The server closed a pooled keep-alive connection just as a request
+    went out on it (no byte of an answer came back): the request never
+    reached the application, and one retry on a new connection is safe.
+    A failure to connect, or a timeout, is not this."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientConnectionResetError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _RESET_ERRNOS
+
+
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 def _map_error(exc: BaseException, request: httpx.Request) -> httpx.HTTPError:
@@ -96,18 +112,22 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _SKIP_HEADERS]
-        try:
-            resp = await self._get_session().request(
-                request.method,
-                str(request.url),
-                data=body or None,
-                headers=headers,
-                timeout=_timeout(request),
-                allow_redirects=False,
-                compress=None,
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _map_error(exc, request) from None
+        for attempt in (1, 2):
+            try:
+                resp = await self._get_session().request(
+                    request.method,
+                    str(request.url),
+                    data=body or None,
+                    headers=headers,
+                    timeout=_timeout(request),
+                    allow_redirects=False,
+                    compress=None,
+                )
+                break
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if attempt == 1 and _stale_connection(exc):
+                    continue
+                raise _map_error(exc, request) from None
         return httpx.Response(
             resp.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers],
@@ -178,18 +198,22 @@ class AiohttpLane:
         )
 
     async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        try:
-            return await self._transport._get_session().post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-                compress=None,
-                auto_decompress=True,  # the session leaves it to httpx; here nobody else would
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _lane_error(exc) from None
+        for attempt in (1, 2):
+            try:
+                return await self._transport._get_session().post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    compress=None,
+                    auto_decompress=True,  # the session leaves it to httpx; here nobody else would
+                )
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if attempt == 1 and _stale_connection(exc):
+                    continue
+                raise _lane_error(exc) from None
+        raise AssertionError("unreachable")
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> _LaneReply:
         reply = _LaneReply(await self._send(url, body, headers))
