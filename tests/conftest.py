@@ -7,6 +7,7 @@ temp dir and config pointing at the fake; ``d.ctl(...)`` runs the real
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +116,17 @@ class Daemon:
 
     def admin(self, method: str, path: str, **kw: Any) -> Any:
         if self._admin is None:
-            self._admin = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://d", timeout=60)
+            self._admin = httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://d", timeout=60
+            )
         resp = self._admin.request(method, path, **kw)
         if resp.status_code >= 400:
             raise AdminError(resp.status_code, resp.json())
         return resp.json()
 
-    def ctl(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def ctl(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*_bin("agctl"), *args],
             env=self.env,
@@ -193,7 +198,13 @@ def make_daemon(short_tmp: Path) -> Iterator[Any]:
     """Factory: make_daemon(config_dict, start=True) -> Daemon (stopped at teardown)."""
     made: list[Daemon] = []
 
-    def factory(cfg: dict[str, Any] | None = None, *, start: bool = True, home: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
+    def factory(
+        cfg: dict[str, Any] | None = None,
+        *,
+        start: bool = True,
+        home: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Daemon:
         d = Daemon(home or short_tmp / f"h{len(made)}", env=env)
         if cfg is not None:
             d.write_config(cfg)
@@ -210,34 +221,50 @@ def make_daemon(short_tmp: Path) -> Iterator[Any]:
 ACCOUNTS = ("alice@example.com", "bob@example.com", "carol@example.com")
 
 
-@pytest.fixture(scope="session")
-def served(fake: FakeGoogle) -> Iterator[Daemon]:
-    """One daemon for the protocol tests: three accounts, proxy running, auth strict."""
-    home = Path(tempfile.mkdtemp(prefix="ag-s-", dir="/tmp"))
-    for email in ACCOUNTS:
-        fake.add_account(email=email)
-    port = free_port()
+@contextlib.contextmanager
+def pooled_daemon(
+    fake: FakeGoogle, emails: Iterable[str], prefix: str, **sections: dict[str, Any]
+) -> Iterator[Daemon]:
+    """A daemon in a temp home with these (already added to the fake)
+    accounts, the proxy running, auth strict unless ``proxy`` says; config
+    ``sections`` override the base config. Stopped and removed after."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    sections["proxy"] = {"auth_mode": "strict", **sections.get("proxy", {})}
     d = Daemon(home)
-    d.write_config(base_config(fake, port, proxy={"auth_mode": "strict"}))
+    d.write_config(base_config(fake, free_port(), **sections))
     d.start()
-    for email in ACCOUNTS:
-        d.admin("POST", "/accounts", json={"refresh_token": fake.account(email).refresh_token})
-    if d.status["proxy"]["state"] != "running":
-        d.admin("POST", "/proxy/start")
     try:
+        for email in emails:
+            d.admin("POST", "/accounts", json={"refresh_token": fake.account(email).refresh_token})
+        if d.status["proxy"]["state"] != "running":
+            d.admin("POST", "/proxy/start")
         yield d
     finally:
         d.stop()
         shutil.rmtree(home, ignore_errors=True)
 
 
+def reactivate_accounts(d: Daemon) -> None:
+    """Every account enabled again, with no cooldowns."""
+    for acct in d.admin("GET", "/accounts")["accounts"]:
+        if acct["state"] != "active":
+            d.admin("POST", f"/accounts/{acct['id']}/enable")
+            d.admin("POST", f"/accounts/{acct['id']}/reset")
+
+
+@pytest.fixture(scope="session")
+def served(fake: FakeGoogle) -> Iterator[Daemon]:
+    """One daemon for the protocol tests: three accounts, proxy running, auth strict."""
+    for email in ACCOUNTS:
+        fake.add_account(email=email)
+    with pooled_daemon(fake, ACCOUNTS, "ag-s-") as d:
+        yield d
+
+
 @pytest.fixture
 def proxy(served: Daemon, fake: FakeGoogle) -> Iterator[Daemon]:
     """The shared daemon, with the fake's scripts and the pool's cooldowns reset."""
     fake.reset()
-    for acct in served.admin("GET", "/accounts")["accounts"]:
-        if acct["state"] != "active":
-            served.admin("POST", f"/accounts/{acct['id']}/enable")
-            served.admin("POST", f"/accounts/{acct['id']}/reset")
+    reactivate_accounts(served)
     yield served
     fake.reset()

@@ -7,18 +7,15 @@ parser.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.metrics import upstream_error_kind
-from tests.conftest import AdminError, Daemon, base_config, free_port
+from tests.conftest import AdminError, Daemon, pooled_daemon
 from tests.fakes.google import FakeGoogle, Reply
 
 EMAILS = ("met-a@example.com", "met-b@example.com")
@@ -36,30 +33,12 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture(scope="module")
 def met(fake: FakeGoogle) -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="ag-x-", dir="/tmp"))
     for email in EMAILS:
         acct = fake.add_account(email=email)
         if email != EMAILS[0]:
             acct.set_quota(FAILOVER_MODEL, 0.4)
-    d = Daemon(home)
-    d.write_config(
-        base_config(
-            fake,
-            free_port(),
-            proxy={"auth_mode": "strict"},
-            models={"my-alias": "gemini-3-pro-high"},
-        )
-    )
-    d.start()
-    for email in EMAILS:
-        d.admin("POST", "/accounts", json={"refresh_token": fake.account(email).refresh_token})
-    if d.status["proxy"]["state"] != "running":
-        d.admin("POST", "/proxy/start")
-    try:
+    with pooled_daemon(fake, EMAILS, "ag-x-", models={"my-alias": "gemini-3-pro-high"}) as d:
         yield d
-    finally:
-        d.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -177,9 +156,7 @@ def test_failover_and_upstream_errors(m: Daemon, fake: FakeGoogle) -> None:
     )
     assert (
         val(after, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0])
-        - val(
-            before, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0]
-        )
+        - val(before, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0])
         == 1
     )
     # The account that took the 429 is cooling down now; the gauge says so at scrape time.
@@ -214,9 +191,7 @@ def test_failover_and_upstream_errors(m: Daemon, fake: FakeGoogle) -> None:
 
 def test_quota_gauge_follows_the_pool(m: Daemon, fake: FakeGoogle) -> None:
     _, s = scrape(m)
-    series = {
-        dict(ls)["model"] for (n, ls) in s if n == "antigravity_account_quota_remaining_ratio"
-    }
+    series = {dict(ls)["model"] for (n, ls) in s if n == "antigravity_account_quota_remaining_ratio"}
     assert {"gemini-3-flash", "claude-sonnet-4-5"} <= series
     assert "gemini-2.5-pro" not in series  # no quotaInfo upstream: no series
     assert "chat_20706" not in series  # internal models are not offered
@@ -254,8 +229,7 @@ def test_token_refresh_counters(m: Daemon, fake: FakeGoogle) -> None:
     fake.token_fail_status = None
     _, after = scrape(m)
     assert (
-        val(after, "antigravity_token_refreshes_total")
-        - val(before, "antigravity_token_refreshes_total")
+        val(after, "antigravity_token_refreshes_total") - val(before, "antigravity_token_refreshes_total")
         == 1
     )
     assert (

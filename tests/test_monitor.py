@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import signal
 import sqlite3
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +33,15 @@ from daemon.monitor import (
     percentile,
 )
 from daemon.protocols.common import Usage
-from tests.conftest import AdminError, Daemon, _bin, base_config, free_port
+from tests.conftest import (
+    AdminError,
+    Daemon,
+    _bin,
+    base_config,
+    free_port,
+    pooled_daemon,
+    reactivate_accounts,
+)
 from tests.fakes.google import FakeGoogle, Reply
 
 EMAILS = ("mon-a@example.com", "mon-b@example.com", "mon-c@example.com")
@@ -125,32 +131,14 @@ def answered_by(text: str) -> str:
 def mon(fake: FakeGoogle) -> Iterator[Daemon]:
     """Three accounts, auth strict, monitor on with bodies logged (the
     riskiest setting for secrets)."""
-    home = Path(tempfile.mkdtemp(prefix="ag-m-", dir="/tmp"))
     for email in EMAILS:
         acct = fake.add_account(email=email)
         if email != EMAILS[0]:
             # Balance mode tries the most remaining quota first: mon-a goes
             # first for this model (the failover test relies on it).
             acct.set_quota(FAILOVER_MODEL, 0.5)
-    d = Daemon(home)
-    d.write_config(
-        base_config(
-            fake,
-            free_port(),
-            proxy={"auth_mode": "strict"},
-            monitor={"log_bodies": True, "max_body_bytes": 4096},
-        )
-    )
-    d.start()
-    for email in EMAILS:
-        d.admin("POST", "/accounts", json={"refresh_token": fake.account(email).refresh_token})
-    if d.status["proxy"]["state"] != "running":
-        d.admin("POST", "/proxy/start")
-    try:
+    with pooled_daemon(fake, EMAILS, "ag-m-", monitor={"log_bodies": True, "max_body_bytes": 4096}) as d:
         yield d
-    finally:
-        d.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -158,10 +146,7 @@ def m(mon: Daemon, fake: FakeGoogle) -> Iterator[Daemon]:
     fake.reset()
     yield mon
     fake.reset()
-    for acct in mon.admin("GET", "/accounts")["accounts"]:
-        if acct["state"] != "active":
-            mon.admin("POST", f"/accounts/{acct['id']}/enable")
-            mon.admin("POST", f"/accounts/{acct['id']}/reset")
+    reactivate_accounts(mon)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -221,9 +206,7 @@ async def test_flood_with_slow_writer_never_blocks_and_counts_drops(tmp_path: Pa
         monitor.record(_ctx(i))
         worst = max(worst, time.perf_counter() - t)
     total = time.perf_counter() - t0
-    assert total < 1.0, (
-        f"{n} record() calls took {total:.2f}s: the request path waited for the writer"
-    )
+    assert total < 1.0, f"{n} record() calls took {total:.2f}s: the request path waited for the writer"
     assert worst < 0.05, f"one record() took {worst * 1000:.0f} ms"
     assert monitor.dropped > 0
     await monitor.stop()
@@ -340,9 +323,7 @@ def test_file_size_is_bounded_with_bodies(tmp_path: Path) -> None:
         wal_size = wal.stat().st_size if wal.exists() else 0
         assert size <= 2 * cap, f"db file {size} bytes, cap {cap}"
         assert wal_size <= 2 * cap, f"wal {wal_size} bytes"
-        rows = con.execute(
-            "SELECT request_id, length(request_body) FROM requests ORDER BY id"
-        ).fetchall()
+        rows = con.execute("SELECT request_id, length(request_body) FROM requests ORDER BY id").fetchall()
     finally:
         con.close()
     assert rows[-1][0] == "req_unit000199"
@@ -366,9 +347,7 @@ def test_secrets_scrubbed_in_unit(tmp_path: Path) -> None:
         error=f"upstream said: bad token {access}",
         user_agent=f"tool/1.0 key={cfg.proxy.api_key}",
         attempts=[Attempt(account="a@example.com", status=401, error=f"refresh {refresh} failed")],
-        request_body=(
-            f'{{"authorization": "Bearer {access}", "k": "{custom}", "r": "{refresh}"}}'.encode()
-        ),
+        request_body=(f'{{"authorization": "Bearer {access}", "k": "{custom}", "r": "{refresh}"}}'.encode()),
         response_body=f"echo {cfg.proxy.api_key} {cfg.zai.api_key}".encode(),
     )
     monitor.record(ctx)
@@ -651,9 +630,7 @@ def test_logs_show_and_filters_via_agctl(m: Daemon, fake: FakeGoogle) -> None:
     assert fours and all(400 <= r["status"] < 500 for r in fours)
     assert bad.headers["x-request-id"] in {r["request_id"] for r in fours}
     assert ok.headers["x-request-id"] not in {r["request_id"] for r in fours}
-    assert all(
-        r["status"] == 404 for r in m.ctl_json("logs", "--status", "404", "-n", "200")["rows"]
-    )
+    assert all(r["status"] == 404 for r in m.ctl_json("logs", "--status", "404", "-n", "200")["rows"])
     last = m.ctl_json("logs", "-n", "1")["rows"]
     assert [r["request_id"] for r in last] == [bad.headers["x-request-id"]]
     acct = wait_row(m, ok.headers["x-request-id"])["account"]
@@ -664,11 +641,7 @@ def test_logs_show_and_filters_via_agctl(m: Daemon, fake: FakeGoogle) -> None:
     assert ok.headers["x-request-id"] in ids and bad.headers["x-request-id"] not in ids
     assert all("gemini-3-flash" in (r["model"], r["client_model"]) for r in by_model)
     table = m.ctl("logs", "-n", "3")
-    assert (
-        table.returncode == 0
-        and "REQUEST" in table.stdout
-        and ok.headers["x-request-id"] in table.stdout
-    )
+    assert table.returncode == 0 and "REQUEST" in table.stdout and ok.headers["x-request-id"] in table.stdout
     usage = m.ctl("logs", "--status", "teapot")
     assert usage.returncode == 2, usage
 
@@ -751,9 +724,7 @@ def test_stats_json_matches_the_requests(m: Daemon, fake: FakeGoogle) -> None:
     rids.append(gen(m, ua=ua_b).headers["x-request-id"])
     rows = [wait_row(m, rid) for rid in rids]
 
-    by_client = {
-        g["key"]: g for g in m.ctl_json("stats", "--by", "client", "--since", "1h")["groups"]
-    }
+    by_client = {g["key"]: g for g in m.ctl_json("stats", "--by", "client", "--since", "1h")["groups"]}
     a = by_client["stats-probe-a"]
     assert (a["requests"], a["errors"], a["input_tokens"], a["output_tokens"]) == (
         4,
@@ -772,10 +743,7 @@ def test_stats_json_matches_the_requests(m: Daemon, fake: FakeGoogle) -> None:
     assert flash_a["requests"] - flash_b.get("requests", 0) == 4
     assert flash_a["input_tokens"] - flash_b.get("input_tokens", 0) == 4 * 123
     assert sum(g["errors"] for g in after.values()) - sum(g["errors"] for g in before.values()) == 1
-    assert (
-        sum(g["requests"] for g in after.values()) - sum(g["requests"] for g in before.values())
-        == 5
-    )
+    assert sum(g["requests"] for g in after.values()) - sum(g["requests"] for g in before.values()) == 5
 
     total = m.ctl_json("stats", "--by", "account")
     assert sum(g["requests"] for g in total["groups"]) == total["total"]["requests"]

@@ -4,18 +4,15 @@ official `anthropic` SDK in front of the real daemon."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
 
-from tests.conftest import Daemon, base_config, free_port
+from tests.conftest import Daemon, base_config, free_port, pooled_daemon, reactivate_accounts
 from tests.fakes.google import FakeGoogle, Reply
 from tests.fakes.zai import FakeZai, ZaiReply
 from tests.fakes.zai import count_tokens as zai_count
@@ -34,36 +31,17 @@ def zai() -> Iterator[FakeZai]:
 @pytest.fixture(scope="module")
 def mixed(fake: FakeGoogle, zai: FakeZai) -> Iterator[Daemon]:
     """A daemon with two Google accounts and z.ai configured (mode set per test)."""
-    home = Path(tempfile.mkdtemp(prefix="ag-z-", dir="/tmp"))
     for email in GOOGLE:
         fake.add_account(email=email)
-    d = Daemon(home)
-    cfg = base_config(
-        fake,
-        free_port(),
-        proxy={"auth_mode": "strict"},
-        zai={"enabled": True, "api_key": ZAI_KEY, "base_url": zai.base_url, "dispatch_mode": "off"},
-    )
-    d.write_config(cfg)
-    d.start()
-    for email in GOOGLE:
-        d.admin("POST", "/accounts", json={"refresh_token": fake.account(email).refresh_token})
-    if d.status["proxy"]["state"] != "running":
-        d.admin("POST", "/proxy/start")
-    try:
+    z = {"enabled": True, "api_key": ZAI_KEY, "base_url": zai.base_url, "dispatch_mode": "off"}
+    with pooled_daemon(fake, GOOGLE, "ag-z-", zai=z) as d:
         yield d
-    finally:
-        d.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _mode(d: Daemon, fake: FakeGoogle, zai: FakeZai, mode: str) -> Daemon:
     fake.reset()
     zai.reset()
-    for acct in d.admin("GET", "/accounts")["accounts"]:
-        if acct["state"] != "active":
-            d.admin("POST", f"/accounts/{acct['id']}/enable")
-            d.admin("POST", f"/accounts/{acct['id']}/reset")
+    reactivate_accounts(d)
     d.admin("PUT", "/config/zai.dispatch_mode", json={"value": mode})
     return d
 
@@ -148,11 +126,15 @@ def test_exclusive_sends_everything_to_zai(mixed: Daemon, fake: FakeGoogle, zai:
     assert google_calls(fake) == [] and fake.calls_to("countTokens") == []
 
 
-def test_exclusive_stream_is_relayed_byte_for_byte(mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk: Any) -> None:
+def test_exclusive_stream_is_relayed_byte_for_byte(
+    mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk: Any
+) -> None:
     d = _mode(mixed, fake, zai, "exclusive")
     zai.script([ZaiReply.answer("streamed from glm, in pieces", chunks=5)])
     body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": True, "messages": HELLO}
-    with httpx.stream("POST", d.base_url + "/v1/messages?beta=true", json=body, headers={"x-api-key": d.api_key}) as r:
+    with httpx.stream(
+        "POST", d.base_url + "/v1/messages?beta=true", json=body, headers={"x-api-key": d.api_key}
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         got = b"".join(r.iter_raw())
@@ -205,10 +187,14 @@ def test_exclusive_errors(mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk: An
 # ---------------------------------------------------------------- pooled
 
 
-def test_pooled_spreads_between_zai_and_google(mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk: Any) -> None:
+def test_pooled_spreads_between_zai_and_google(
+    mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk: Any
+) -> None:
     d = _mode(mixed, fake, zai, "pooled")
     c = sdk(d)
-    served = [is_zai(c.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)) for _ in range(6)]
+    served = [
+        is_zai(c.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)) for _ in range(6)
+    ]
     # z.ai is one slot next to the two Google accounts.
     assert served.count(True) == 2 and len(zai.messages_calls()) == 2
     assert len(google_calls(fake)) == 4
@@ -257,7 +243,9 @@ def test_fallback_uses_zai_only_when_google_cannot_serve(
     assert len(google_calls(fake)) == before
     assert len(zai.messages_calls()) == 2
     # count_tokens too, rather than an error that stops Claude Code.
-    assert c.messages.count_tokens(model="claude-sonnet-4-5", messages=HELLO).input_tokens == zai_count({"messages": HELLO})
+    assert c.messages.count_tokens(model="claude-sonnet-4-5", messages=HELLO).input_tokens == zai_count(
+        {"messages": HELLO}
+    )
     # Other models still go to Google.
     assert not is_zai(c.messages.create(model="gemini-3-flash", max_tokens=10, messages=HELLO))
 
