@@ -21,6 +21,7 @@ from daemon.config import Config
 from daemon.dispatch import Dispatcher
 from daemon.errors import Conflict, GatewayError, NoAccountAvailable
 from daemon.fsutil import remove_stale_temps
+from daemon.gc_tuning import tune_after_start
 from daemon.listeners import Listener, bind_tcp, bind_unix
 from daemon.metrics import Metrics
 from daemon.monitor import Monitor
@@ -279,6 +280,7 @@ class Service:
                 if self.proxy_state.state == State.STOPPED:
                     self.proxy_state.reason = exc.message
         self.pool.start_background()
+        tune_after_start()
         if self.notifier.enabled:
             log.debug("sd_notify via %s", self.notifier.backend)
         self.notifier.ready(self.status_line())

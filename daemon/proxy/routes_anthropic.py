@@ -225,4 +225,3 @@ async def count_tokens(req: Req) -> Out:
         raise _anthropic_error(exc) from None
     finish_ctx(svc, ctx)
     return json_out({"input_tokens": total})
-
