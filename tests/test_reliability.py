@@ -408,12 +408,14 @@ def mixed_specs(key: str, n: int, start: int = 0) -> list[Spec]:
 
 
 def _storm_429(n: int) -> list[Reply]:
+    # 5xx first: a 429 cools the account down, and a fast phase can end
+    # before the cooldown does (then the storm would never reach its 5xx).
     cycle = [
+        Reply.error(500),
+        Reply.error(503),
         Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay=0.2),
         Reply.error(429, reason="MODEL_CAPACITY_EXHAUSTED"),
         Reply.error(429, reason="MODEL_CAPACITY_EXHAUSTED", retry_after=1),
-        Reply.error(500),
-        Reply.error(503),
         Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay=1),
         Reply.error(429),
     ]

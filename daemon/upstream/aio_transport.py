@@ -11,10 +11,8 @@ this module is the only place that knows.
 Used when no ``proxy.upstream_proxy`` is set; proxies go through httpx's own
 transport, which speaks http(s) and socks5.
 
-The hot calls (generateContent and its stream, many per second) skip even
-the httpx layer: ``AiohttpLane`` sends them on the same aiohttp session and
-answers with light reply objects (``daemon.upstream.http.Reply``), raising
-the same httpx exceptions; that saved another ~15% of the CPU per request.
+The hot calls (generateContent and its stream, many per second) skip this
+layer and aiohttp: they go over ``daemon.upstream.h1``.
 """
 
 from __future__ import annotations
@@ -91,11 +89,12 @@ class _Body(httpx.AsyncByteStream):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp session behind the httpx API (and behind ``AiohttpLane``)."""
+    """One aiohttp session behind the httpx API."""
 
-    def __init__(self, *, max_connections: int) -> None:
+    def __init__(self, *, max_connections: int, also_close: Any = None) -> None:
         self._max = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._also_close = also_close  # the client's hot lane: closed with it
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -137,91 +136,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        if self._also_close is not None:
+            await self._also_close.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-class _LaneReply:
-    """A reply on the lean lane: what ``daemon.upstream.http.Reply`` names."""
-
-    __slots__ = ("_resp", "content", "headers", "status_code")
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self.status_code = resp.status
-        self.headers = resp.headers  # case-insensitive, like httpx's
-        self.content = b""
-
-    async def aread(self) -> bytes:
-        try:
-            self.content = await self._resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _lane_error(exc) from None
-        return self.content
-
-    async def aiter_lines(self) -> AsyncIterator[str]:
-        """Lines without their ending, as httpx's ``aiter_lines``."""
-        content = self._resp.content
-        try:
-            while True:
-                line = await content.readline()
-                if not line:
-                    return
-                yield line.rstrip(b"\r\n").decode("utf-8", "replace")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _lane_error(exc) from None
-
-    async def aclose(self) -> None:
-        if self._resp.content.at_eof():
-            self._resp.release()
-        else:
-            self._resp.close()  # not read to the end: the upstream sees the cancel
-
-
-def _lane_error(exc: BaseException) -> httpx.HTTPError:
-    return _map_error(exc, _LANE_REQUEST)
-
-
-# httpx exceptions want a request; the lane has none to give (and the URL is
-# never shown: errors name the endpoint base themselves).
-_LANE_REQUEST = httpx.Request("POST", "http://upstream.invalid/")
-
-
-class AiohttpLane:
-    """POSTs on the transport's aiohttp session, with no httpx objects."""
-
-    def __init__(self, transport: AiohttpTransport, timeout: httpx.Timeout) -> None:
-        self._transport = transport
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout.pool, sock_connect=timeout.connect, sock_read=timeout.read
-        )
-
-    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        for attempt in (1, 2):
-            try:
-                return await self._transport._get_session().post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                    compress=None,
-                    auto_decompress=True,  # the session leaves it to httpx; here nobody else would
-                )
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                if attempt == 1 and _stale_connection(exc):
-                    continue
-                raise _lane_error(exc) from None
-        raise AssertionError("unreachable")
-
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> _LaneReply:
-        reply = _LaneReply(await self._send(url, body, headers))
-        try:
-            await reply.aread()
-        finally:
-            await reply.aclose()
-        return reply
-
-    async def open(self, url: str, body: bytes, headers: dict[str, str]) -> _LaneReply:
-        return _LaneReply(await self._send(url, body, headers))

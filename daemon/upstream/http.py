@@ -1,9 +1,10 @@
 """The one shared outbound HTTP client (kept behind this module so it can be swapped).
 
-``make_client`` gives the httpx client every module uses; ``lane(client)``
-gives the lean interface the hot upstream calls use (``Lane``): over the
-same aiohttp session when there is one, else over the httpx client itself.
-Both raise httpx's exceptions.
+``make_client`` gives the httpx client every module uses (over aiohttp, or
+httpx's own transport when ``proxy.upstream_proxy`` is set); ``lane(client)``
+gives the lean interface the hot upstream calls use (``Lane``): the
+client's own HTTP/1.1 lane (``daemon.upstream.h1``) when it has one, else
+the httpx client itself. Both raise httpx's exceptions.
 """
 
 from __future__ import annotations
@@ -32,13 +33,20 @@ def make_client(cfg: Config) -> httpx.AsyncClient:
         pool=30.0,
     )
     if not cfg.proxy.upstream_proxy:
-        from daemon.upstream.aio_transport import AiohttpLane, AiohttpTransport
+        from daemon.upstream.aio_transport import AiohttpTransport
+        from daemon.upstream.h1 import H1Lane
 
-        transport = AiohttpTransport(max_connections=MAX_CONNECTIONS)
+        hot = H1Lane(
+            connect_timeout=float(cfg.upstream.connect_timeout),
+            read_timeout=float(timeout.read or 300.0),
+            pool_timeout=float(timeout.pool or 30.0),
+            max_connections=MAX_CONNECTIONS,
+        )
+        transport = AiohttpTransport(max_connections=MAX_CONNECTIONS, also_close=hot)
         client = httpx.AsyncClient(
             timeout=timeout, transport=transport, trust_env=False, follow_redirects=False
         )
-        _lanes[client] = AiohttpLane(transport, timeout)
+        _lanes[client] = hot
         return client
     return httpx.AsyncClient(
         timeout=timeout,
