@@ -322,3 +322,18 @@ async def test_an_unknown_host_is_a_connect_error() -> None:
             await lane.post("http://no-such-host.invalid/x", b"{}", dict(HEADERS))
     finally:
         await lane.aclose()
+
+
+async def test_connections_left_by_a_burst_are_closed_once_expired(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h1, "KEEPALIVE_EXPIRY", 0.2)
+    lane = new_lane()
+    try:
+        await asyncio.gather(*[lane.post(site.url + "/echo", b"{}", dict(HEADERS)) for _ in range(5)])
+        assert lane.idle_connections() == 5
+        await asyncio.sleep(0.3)
+        await lane.post(site.url + "/echo", b"{}", dict(HEADERS))  # one in use, the rest expired
+        assert lane.idle_connections() == 1
+    finally:
+        await lane.aclose()

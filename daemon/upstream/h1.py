@@ -458,11 +458,16 @@ class H1Lane:
         return conn
 
     def _release(self, conn: _Conn) -> None:
-        if conn.reusable() and not self._closed:
-            conn.idle_since = conn.loop.time()
-            self._idle.setdefault(conn.key, []).append(conn)
-        else:
+        if not conn.reusable() or self._closed:
             conn.close()
+            return
+        now = conn.idle_since = conn.loop.time()
+        idle = self._idle.setdefault(conn.key, [])
+        idle.append(conn)
+        # Reuse takes the newest (the end); what a past burst left at the
+        # start is closed once it expires, not kept open for ever.
+        while idle and (idle[0].lost or now - idle[0].idle_since >= KEEPALIVE_EXPIRY):
+            idle.pop(0).close()
 
     def _slot_freed(self) -> None:
         self._slots.release()

@@ -3,13 +3,13 @@
     python tests/bench/floor.py MODE PORT UPSTREAM
 
 MODE ``asgi``: a bare ASGI app on uvicorn (httptools, uvloop) that reads the
-OpenAI chat body, builds the v1internal envelope, POSTs it with aiohttp (the
-daemon's upstream client, same session settings), and answers an OpenAI
-chat completion — no auth, accounts, failover, monitor, metrics or
+OpenAI chat body, builds the v1internal envelope, POSTs it with the daemon's
+own upstream client (``daemon.upstream.h1``, same settings), and answers an
+OpenAI chat completion — no auth, accounts, failover, monitor, metrics or
 disconnect handling. MODE ``litestar``: the same work as one Litestar route.
 
-run.py starts both next to the daemon (``--floor``) and reports their req/s
-and CPU per request: what uvicorn + aiohttp alone cost, and what Litestar's
+run.py starts both next to the daemon and reports their req/s and CPU per
+request: what uvicorn + the upstream client alone cost, and what Litestar's
 routing adds, on this machine, in the same run.
 """
 
@@ -19,27 +19,24 @@ import sys
 import time
 from typing import Any
 
-import aiohttp
 import msgspec
 import uvicorn
 from litestar import Litestar, Request, Response, post
 
+from daemon.upstream.h1 import H1Lane
+from daemon.upstream.http import MAX_CONNECTIONS
+
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
-_session: aiohttp.ClientSession | None = None
+_lane: H1Lane | None = None
 TOKEN = "ya29.bench-access-token"
 
 
-def session() -> aiohttp.ClientSession:
-    global _session
-    if _session is None:
-        _session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=2048, limit_per_host=0),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-    return _session
+def lane() -> H1Lane:
+    global _lane
+    if _lane is None:
+        _lane = H1Lane(connect_timeout=10, read_timeout=300, pool_timeout=30, max_connections=MAX_CONNECTIONS)
+    return _lane
 
 
 async def proxy_once(upstream: str, raw: bytes) -> bytes:
@@ -65,8 +62,8 @@ async def proxy_once(upstream: str, raw: bytes) -> bytes:
         }
     )
     headers = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
-    async with session().post(upstream + "/v1internal:generateContent", data=envelope, headers=headers) as r:
-        data = _decode(await r.read())
+    reply = await lane().post(upstream + "/v1internal:generateContent", envelope, headers)
+    data = _decode(reply.content)
     cand = data["response"]["candidates"][0]
     text = "".join(p.get("text", "") for p in cand["content"]["parts"])
     return _encode(

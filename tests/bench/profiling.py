@@ -34,6 +34,7 @@ PY_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("daemon: translation (protocols/)", ("daemon/protocols/",)),
     ("daemon: dispatch + pool", ("daemon/dispatch.py", "daemon/accounts/", "daemon/models.py")),
+    ("daemon: upstream HTTP/1.1 client (h1)", ("daemon/upstream/h1.py",)),
     ("daemon: upstream wrapper", ("daemon/upstream/",)),
     ("daemon: proxy routes/serving/auth", ("daemon/proxy/",)),
     ("daemon: other", ("daemon/",)),

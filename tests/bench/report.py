@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NO_MONITOR = "antigravity, monitor off"
-FLOOR_ASGI = "floor: bare ASGI + aiohttp"
-FLOOR_LITESTAR = "floor: Litestar route + aiohttp"
+FLOOR_ASGI = "floor: bare ASGI + h1 client"
+FLOOR_LITESTAR = "floor: Litestar route + h1 client"
 
 # Issue 8's targets.
 TARGETS = {
