@@ -232,6 +232,7 @@ class _Conn(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool | None:
+        self.lost = True  # not to be reused from now on
         return None  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -416,7 +417,8 @@ class H1Lane:
             now = asyncio.get_running_loop().time()
             while idle:
                 conn = idle.pop()
-                if not conn.lost and now - conn.idle_since < KEEPALIVE_EXPIRY:
+                closing = conn.lost or conn.transport is None or conn.transport.is_closing()
+                if not closing and now - conn.idle_since < KEEPALIVE_EXPIRY:
                     conn.reused = True
                     return conn
                 conn.close()
