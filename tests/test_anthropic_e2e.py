@@ -164,8 +164,19 @@ def test_messages_stream_events(proxy: Daemon, fake: FakeGoogle) -> None:
     assert final.content[0].text == "one two three four"  # type: ignore[union-attr]
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
-    raw = [t for t in types if t in ("message_start", "content_block_start", "content_block_stop", "message_delta", "message_stop")]
-    assert raw == ["message_start", "content_block_start", "content_block_stop", "message_delta", "message_stop"]
+    raw = [
+        t
+        for t in types
+        if t
+        in ("message_start", "content_block_start", "content_block_stop", "message_delta", "message_stop")
+    ]
+    assert raw == [
+        "message_start",
+        "content_block_start",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     assert types.count("text") == 4
 
 
@@ -257,7 +268,13 @@ def test_claude_thinking_tool_loop(proxy: Daemon, fake: FakeGoogle, stream: bool
         assert first["thoughtSignature"] == answer.content[0].signature  # type: ignore[union-attr]
         assert first["text"] == answer.content[0].thinking  # type: ignore[union-attr]
     calls = [p["functionCall"] for t in model_turns for p in t["parts"] if "functionCall" in p]
-    results = [p["functionResponse"] for c in last["contents"] if c["role"] == "user" for p in c["parts"] if "functionResponse" in p]
+    results = [
+        p["functionResponse"]
+        for c in last["contents"]
+        if c["role"] == "user"
+        for p in c["parts"]
+        if "functionResponse" in p
+    ]
     assert [c["id"] for c in calls] == [r["id"] for r in results]
     assert [r["name"] for r in results] == ["read_file", "write_file"]
 
@@ -291,7 +308,9 @@ def _thinking_dropped(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     "mangle", [_foreign_signature, _no_signature, _thinking_dropped], ids=["foreign", "unsigned", "dropped"]
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_claude_loop_with_unverifiable_thinking(proxy: Daemon, fake: FakeGoogle, stream: bool, mangle: Any) -> None:
+def test_claude_loop_with_unverifiable_thinking(
+    proxy: Daemon, fake: FakeGoogle, stream: bool, mangle: Any
+) -> None:
     """Thinking the proxy cannot vouch for is never sent: the turn still works
     (with thinking off for it) instead of a 400 "Invalid `signature`"."""
     answers, sent = _run_loop(proxy, fake, stream=stream, mangle=mangle)
@@ -323,7 +342,12 @@ def test_claude_parallel_calls_results_out_of_order(proxy: Daemon, fake: FakeGoo
     order (and with an extra text): responses go up in call order, first."""
     c = client(proxy)
     kw: dict[str, Any] = {"model": THINKING_MODEL, "max_tokens": 4096, "thinking": THINKING, "tools": TOOLS}
-    fake.script([Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})]), Reply.text("a+b")])
+    fake.script(
+        [
+            Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})]),
+            Reply.text("a+b"),
+        ]
+    )
     first = c.messages.create(messages=[{"role": "user", "content": "read a and b"}], **kw)
     uses = [b for b in first.content if b.type == "tool_use"]
     assert first.content[0].type == "thinking" and len(uses) == 2
@@ -352,15 +376,47 @@ def test_claude_interleaved_thinking_in_one_turn(proxy: Daemon, fake: FakeGoogle
     sig1 = fake.sign(THINKING_MODEL, thought="first thought")
     sig2 = fake.sign(THINKING_MODEL, thought="second thought")
     events = [
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "first thought", "thought": True}]}}]},
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "", "thought": True, "thoughtSignature": sig1}]}}]},
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me look."}]}}]},
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "second thought", "thought": True}]}}]},
-        {"candidates": [{"content": {"role": "model", "parts": [{"thought": True, "thoughtSignature": sig2}]}}]},
+        {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": "first thought", "thought": True}]}}
+            ]
+        },
         {
             "candidates": [
                 {
-                    "content": {"role": "model", "parts": [{"functionCall": {"name": "read_file", "args": {"path": "x"}, "id": "toolu_vrtx_abc"}}]},
+                    "content": {
+                        "role": "model",
+                        "parts": [{"text": "", "thought": True, "thoughtSignature": sig1}],
+                    }
+                }
+            ]
+        },
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me look."}]}}]},
+        {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": "second thought", "thought": True}]}}
+            ]
+        },
+        {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"thought": True, "thoughtSignature": sig2}]}}
+            ]
+        },
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [
+                            {
+                                "functionCall": {
+                                    "name": "read_file",
+                                    "args": {"path": "x"},
+                                    "id": "toolu_vrtx_abc",
+                                }
+                            }
+                        ],
+                    },
                     "finishReason": "STOP",
                 }
             ],
@@ -376,7 +432,10 @@ def test_claude_interleaved_thinking_in_one_turn(proxy: Daemon, fake: FakeGoogle
     messages: list[Any] = [
         {"role": "user", "content": "look at x"},
         {"role": "assistant", "content": first.content},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_vrtx_abc", "content": "x!"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_vrtx_abc", "content": "x!"}],
+        },
     ]
     final = _call(c, False, messages=messages, **kw)
     assert final.content[-1].text == "done"  # type: ignore[union-attr]
@@ -405,7 +464,12 @@ def test_gemini_signatures_survive_a_client_that_drops_thinking(proxy: Daemon, f
     """Parallel calls; the client keeps only the tool_use blocks (no thinking,
     no signature): the proxy puts the signature back from its own store."""
     c = client(proxy)
-    fake.script([Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})]), Reply.text("both read")])
+    fake.script(
+        [
+            Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})]),
+            Reply.text("both read"),
+        ]
+    )
     kw: dict[str, Any] = {"model": "gemini-3-flash", "max_tokens": 1024, "tools": TOOLS, "thinking": THINKING}
     first = c.messages.create(messages=[{"role": "user", "content": "read a and b"}], **kw)
     uses = [b for b in first.content if b.type == "tool_use"]
@@ -413,7 +477,10 @@ def test_gemini_signatures_survive_a_client_that_drops_thinking(proxy: Daemon, f
     messages: list[Any] = [
         {"role": "user", "content": "read a and b"},
         {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in uses]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": u.id, "content": "data"} for u in uses]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": u.id, "content": "data"} for u in uses],
+        },
     ]
     final = c.messages.create(messages=messages, **kw)
     assert final.content[-1].text == "both read"  # type: ignore[union-attr]
@@ -438,10 +505,17 @@ def test_gemini_unknown_signature_history(proxy: Daemon, fake: FakeGoogle) -> No
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01XYZ", "content": "A"}]},
     ]
     fake.script([Reply.text("A it is")])
-    msg = client(proxy).messages.create(model="gemini-3-flash", max_tokens=512, tools=TOOLS, messages=messages)
+    msg = client(proxy).messages.create(
+        model="gemini-3-flash", max_tokens=512, tools=TOOLS, messages=messages
+    )
     assert msg.content[-1].text == "A it is"  # type: ignore[union-attr]
     parts = upstream_request(fake)["contents"][1]["parts"]
-    assert parts == [{"functionCall": {"name": "read_file", "args": {"path": "a"}, "id": "toolu_01XYZ"}, "thoughtSignature": SKIP_SIGNATURE}]
+    assert parts == [
+        {
+            "functionCall": {"name": "read_file", "args": {"path": "a"}, "id": "toolu_01XYZ"},
+            "thoughtSignature": SKIP_SIGNATURE,
+        }
+    ]
 
 
 # ---------------------------------------------------------------- media
@@ -477,7 +551,10 @@ def test_images_documents_and_tool_result_media(proxy: Daemon, fake: FakeGoogle)
                     "tool_use_id": "toolu_shot",
                     "content": [
                         {"type": "text", "text": "the screen"},
-                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                        },
                     ],
                 },
                 {"type": "tool_result", "tool_use_id": "toolu_fail", "content": "ENOENT", "is_error": True},
@@ -485,7 +562,14 @@ def test_images_documents_and_tool_result_media(proxy: Daemon, fake: FakeGoogle)
             ],
         },
     ]
-    tools = [*TOOLS, {"name": "screenshot", "description": "grab the screen", "input_schema": {"type": "object", "properties": {}}}]
+    tools = [
+        *TOOLS,
+        {
+            "name": "screenshot",
+            "description": "grab the screen",
+            "input_schema": {"type": "object", "properties": {}},
+        },
+    ]
     for model in ("claude-sonnet-4-5", "gemini-3-flash"):
         fake.script([Reply.text("I see a cat.")])
         msg = client(proxy).messages.create(model=model, max_tokens=512, tools=tools, messages=messages)
@@ -497,8 +581,16 @@ def test_images_documents_and_tool_result_media(proxy: Daemon, fake: FakeGoogle)
         assert first[2] == {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/cat.jpg"}}
         assert first[3] == {"inlineData": {"mimeType": "application/pdf", "data": PDF}}
         last = contents[2]["parts"]
-        assert last[0]["functionResponse"] == {"name": "screenshot", "id": "toolu_shot", "response": {"result": "the screen"}}
-        assert last[1]["functionResponse"] == {"name": "read_file", "id": "toolu_fail", "response": {"error": "ENOENT"}}
+        assert last[0]["functionResponse"] == {
+            "name": "screenshot",
+            "id": "toolu_shot",
+            "response": {"result": "the screen"},
+        }
+        assert last[1]["functionResponse"] == {
+            "name": "read_file",
+            "id": "toolu_fail",
+            "response": {"error": "ENOENT"},
+        }
         assert {"inlineData": {"mimeType": "image/png", "data": PNG}} in last[2:]
         assert last[-1] == {"text": "what now?"}
 
@@ -515,12 +607,27 @@ def _claude_code_body(messages: list[Any]) -> dict[str, Any]:
             "input_schema": {
                 "$schema": "http://json-schema.org/draft-07/schema#",
                 "type": "object",
-                "properties": {"arg": {"type": "string", "description": "x"}, "n": {"type": "integer", "exclusiveMinimum": 0}},
+                "properties": {
+                    "arg": {"type": "string", "description": "x"},
+                    "n": {"type": "integer", "exclusiveMinimum": 0},
+                },
                 "required": ["arg"],
                 "additionalProperties": False,
             },
         }
-        for name in ("Bash", "Read", "Edit", "Write", "Glob", "Grep", "Task", "TodoWrite", "WebFetch", "NotebookEdit", "ExitPlanMode")
+        for name in (
+            "Bash",
+            "Read",
+            "Edit",
+            "Write",
+            "Glob",
+            "Grep",
+            "Task",
+            "TodoWrite",
+            "WebFetch",
+            "NotebookEdit",
+            "ExitPlanMode",
+        )
     ]
     tools.append(
         {
@@ -535,11 +642,21 @@ def _claude_code_body(messages: list[Any]) -> dict[str, Any]:
         "messages": messages,
         "system": [
             {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.0"},
-            {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.", "cache_control": {"type": "ephemeral"}},
-            {"type": "text", "text": "Long instructions...", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            {
+                "type": "text",
+                "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+                "cache_control": {"type": "ephemeral"},
+            },
+            {
+                "type": "text",
+                "text": "Long instructions...",
+                "cache_control": {"type": "ephemeral", "ttl": "1h"},
+            },
         ],
         "tools": tools,
-        "metadata": {"user_id": json.dumps({"device_id": "d" * 64, "account_uuid": "", "session_id": session})},
+        "metadata": {
+            "user_id": json.dumps({"device_id": "d" * 64, "account_uuid": "", "session_id": session})
+        },
         "max_tokens": 32000,
         "thinking": {"type": "enabled", "budget_tokens": 31999, "display": "omitted"},
         "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
@@ -547,11 +664,14 @@ def _claude_code_body(messages: list[Any]) -> dict[str, Any]:
     }
 
 
-def _claude_code_post(proxy: Daemon, body: dict[str, Any], path: str = "/v1/messages?beta=true") -> httpx.Response:
+def _claude_code_post(
+    proxy: Daemon, body: dict[str, Any], path: str = "/v1/messages?beta=true"
+) -> httpx.Response:
     headers = {
         "x-api-key": proxy.api_key,
         "anthropic-version": "2023-06-01",
-        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,"
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+        "context-management-2025-06-27,"
         "thinking-token-count-2026-05-13,advanced-tool-use-2025-11-20",
         "anthropic-dangerous-direct-browser-access": "true",
         "x-app": "cli",
@@ -599,7 +719,10 @@ def test_claude_code_request_shape(proxy: Daemon, fake: FakeGoogle) -> None:
     user_turn = {
         "role": "user",
         "content": [
-            {"type": "text", "text": "<system-reminder>\nAs you answer, use the context.\n</system-reminder>"},
+            {
+                "type": "text",
+                "text": "<system-reminder>\nAs you answer, use the context.\n</system-reminder>",
+            },
             {"type": "text", "text": "<system-reminder>\nTodo list is empty.\n</system-reminder>"},
             {"type": "text", "text": "List the files", "cache_control": {"type": "ephemeral"}},
         ],
@@ -631,7 +754,10 @@ def test_claude_code_request_shape(proxy: Daemon, fake: FakeGoogle) -> None:
         [
             user_turn,
             {"role": "assistant", "content": [thinking, tool_use]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "a\nb"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "a\nb"}],
+            },
         ]
     )
     r2 = _claude_code_post(proxy, body2)
@@ -641,15 +767,20 @@ def test_claude_code_request_shape(proxy: Daemon, fake: FakeGoogle) -> None:
     assert delta2["delta"]["stop_reason"] == "end_turn"
     assert delta2["usage"]["output_tokens"] > 0
     sent2 = upstream_request(fake)
-    assert fake.calls_to("streamGenerateContent")[-1].model == THINKING_MODEL  # thinking asked: the -thinking model
+    # thinking asked: the -thinking model
+    assert fake.calls_to("streamGenerateContent")[-1].model == THINKING_MODEL
     model_turn = sent2["contents"][1]
-    assert model_turn["parts"][0]["thought"] is True and model_turn["parts"][0]["text"] == blocks[0]["thinking"]
+    assert (
+        model_turn["parts"][0]["thought"] is True and model_turn["parts"][0]["text"] == blocks[0]["thinking"]
+    )
     # Google reports usage on the last chunk only: the prompt count comes in
     # message_delta (message_start went out before it was known).
     assert delta2["usage"]["input_tokens"] == count_tokens(sent2)
 
     # count_tokens of that very request (Claude Code decides when to compact on it).
-    counted = _claude_code_post(proxy, {k: v for k, v in body2.items() if k != "stream"}, "/v1/messages/count_tokens?beta=true")
+    counted = _claude_code_post(
+        proxy, {k: v for k, v in body2.items() if k != "stream"}, "/v1/messages/count_tokens?beta=true"
+    )
     assert counted.status_code == 200, counted.text
     assert counted.json() == {"input_tokens": count_tokens(sent2)}
 
@@ -658,8 +789,15 @@ def test_claude_code_request_shape(proxy: Daemon, fake: FakeGoogle) -> None:
 
 
 def _stream_raw(proxy: Daemon, model: str = "claude-sonnet-4-5") -> httpx.Response:
-    body = {"model": model, "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "wait"}]}
-    return httpx.post(proxy.base_url + "/v1/messages", json=body, headers={"x-api-key": proxy.api_key}, timeout=30)
+    body = {
+        "model": model,
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "wait"}],
+    }
+    return httpx.post(
+        proxy.base_url + "/v1/messages", json=body, headers={"x-api-key": proxy.api_key}, timeout=30
+    )
 
 
 def test_ping_while_upstream_is_silent(proxy: Daemon, fake: FakeGoogle, keepalive: float) -> None:
@@ -676,7 +814,9 @@ def test_ping_while_upstream_is_silent(proxy: Daemon, fake: FakeGoogle, keepaliv
     assert blocks[0]["text"] == "after the silence"
     # The SDK skips them.
     fake.script([Reply.text("sdk", chunks=2, delay=0.5)])
-    with client(proxy).messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "wait"}]) as s:
+    with client(proxy).messages.stream(
+        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "wait"}]
+    ) as s:
         assert s.get_final_text() == "sdk"
 
 
@@ -688,7 +828,12 @@ def test_ping_while_upstream_is_silent_before_the_first_event(
     with httpx.stream(
         "POST",
         proxy.base_url + "/v1/messages",
-        json={"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        json={
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 64,
+            "stream": True,
+            "messages": [{"role": "user", "content": "x"}],
+        },
         headers={"x-api-key": proxy.api_key},
         timeout=30,
     ) as r:
@@ -710,8 +855,15 @@ def test_ping_while_upstream_is_silent_before_the_first_event(
 
 def test_failure_after_first_byte_is_an_error_event(proxy: Daemon, fake: FakeGoogle) -> None:
     fake.script([Reply.drop_after(1, Reply.text("a b c d e f", chunks=4)) for _ in ACCOUNTS])
-    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "x"}]}
-    r = httpx.post(proxy.base_url + "/v1/messages", json=body, headers={"x-api-key": proxy.api_key}, timeout=30)
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    r = httpx.post(
+        proxy.base_url + "/v1/messages", json=body, headers={"x-api-key": proxy.api_key}, timeout=30
+    )
     assert r.status_code == 200
     events = sse_events(r.text)
     assert events[0][0] == "message_start"
@@ -722,7 +874,9 @@ def test_failure_after_first_byte_is_an_error_event(proxy: Daemon, fake: FakeGoo
 
     fake.script([Reply.drop_after(1, Reply.text("a b c d e f", chunks=4)) for _ in ACCOUNTS])
     with pytest.raises(anthropic.APIStatusError) as info:
-        with client(proxy).messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "x"}]) as s:
+        with client(proxy).messages.stream(
+            model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "x"}]
+        ) as s:
             for _ in s:
                 pass
     assert "broke off" in str(info.value)
@@ -730,7 +884,9 @@ def test_failure_after_first_byte_is_an_error_event(proxy: Daemon, fake: FakeGoo
 
 def test_empty_streams_fail_over_before_first_byte(proxy: Daemon, fake: FakeGoogle) -> None:
     fake.script([Reply.empty(), Reply.drop_after(0), Reply.text("third time")])
-    with client(proxy).messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "x"}]) as s:
+    with client(proxy).messages.stream(
+        model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "x"}]
+    ) as s:
         assert s.get_final_text() == "third time"
 
 
@@ -740,11 +896,18 @@ def test_empty_streams_fail_over_before_first_byte(proxy: Daemon, fake: FakeGoog
 def test_count_tokens_matches_the_upstream(proxy: Daemon, fake: FakeGoogle) -> None:
     messages: list[Any] = [
         {"role": "user", "content": "read a"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {"path": "a"}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {"path": "a"}}],
+        },
         {
             "role": "user",
             "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "contents of a " * 50}]},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "contents of a " * 50}],
+                },
                 {"type": "text", "text": "summarise"},
             ],
         },
@@ -760,7 +923,13 @@ def test_count_tokens_matches_the_upstream(proxy: Daemon, fake: FakeGoogle) -> N
         assert any("functionResponse" in p for ct in req["contents"] for p in ct["parts"])
     # The same request, generated, is counted the same (the prompt the model saw).
     fake.script([Reply.text("sum")])
-    msg = c.messages.create(model="gemini-3-flash", max_tokens=100, system=system, tools=TOOLS, messages=messages)  # type: ignore[arg-type]
+    msg = c.messages.create(
+        model="gemini-3-flash",
+        max_tokens=100,
+        system=system,  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        messages=messages,
+    )
     assert msg.usage.input_tokens == n.input_tokens
 
 
@@ -776,13 +945,21 @@ def _raw_post(proxy: Daemon, body: dict[str, Any], key: str | None = None) -> ht
 def test_error_invalid_request(proxy: Daemon) -> None:
     c = client(proxy)
     with pytest.raises(anthropic.BadRequestError) as info:
-        c.post("/v1/messages", body={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]}, cast_to=object)
+        c.post(
+            "/v1/messages",
+            body={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]},
+            cast_to=object,
+        )
     assert info.value.status_code == 400
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "max_tokens" in info.value.body["error"]["message"]  # type: ignore[index]
     r = _raw_post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []})
     assert r.status_code == 400 and r.json()["type"] == "error"
-    r = httpx.post(proxy.base_url + "/v1/messages", content=b"{not json", headers={"x-api-key": proxy.api_key, "content-type": "application/json"})
+    r = httpx.post(
+        proxy.base_url + "/v1/messages",
+        content=b"{not json",
+        headers={"x-api-key": proxy.api_key, "content-type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
@@ -795,12 +972,16 @@ def test_error_authentication(proxy: Daemon) -> None:
     assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     # The Bearer form (ANTHROPIC_AUTH_TOKEN) is accepted too.
     ok = client(proxy, auth_token=proxy.api_key)
-    assert ok.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "x"}]).content
+    assert ok.messages.create(
+        model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    ).content
 
 
 def test_error_unknown_model(proxy: Daemon) -> None:
     with pytest.raises(anthropic.NotFoundError) as info:
-        client(proxy).messages.create(model="llama-3-70b", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        client(proxy).messages.create(
+            model="llama-3-70b", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     with pytest.raises(anthropic.NotFoundError):
         client(proxy).messages.count_tokens(model="llama-3-70b", messages=[{"role": "user", "content": "x"}])
@@ -810,22 +991,31 @@ def test_error_rate_limited_on_every_account(proxy: Daemon, fake: FakeGoogle) ->
     for email in ACCOUNTS:
         fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="2s")], email=email)
     with pytest.raises(anthropic.RateLimitError) as info:
-        client(proxy).messages.create(model="gemini-2.5-flash", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        client(proxy).messages.create(
+            model="gemini-2.5-flash", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     err = info.value
     assert err.status_code == 429
-    assert err.body == {"type": "error", "error": {"type": "rate_limit_error", "message": err.body["error"]["message"]}}  # type: ignore[index]
+    assert err.body == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": err.body["error"]["message"]},  # type: ignore[index]
+    }
     assert 1 <= int(err.response.headers["retry-after"]) <= 3
     assert len(fake.calls_to("generateContent")) == len(ACCOUNTS)
     # Now every account is cooling down: the pool itself answers, as a 429 too.
     with pytest.raises(anthropic.RateLimitError) as again:
-        client(proxy).messages.count_tokens(model="gemini-2.5-flash", messages=[{"role": "user", "content": "x"}])
+        client(proxy).messages.count_tokens(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "x"}]
+        )
     assert again.value.response.headers.get("retry-after")
 
 
 def test_error_overloaded(proxy: Daemon, fake: FakeGoogle) -> None:
     fake.script([Reply.error(429, reason="MODEL_CAPACITY_EXHAUSTED") for _ in range(10)])
     with pytest.raises(anthropic.OverloadedError) as info:
-        client(proxy).messages.create(model="gemini-2.5-flash-lite", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        client(proxy).messages.create(
+            model="gemini-2.5-flash-lite", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.status_code == 529
     assert info.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
 
@@ -833,7 +1023,9 @@ def test_error_overloaded(proxy: Daemon, fake: FakeGoogle) -> None:
 def test_error_api_error(proxy: Daemon, fake: FakeGoogle) -> None:
     fake.script([Reply.error(500) for _ in range(10)])
     with pytest.raises(anthropic.InternalServerError) as info:
-        client(proxy).messages.create(model="gemini-3-pro-low", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        client(proxy).messages.create(
+            model="gemini-3-pro-low", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     assert info.value.body["type"] == "error"  # type: ignore[index]
 
@@ -841,7 +1033,9 @@ def test_error_api_error(proxy: Daemon, fake: FakeGoogle) -> None:
 def test_upstream_400_is_invalid_request(proxy: Daemon, fake: FakeGoogle) -> None:
     fake.script([Reply.error(400, message="Request contains an invalid argument.")])
     with pytest.raises(anthropic.BadRequestError) as info:
-        client(proxy).messages.create(model="gemini-3-flash", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        client(proxy).messages.create(
+            model="gemini-3-flash", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert len(fake.calls_to("generateContent")) == 1  # no failover for the request's own fault
 
@@ -853,5 +1047,3 @@ def test_model_echo_and_aliases(proxy: Daemon, fake: FakeGoogle) -> None:
     )
     assert msg.model == "claude-haiku-4-5-20251001"
     assert fake.calls_to("generateContent")[-1].model == "gemini-3-flash"
-
-

@@ -33,14 +33,26 @@ def client_bin(name: str) -> str | None:
 
 
 def run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_"))
+    }
     return subprocess.run(
-        argv, env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL
+        argv,
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
     )
 
 
 def generate_calls(fake: FakeGoogle) -> list[Any]:
-    return [c for c in fake.calls if c.method in ("generateContent", "streamGenerateContent") and c.status == 200]
+    return [
+        c for c in fake.calls if c.method in ("generateContent", "streamGenerateContent") and c.status == 200
+    ]
 
 
 def function_responses(call: Any) -> list[dict[str, Any]]:
@@ -70,13 +82,20 @@ def test_claude_code_tool_loop_with_thinking(proxy: Daemon, fake: FakeGoogle, wo
     fake.script(
         [
             Reply.function_call(
-                "Bash", {"command": "echo proxied-$((40+2))", "description": "print a marker"}, thought="I should run the command."
+                "Bash",
+                {"command": "echo proxied-$((40+2))", "description": "print a marker"},
+                thought="I should run the command.",
             ),
             Reply.thinking("The command printed the marker.", then_text="The command printed proxied-42."),
         ]
     )
     res = run(
-        [exe, "-p", "Run: echo proxied-$((40+2)) and tell me what it printed", "--dangerously-skip-permissions"],
+        [
+            exe,
+            "-p",
+            "Run: echo proxied-$((40+2)) and tell me what it printed",
+            "--dangerously-skip-permissions",
+        ],
         {
             "ANTHROPIC_BASE_URL": proxy.base_url,
             "ANTHROPIC_API_KEY": proxy.api_key,
@@ -96,7 +115,9 @@ def test_claude_code_tool_loop_with_thinking(proxy: Daemon, fake: FakeGoogle, wo
     assert any("proxied-42" in json.dumps(r) for r in results)
     model_turn = next(c for c in calls[-1].body["request"]["contents"] if c["role"] == "model")
     if calls[-1].body["request"].get("generationConfig", {}).get("thinkingConfig", {}).get("includeThoughts"):
-        assert model_turn["parts"][0].get("thought") is True and model_turn["parts"][0].get("thoughtSignature")
+        assert model_turn["parts"][0].get("thought") is True and model_turn["parts"][0].get(
+            "thoughtSignature"
+        )
 
 
 def test_codex_exec_tool_loop(proxy: Daemon, fake: FakeGoogle, workdir: Path) -> None:
@@ -134,7 +155,9 @@ def test_gemini_cli_tool_loop(proxy: Daemon, fake: FakeGoogle, workdir: Path) ->
         pytest.skip("the Gemini CLI is not installed (npm install @google/gemini-cli)")
     home = workdir / "ghome"
     (home / ".gemini").mkdir(parents=True)
-    (home / ".gemini" / "settings.json").write_text(json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}}))
+    (home / ".gemini" / "settings.json").write_text(
+        json.dumps({"security": {"auth": {"selectedType": "gemini-api-key"}}})
+    )
     (workdir / "notes.txt").write_text("the secret word is gemini-42\n")
     fake.script(
         [

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from google import genai
-from google.genai import errors as genai_errors
 from google.genai import types
 
 from tests.conftest import ACCOUNTS, Daemon, base_config, free_port
@@ -27,7 +26,9 @@ def body(text: str = "hi") -> dict[str, Any]:
 
 
 def post(d: Daemon, path: str, payload: dict[str, Any], **kw: Any) -> httpx.Response:
-    return httpx.post(d.base_url + path, json=payload, headers={"x-goog-api-key": d.api_key}, timeout=30, **kw)
+    return httpx.post(
+        d.base_url + path, json=payload, headers={"x-goog-api-key": d.api_key}, timeout=30, **kw
+    )
 
 
 def served_by(resp: httpx.Response) -> str:
@@ -97,7 +98,11 @@ def test_genai_tool_round_trip_keeps_signature(proxy: Daemon, fake: FakeGoogle) 
         r.candidates[0].content,
         types.Content(
             role="user",
-            parts=[types.Part(function_response=types.FunctionResponse(name="get_weather", response={"temp": 20}))],
+            parts=[
+                types.Part(
+                    function_response=types.FunctionResponse(name="get_weather", response={"temp": 20})
+                )
+            ],
         ),
     ]
     fake.script([Reply.text("It is 20 degrees.")])
@@ -108,7 +113,9 @@ def test_genai_tool_round_trip_keeps_signature(proxy: Daemon, fake: FakeGoogle) 
     params = sent["tools"][0]["functionDeclarations"][0]["parameters"]
     assert "$schema" not in params and "additionalProperties" not in params
     call_part = sent["contents"][1]["parts"][0]
-    assert call_part["thoughtSignature"] and call_part["thoughtSignature"] != "skip_thought_signature_validator"
+    assert (
+        call_part["thoughtSignature"] and call_part["thoughtSignature"] != "skip_thought_signature_validator"
+    )
 
 
 def test_gemini_json_array_stream_and_sse(proxy: Daemon, fake: FakeGoogle) -> None:
@@ -132,7 +139,9 @@ def test_unknown_model_lists_available(proxy: Daemon) -> None:
 
 def test_bad_json_is_a_gemini_400(proxy: Daemon) -> None:
     r = httpx.post(
-        proxy.base_url + GEN, content=b"{nope", headers={"x-goog-api-key": proxy.api_key, "content-type": "application/json"}
+        proxy.base_url + GEN,
+        content=b"{nope",
+        headers={"x-goog-api-key": proxy.api_key, "content-type": "application/json"},
     )
     assert r.status_code == 400
     assert r.json()["error"]["status"] == "INVALID_ARGUMENT"
@@ -254,7 +263,9 @@ def test_openai_stream_error_after_first_byte(proxy: Daemon, fake: FakeGoogle) -
 def test_client_disconnect_cancels_upstream(proxy: Daemon, fake: FakeGoogle) -> None:
     fake.script([Reply.text("x " * 50, chunks=50, delay=0.1)] * 3)
     with httpx.Client(timeout=10) as c:
-        with c.stream("POST", proxy.base_url + STREAM, json=body(), headers={"x-goog-api-key": proxy.api_key}) as r:
+        with c.stream(
+            "POST", proxy.base_url + STREAM, json=body(), headers={"x-goog-api-key": proxy.api_key}
+        ) as r:
             it = r.iter_lines()
             first = next(line for line in it if line.startswith("data:"))
             assert first
@@ -269,7 +280,9 @@ def test_chunks_are_forwarded_as_they_arrive(proxy: Daemon, fake: FakeGoogle) ->
     fake.script([Reply.text("a b c d e", chunks=5, delay=0.3)])
     arrivals = []
     with httpx.Client(timeout=10) as c:
-        with c.stream("POST", proxy.base_url + STREAM, json=body(), headers={"x-goog-api-key": proxy.api_key}) as r:
+        with c.stream(
+            "POST", proxy.base_url + STREAM, json=body(), headers={"x-goog-api-key": proxy.api_key}
+        ) as r:
             for line in r.iter_lines():
                 if line.startswith("data:"):
                     arrivals.append(time.monotonic())
@@ -287,8 +300,10 @@ def test_slow_reader_backpressure(proxy: Daemon, fake: FakeGoogle) -> None:
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     payload = json.dumps(body()).encode()
     raw.sendall(
-        f"POST {STREAM} HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {proxy.api_key}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(payload)}\r\n\r\n".encode() + payload
+        f"POST {STREAM} HTTP/1.1\r\nHost: x\r\nx-goog-api-key: {proxy.api_key}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n".encode()
+        + payload
     )
     time.sleep(1.0)
     assert fake.streams_open == 1  # the upstream stream is held open, not drained
@@ -379,7 +394,9 @@ def test_quota_rechecked_after_reset(fake: FakeGoogle, make_daemon: Any) -> None
     fake.reset()
     fake.add_account(email="q1@example.com")
     fake.add_account(email="q2@example.com")
-    d = make_daemon(base_config(fake, free_port(), scheduling={"mode": "fixed", "fixed_account": "q1@example.com"}))
+    d = make_daemon(
+        base_config(fake, free_port(), scheduling={"mode": "fixed", "fixed_account": "q1@example.com"})
+    )
     for e in ("q1@example.com", "q2@example.com"):
         d.admin("POST", "/accounts", json={"refresh_token": fake.account(e).refresh_token})
     d.admin("POST", "/proxy/start")

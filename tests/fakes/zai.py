@@ -264,7 +264,11 @@ class FakeZai:
             return
         text = reply.text if reply.text is not None else f"Hello from {model} (z.ai)"
         msg_id = "msg_zai_" + secrets.token_hex(8)
-        usage = {"input_tokens": count_tokens(data), "output_tokens": math.ceil(len(text) / 4), "cache_read_input_tokens": 0}
+        usage = {
+            "input_tokens": count_tokens(data),
+            "output_tokens": math.ceil(len(text) / 4),
+            "cache_read_input_tokens": 0,
+        }
         if data.get("stream") is True:
             await self._stream(send, req, model, msg_id, text, reply.chunks, usage)
             return
@@ -326,7 +330,10 @@ class FakeZai:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                ],
             }
         )
         for ev in events:
