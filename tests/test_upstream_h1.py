@@ -167,7 +167,10 @@ async def test_back_pressure_bounds_what_is_buffered(site: Site) -> None:
         reply = await lane.open(site.url + "/big", b"{}", dict(HEADERS))
         conn = reply._conn
         assert conn is not None
-        await asyncio.sleep(0.3)  # the server writes as fast as it can; nobody reads
+        for _ in range(100):  # the server writes as fast as it can; nobody reads
+            if conn.paused:
+                break
+            await asyncio.sleep(0.05)
         assert conn.paused
         assert conn.buffered < h1.HIGH_WATER + 2 * 65537
         lines = 0
@@ -200,7 +203,7 @@ async def test_a_cancel_while_waiting_closes_the_connection() -> None:
         lane = new_lane()
         try:
             task = asyncio.ensure_future(lane.post(srv.url + "/x", b"{}", dict(HEADERS)))
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(srv.got_request.wait(), 10)  # the request is out: now the cancel
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -226,6 +229,7 @@ class RawServer:
         self.close = close
         self.url = ""
         self.client_left = asyncio.Event()
+        self.got_request = asyncio.Event()
         self._server: asyncio.base_events.Server | None = None
 
     async def __aenter__(self) -> RawServer:
@@ -241,6 +245,7 @@ class RawServer:
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
+            self.got_request.set()
             if self.answer:
                 writer.write(self.answer)
                 await writer.drain()
