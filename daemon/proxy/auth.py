@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote
 import msgspec
 
 from daemon.errors import AuthenticationError, BadRequest, GatewayError
-from daemon.ids import hex_id
+from daemon.ids import sortable_id
 from daemon.proxy.error_shapes import body_for, headers_for, protocol_for_path
 
 Scope = MutableMapping[str, Any]
@@ -112,7 +112,7 @@ async def send_error(send: Send, path: str, err: GatewayError, extra: dict[str, 
 
 
 def new_request_id() -> str:
-    return "req_" + hex_id(12)
+    return "req_" + sortable_id(6)
 
 
 class AuthMiddleware:
