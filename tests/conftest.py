@@ -223,14 +223,19 @@ ACCOUNTS = ("alice@example.com", "bob@example.com", "carol@example.com")
 
 @contextlib.contextmanager
 def pooled_daemon(
-    fake: FakeGoogle, emails: Iterable[str], prefix: str, **sections: dict[str, Any]
+    fake: FakeGoogle,
+    emails: Iterable[str],
+    prefix: str,
+    env: dict[str, str] | None = None,
+    **sections: dict[str, Any],
 ) -> Iterator[Daemon]:
     """A daemon in a temp home with these (already added to the fake)
     accounts, the proxy running, auth strict unless ``proxy`` says; config
-    ``sections`` override the base config. Stopped and removed after."""
+    ``sections`` override the base config, ``env`` adds to its environment.
+    Stopped and removed after."""
     home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     sections["proxy"] = {"auth_mode": "strict", **sections.get("proxy", {})}
-    d = Daemon(home)
+    d = Daemon(home, env=env)
     d.write_config(base_config(fake, free_port(), **sections))
     d.start()
     try:

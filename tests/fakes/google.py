@@ -1306,10 +1306,16 @@ class FakeGoogle:
     """
 
     def __init__(
-        self, *, client_id: str = ANTIGRAVITY_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET
+        self,
+        *,
+        client_id: str = ANTIGRAVITY_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        tls_cert: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
+        # A PEM file with the key and the certificate chain: serve https.
+        self.tls_cert = tls_cert
         self.accounts: dict[str, Account] = {}
         self.signatures: dict[str, SignatureInfo] = {}
         self._signature_index: dict[bytes, SignatureInfo] = {}  # by decoded bytes
@@ -1362,6 +1368,7 @@ class FakeGoogle:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=1,
+            ssl_certfile=self.tls_cert,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -1407,7 +1414,7 @@ class FakeGoogle:
     def base_url(self) -> str:
         if self._port is None:
             raise RuntimeError("FakeGoogle is not started: call start() first")
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.tls_cert else 'http'}://127.0.0.1:{self._port}"
 
     @property
     def endpoint(self) -> str:
