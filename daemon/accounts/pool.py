@@ -368,13 +368,20 @@ class Pool:
             frac = q.remaining_fraction if q and q.remaining_fraction is not None else 0.5
             return frac
 
-        # balance: most remaining quota first; ties broken round-robin to spread load.
+        # balance: most remaining quota first; ties broken round-robin to spread
+        # load: within each group of equal quota (in a fixed order, by id) the
+        # accounts lead in turn, each once in as many requests as the group has.
         self._rr += 1
         rr = self._rr
-        ordered = sorted(
-            usable,
-            key=lambda a: (-round(score(a), 2), (hash(a.id) + rr) % max(1, len(usable)), a.last_used),
-        )
+        groups: dict[float, list[str]] = {}
+        for a in usable:
+            groups.setdefault(round(score(a), 2), []).append(a.id)
+        turn: dict[str, int] = {}
+        for ids in groups.values():
+            ids.sort()
+            for i, aid in enumerate(ids):
+                turn[aid] = (i - rr) % len(ids)
+        ordered = sorted(usable, key=lambda a: (-round(score(a), 2), turn[a.id], a.last_used))
         if cfg.mode == "sticky" and session_key:
             bound = self._sticky.get(session_key)
             if bound:
