@@ -116,7 +116,6 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
         self.counted = True  # holds one of the pool's slots until lost
-        self.reused = False
         self.idle_since = 0.0
         self.read_timeout = lane.read_timeout
         self._timer: asyncio.TimerHandle | None = None
@@ -419,7 +418,6 @@ class H1Lane:
                 conn = idle.pop()
                 closing = conn.lost or conn.transport is None or conn.transport.is_closing()
                 if not closing and now - conn.idle_since < KEEPALIVE_EXPIRY:
-                    conn.reused = True
                     return conn
                 conn.close()
         return await self._connect(t)
