@@ -37,7 +37,7 @@ async def _amain(args: argparse.Namespace, target: str) -> int:
     cfg, changed = config_mod.load(paths.config_file)
     if changed:
         config_mod.save(cfg, paths.config_file)
-        log.info("generated a new proxy.api_key in %s", paths.config_file)
+        log.info("wrote %s (a generated proxy.api_key or updated defaults)", paths.config_file)
     svc = Service(paths, cfg, log_target=target)
     return await svc.run()
 

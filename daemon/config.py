@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -20,14 +21,28 @@ from daemon.fsutil import atomic_write
 AuthMode = Literal["off", "strict", "all_except_health", "auto"]
 SchedulingMode = Literal["balance", "sticky", "fixed"]
 ZaiMode = Literal["off", "exclusive", "pooled", "fallback"]
+ClientFamily = Literal["hub", "cli"]
+GeminiThinking = Literal["budget", "level"]
 
 ANTIGRAVITY_CLIENT_ID = "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com"
+# Daily first (what the official clients use), prod second; the sandbox host
+# is legacy and prod can answer 429 to paid consumer accounts that daily
+# serves (UPSTREAM.md §1.1, §1.2).
 DEFAULT_ENDPOINTS = [
+    "https://daily-cloudcode-pa.googleapis.com",
+    "https://cloudcode-pa.googleapis.com",
+]
+# Defaults of earlier releases, which `save` wrote into every config.toml:
+# a file still holding exactly these gets today's defaults (else every
+# upgraded install would keep a refused User-Agent and the legacy host).
+_OLD_DEFAULT_ENDPOINTS = [
     "https://daily-cloudcode-pa.sandbox.googleapis.com",
     "https://daily-cloudcode-pa.googleapis.com",
     "https://cloudcode-pa.googleapis.com",
 ]
+_OLD_DEFAULT_USER_AGENT = "antigravity/1.15.8 linux/amd64"
 SECRET_ENV = "ANTIGRAVITY_OAUTH_CLIENT_SECRET"
+_VERSION_RE = re.compile(r"^\d{1,4}\.\d{1,4}\.\d{1,6}$")
 
 
 def new_api_key() -> str:
@@ -51,7 +66,20 @@ class ProxyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class UpstreamConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     endpoints: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ENDPOINTS))
-    user_agent: str = "antigravity/1.15.8 linux/amd64"
+    # "" = the built-in default, or a newer one the updater manifest names
+    # (daemon.upstream.identity); set it when Google refuses the version.
+    client_version: str = ""
+    # The User-Agent form: "hub" (Antigravity 2.x desktop) or "cli" (agy).
+    client_family: ClientFamily = "hub"
+    # Read the current version from the updater manifest in the background.
+    version_check: bool = True
+    # "" = the family's own manifest URL.
+    version_url: str = ""
+    # Expert override of the whole User-Agent ("" = derived from the above).
+    user_agent: str = ""
+    # Gemini 3 thinking on the wire: "budget" (thinkingBudget, integers as the
+    # agy CLI sends) or "level" (thinkingLevel strings); UPSTREAM.md §7.1.
+    gemini_thinking: GeminiThinking = "budget"
     # Seconds a stream may stay silent (upstream thinking) before it is dropped.
     stream_idle_timeout: int = 300
     connect_timeout: int = 10
@@ -151,6 +179,23 @@ def validate(cfg: Config) -> None:
     ):
         if not url.startswith(("http://", "https://")) or len(url) < 10 or any(c.isspace() for c in url):
             raise ConfigError(f"{key} must be an http(s) URL, got {url!r}", param=key)
+    cv = cfg.upstream.client_version
+    if cv and not _VERSION_RE.match(cv):
+        raise ConfigError(
+            f"upstream.client_version must be X.Y.Z digits (e.g. 2.14.0), got {cv!r}",
+            param="upstream.client_version",
+        )
+    vu = cfg.upstream.version_url
+    if vu and (not vu.startswith(("http://", "https://")) or any(c.isspace() for c in vu)):
+        raise ConfigError(
+            f"upstream.version_url must be an http(s) URL or empty, got {vu!r}", param="upstream.version_url"
+        )
+    ua = cfg.upstream.user_agent
+    if ua and (not ua.isprintable() or not ua.isascii() or len(ua) > 256):
+        raise ConfigError(
+            "upstream.user_agent must be printable ASCII (at most 256 characters)",
+            param="upstream.user_agent",
+        )
     if not cfg.upstream.endpoints:
         raise ConfigError("upstream.endpoints must list at least one URL", param="upstream.endpoints")
     for url in cfg.upstream.endpoints:
@@ -177,6 +222,12 @@ def load(path: Path) -> tuple[Config, bool]:
     else:
         cfg = Config()
     changed = False
+    if cfg.upstream.user_agent == _OLD_DEFAULT_USER_AGENT:
+        cfg.upstream.user_agent = ""
+        changed = True
+    if cfg.upstream.endpoints == _OLD_DEFAULT_ENDPOINTS:
+        cfg.upstream.endpoints = list(DEFAULT_ENDPOINTS)
+        changed = True
     if not cfg.proxy.api_key:
         cfg.proxy.api_key = new_api_key()
         changed = True

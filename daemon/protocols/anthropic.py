@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.errors import BadRequest, GatewayError
-from daemon.protocols import GeminiCall, common
+from daemon.protocols import GeminiCall, common, shared_extra
 from daemon.protocols.signatures import SignatureStore
 
 # ------------------------------------------------------------------ constants
@@ -520,24 +520,6 @@ def _drop_prefill(msgs: list[_Msg]) -> bool:
     return False
 
 
-def _is_thought(part: Json) -> bool:
-    return bool(part.get("thought"))
-
-
-def _final_tool_turn_unsigned(contents: list[Json]) -> bool:
-    """True when the last model turn calls tools but does not start with a
-    signed thought — what the Claude upstream rejects with thinking on."""
-    last = next((c for c in reversed(contents) if c["role"] == "model"), None)
-    if last is None or not any("functionCall" in p for p in last["parts"]):
-        return False
-    first = last["parts"][0]
-    return not (_is_thought(first) and first.get("thoughtSignature"))
-
-
-def _strip_thoughts(contents: list[Json]) -> list[Json]:
-    return common.merge_turns(
-        {"role": c["role"], "parts": [p for p in c["parts"] if not _is_thought(p)]} for c in contents
-    )
 
 
 # ------------------------------------------------------------ request: tools
@@ -795,11 +777,11 @@ def _translate(body: Any, *, model: str, store: SignatureStore, for_count: bool)
     if thinking and ctx.claude and forced:
         # Anthropic: "Thinking may not be enabled when tool_choice forces tool use."
         thinking, extra[EXTRA_THINKING_OFF] = False, "tool_choice forces tool use"
-    if thinking and ctx.claude and _final_tool_turn_unsigned(contents):
+    if thinking and ctx.claude and not shared_extra.claude_thinking_allowed(contents):
         thinking = False
         extra[EXTRA_THINKING_OFF] = "the last tool-use turn has no thinking block this proxy signed"
     if ctx.claude and not thinking:
-        contents = _strip_thoughts(contents)
+        contents = shared_extra.strip_thoughts(contents)
 
     generation: Json = _sampling(body, claude_thinking=thinking and ctx.claude)
     stops = _stop_sequences(body)

@@ -260,10 +260,27 @@ def _is_signed_thought(part: dict[str, Any]) -> bool:
     return bool(part.get("thought") and part.get("text") and part.get("thoughtSignature"))
 
 
-def _strip_thoughts(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for c in contents:
-        c["parts"] = [p for p in c["parts"] if not p.get("thought")]
-    return common.merge_turns(contents)
+def strip_thoughts(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The contents without any thought part (merged again: a turn that held
+    only thoughts disappears)."""
+    return common.merge_turns(
+        {"role": c["role"], "parts": [p for p in c["parts"] if not p.get("thought")]} for c in contents
+    )
+
+
+def claude_thinking_allowed(contents: list[dict[str, Any]]) -> bool:
+    """THE rule for Claude with thinking on (UPSTREAM.md §6.4), one home for
+    every client protocol: the final assistant turn, when it made the tool
+    calls the conversation is answering, must start with a signed thinking
+    block ("a final `assistant` message must start with a thinking block
+    (preceeding the lastmost set of `tool_use` and `tool_result` blocks)").
+    Earlier turns are not checked: Anthropic ignores their thinking, and
+    signed blocks the proxy issued go back unchanged wherever they are.
+    False means thinking must be off for this request."""
+    last = next((c for c in reversed(contents) if c["role"] == "model"), None)
+    if last is None or not any("functionCall" in p for p in last["parts"]):
+        return True
+    return bool(last["parts"]) and _is_signed_thought(last["parts"][0])
 
 
 def finalize_contents(contents: list[dict[str, Any]], *, model: str, thinking: bool) -> Finalized:
@@ -285,7 +302,7 @@ def finalize_contents(contents: list[dict[str, Any]], *, model: str, thinking: b
     contents = common.merge_turns(contents)
     notes: list[str] = []
     if family(model) == "gemini":
-        contents = _strip_thoughts(contents)
+        contents = strip_thoughts(contents)
         for c in contents[current_turn_start(contents) :]:
             if c["role"] != "model":
                 continue
@@ -300,18 +317,14 @@ def finalize_contents(contents: list[dict[str, Any]], *, model: str, thinking: b
     while contents and contents[-1]["role"] == "model":
         contents.pop()
         notes.append("dropped a trailing assistant message: Claude models do not support assistant prefill")
-    if thinking:
-        for c in contents[current_turn_start(contents) :]:
-            has_call = any("functionCall" in p for p in c["parts"])
-            if c["role"] == "model" and has_call and not _is_signed_thought(c["parts"][0]):
-                thinking = False
-                notes.append(
-                    "thinking turned off for this request: the signed thinking of an earlier"
-                    " tool-call turn is unknown (the upstream refuses unsigned thinking)"
-                )
-                break
+    if thinking and not claude_thinking_allowed(contents):
+        thinking = False
+        notes.append(
+            "thinking turned off for this request: the signed thinking of the last"
+            " tool-call turn is unknown (the upstream refuses unsigned thinking)"
+        )
     if not thinking:
-        contents = _strip_thoughts(contents)
+        contents = strip_thoughts(contents)
     return Finalized(contents=contents, thinking=thinking, notes=notes)
 
 
