@@ -30,9 +30,9 @@ class Ctx:
     @property
     def client(self) -> AdminClient:
         if self._client is None:
-            from daemon.paths import resolve, socket_path
+            from daemon.paths import find_socket
 
-            sock = Path(self.args.socket) if self.args.socket else socket_path(resolve())
+            sock = Path(self.args.socket) if self.args.socket else find_socket()
             self._client = AdminClient(sock)
         return self._client
 
@@ -101,8 +101,7 @@ def cmd_status(ctx: Ctx) -> int:
         lines.append(f"         {p['host']}:{p['port']}  base URL {p['base_url']}")
     else:
         lines.append(f"         would bind {p['host']}:{p['port']}")
-    auth = p["auth_mode"] + (" (auto)" if p["auth_mode_setting"] == "auto" else "")
-    lines.append(f"auth     {auth}")
+    lines.append(f"auth     {_auth_text(p['auth_mode'], p['auth_mode_setting'])}")
     if p.get("restart_pending"):
         lines.append("         config changed: run `agctl restart` to apply the new port / LAN setting")
     lines.append(f"accounts {a['active']} active / {a['total']} total")
@@ -110,6 +109,23 @@ def cmd_status(ctx: Ctx) -> int:
         lines.append(f"z.ai     {st['zai']['dispatch_mode']}")
     print("\n".join(lines))
     return EXIT_OK
+
+
+# What each effective auth mode means to a client (README "Auth modes").
+AUTH_MEANING = {
+    "off": "any key accepted",
+    "strict": "the key is required on every route",
+    "all_except_health": "the key is required on every route but /healthz",
+}
+
+
+def _auth_text(mode: str, setting: str) -> str:
+    meaning = AUTH_MEANING.get(mode, "")
+    if setting == "auto":
+        # "auth off (auto)" read like "the key is off": say why it is off.
+        where = "while only 127.0.0.1 listens" if mode == "off" else "as the proxy listens on the LAN"
+        return f"{mode} (auto: {meaning} {where})"
+    return f"{mode} ({meaning})" if meaning else mode
 
 
 def _proxy(ctx: Ctx, action: str) -> int:
@@ -623,6 +639,34 @@ class _Parser(argparse.ArgumentParser):
         print(f"agctl: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
+    def format_help(self) -> str:
+        """``--help`` starts with what the command does, in one line, then
+        the usage (which for some commands is several lines of options)."""
+        summary = (self.description or "").strip()
+        if not summary:
+            return super().format_help()
+        self.description = None
+        try:
+            body = super().format_help()
+        finally:
+            self.description = summary
+        return f"{summary}\n\n{body}"
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand its one-line ``help`` (shown in its parent's
+    list) as its own description too: `agctl X --help` says what X does.
+    Walks the whole tree, so commands added later are covered."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            text = helps.get(name)
+            if sub.description is None and isinstance(text, str) and text:
+                sub.description = text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+            _describe(sub)
+
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
@@ -640,15 +684,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp: argparse.ArgumentParser = sub.add_parser(name, help=help, parents=[common])
         return sp
 
-    add("status", "daemon and proxy state")
+    add("status", "show the daemon and proxy state, and why the proxy is not running")
     add("start", "start the proxy listener")
     add("stop", "stop the proxy listener (the daemon stays up)")
     add("restart", "restart the proxy listener (applies port / LAN changes)")
     add("shutdown", "stop the daemon")
 
-    acc = add("accounts", "manage Google accounts")
+    acc = add("accounts", "list and manage the Google accounts (default: list)")
     asub = acc.add_subparsers(dest="accounts_cmd", parser_class=_Parser)
-    asub.add_parser("list", help="list accounts", parents=[common])
+    asub.add_parser("list", help="list the accounts with their state and quota", parents=[common])
     add_p = asub.add_parser("add", help="add an account (browser sign-in)", parents=[common])
     add_p.add_argument(
         "--no-browser", action="store_true", help="print the URL and paste the redirect URL back"
@@ -672,29 +716,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = add("config", "show or change config.toml")
     csub = cfg.add_subparsers(dest="config_cmd", required=True, parser_class=_Parser)
-    show = csub.add_parser("show", help="the whole config", parents=[common])
+    show = csub.add_parser("show", help="print the whole config (secrets hidden)", parents=[common])
     show.add_argument("--secrets", action="store_true", help="show keys and secrets in full")
-    g = csub.add_parser("get", help="one key", parents=[common])
+    g = csub.add_parser("get", help="print one config key", parents=[common])
     g.add_argument("key")
     s = csub.add_parser("set", help="set one key (validated, saved atomically)", parents=[common])
     s.add_argument("key")
     s.add_argument("value")
 
-    key = add("key", "the proxy API key")
+    key = add("key", "manage the proxy API key (proxy.api_key)")
     ksub = key.add_subparsers(dest="key_cmd", required=True, parser_class=_Parser)
     ksub.add_parser("rotate", help="generate a new proxy.api_key", parents=[common])
 
-    logs = add("logs", "the proxy's request log")
+    logs = add("logs", "show the proxy's request log, newest last")
     logs.add_argument("-n", type=int, default=50, help="how many of the newest rows (default 50)")
     logs.add_argument("--follow", "-f", action="store_true", help="then stream new rows until Ctrl-C")
     logs.add_argument("--status", help="4xx, 5xx or a code such as 429")
     logs.add_argument("--model", help="client or upstream model name")
     logs.add_argument("--account", help="account email (or its part before @)")
     lsub = logs.add_subparsers(dest="logs_cmd", parser_class=_Parser)
-    lshow = lsub.add_parser("show", help="everything about one request", parents=[common])
+    lshow = lsub.add_parser("show", help="show everything about one request", parents=[common])
     lshow.add_argument("request_id")
 
-    stats = add("stats", "usage statistics")
+    stats = add("stats", "show usage statistics: requests, errors, tokens, latency")
     stats.add_argument("--since", default="24h", help="window: e.g. 30m, 24h, 7d (default 24h)")
     stats.add_argument(
         "--by",
@@ -706,12 +750,16 @@ def build_parser() -> argparse.ArgumentParser:
     mon = add("monitor", "the request log: show its state, or turn it on or off")
     mon.add_argument("state", nargs="?", choices=["on", "off"])
 
-    svc = add("service", "install the systemd user unit or LaunchAgent")
+    svc = add("service", "install or remove the systemd user unit or LaunchAgent")
     ssub = svc.add_subparsers(dest="service_cmd", required=True, parser_class=_Parser)
-    for name in ("install", "uninstall"):
-        sp = ssub.add_parser(name, parents=[common])
+    for name, h in (
+        ("install", "write the systemd user unit or LaunchAgent and print how to start it"),
+        ("uninstall", "remove the systemd user unit or LaunchAgent"),
+    ):
+        sp = ssub.add_parser(name, help=h, parents=[common])
         sp.add_argument("--now", action="store_true", help="also run systemctl/launchctl")
         sp.add_argument("--launchd", action="store_true", help=argparse.SUPPRESS)
+    _describe(p)
     return p
 
 

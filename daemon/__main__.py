@@ -34,6 +34,10 @@ async def _amain(args: argparse.Namespace, target: str) -> int:
     from daemon.service import Service
 
     paths = paths_mod.resolve(args.home)
+    if paths.run_dir_note:  # XDG_RUNTIME_DIR is set but unusable: that is worth a line
+        log.warning("%s", paths.run_dir_note)
+    if paths_mod.socket_path(paths) == paths.socket:
+        paths_mod.check_run_dir(paths.run_dir)
     cfg, changed = config_mod.load(paths.config_file)
     if changed:
         config_mod.save(cfg, paths.config_file)

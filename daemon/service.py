@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from daemon.accounts.store import AccountStore
 from daemon.config import Config
 from daemon.dispatch import Dispatcher
 from daemon.errors import Conflict, GatewayError, NoAccountAvailable
-from daemon.fsutil import remove_stale_temps
+from daemon.fsutil import ensure_private_dir, remove_stale_temps
 from daemon.gc_tuning import tune_after_start
 from daemon.listeners import Listener, bind_tcp, bind_unix
 from daemon.metrics import Metrics
@@ -37,6 +38,23 @@ log = logging.getLogger(__name__)
 # How long in-flight requests may run on after SIGTERM / stop.
 GRACE_SECONDS = 10.0
 NO_ACCOUNT_MESSAGE = "No account available: add one with `agctl accounts add` first"
+
+
+def next_steps(cfg: Config) -> str:
+    """What a first start with no account prints once: the proxy is not
+    started (nothing to serve with), so port 8045 refuses connections."""
+    steps = [
+        ("agctl accounts add", "sign in with Google in a browser (--no-browser over SSH)"),
+        ("agctl accounts import-ide", "or take the account the Antigravity IDE is signed in with"),
+        ("agctl start", "then start the proxy"),
+        ("agctl status", "says what runs, and why not"),
+    ]
+    if not cfg.oauth.secret():
+        secret = ("agctl config set oauth.client_secret SECRET", 'needed to sign in (README "OAuth client")')
+        steps.insert(0, secret)
+    width = max(len(cmd) for cmd, _ in steps)
+    head = f"No account yet, so the proxy ({cfg.bind_host()}:{cfg.proxy.port}) is not started. Next steps:"
+    return "\n".join([head, *(f"  {cmd.ljust(width)}  {why}" for cmd, why in steps)])
 
 
 class Service:
@@ -221,7 +239,19 @@ class Service:
                 "restart_pending": self.restart_pending,
             },
             "accounts": {"active": self.pool.active_count(), "total": len(self.pool.accounts)},
+            "paths": self.paths_status(),
             "zai": {"enabled": cfg.zai.enabled, "dispatch_mode": cfg.zai.dispatch_mode},
+        }
+
+    def paths_status(self) -> dict[str, str]:
+        """The files and directories the daemon creates (README "First steps" gives their modes)."""
+        p = self.paths
+        return {
+            "config_file": str(p.config_file),
+            "data_dir": str(p.data_dir),
+            "accounts_dir": str(p.accounts_dir),
+            "monitor_db": str(p.monitor_db),
+            "socket": str(self.admin_socket_path),
         }
 
     # ------------------------------------------------------------ lifecycle
@@ -261,6 +291,7 @@ class Service:
             ]:
                 log.info("removed %s, left by a write that did not finish", stale.name)
             self.pool.load()
+            ensure_private_dir(self.paths.accounts_dir)
             await self.monitor.start()
             from daemon.admin import create_admin_app
 
@@ -276,9 +307,13 @@ class Service:
             try:
                 await self.start_proxy()
             except GatewayError as exc:
-                log.warning("proxy not started: %s", exc.message)
+                # No account at all is a first start, not a fault: next steps below, no warning.
+                level = logging.INFO if self._first_start() else logging.WARNING
+                log.log(level, "proxy not started: %s", exc.message)
                 if self.proxy_state.state == State.STOPPED:
                     self.proxy_state.reason = exc.message
+        if self._first_start():
+            self._print_next_steps()
         self.pool.start_background()
         tune_after_start()
         if self.notifier.enabled:
@@ -290,6 +325,16 @@ class Service:
         await self._stop.wait()
         await self.shutdown()
         return 0
+
+    def _first_start(self) -> bool:
+        return not self.pool.accounts and not self.can_serve()
+
+    def _print_next_steps(self) -> None:
+        text = next_steps(self._config)
+        if self.log_target == "stderr":  # a terminal (or a file): a plain block, once
+            print(f"\n{text}\n", file=sys.stderr, flush=True)
+        else:
+            log.info("%s", text)
 
     async def _watchdog(self, interval: float) -> None:
         # Sent from the event loop itself: a blocked loop stops the pings.

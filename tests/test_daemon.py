@@ -415,7 +415,7 @@ def test_status_text_and_json_fields(with_account: tuple[Daemon, str]) -> None:
     ), out
     assert re.search(r"proxy\s+running\n", out), out
     assert f"127.0.0.1:{port}  base URL http://127.0.0.1:{port}" in out
-    assert re.search(r"auth\s+off \(auto\)", out), out
+    assert re.search(r"auth\s+off \(auto: any key accepted while only 127\.0\.0\.1 listens\)", out), out
     assert re.search(r"accounts\s+0 active / 1 total", out), out
     assert d.status["daemon"]["uptime"] > st["daemon"]["uptime"]
 
