@@ -112,8 +112,9 @@ def _dedupe_by_email(
 def _choose(ctx: Ctx, found: list[FoundLogin], dead: dict[int, str]) -> list[int]:
     if ctx.args.all:
         return list(range(len(found)))
-    if len(found) == 1:
-        return [0]
+    usable = [i for i in range(len(found)) if i not in dead]
+    if len(usable) <= 1:  # the one that works (or the dead one, to say why)
+        return usable or [0]
     if sys.stdin.isatty() and not ctx.json:
         while True:
             answer = input(f"import which login? [1-{len(found)}, a = all, q = none]: ").strip().lower()
@@ -134,6 +135,8 @@ def cmd_import(ctx: Ctx) -> int:
     search = _search(ctx)
     if not search.found:
         raise _nothing_found(search)
+    for line in search.problems:
+        _say(ctx, f"note: {line}")
     found, dead = _inspect(ctx, search.found)
     found, dead = _dedupe_by_email(found, dead)
     _say(ctx, "found:" if len(found) > 1 else "found")

@@ -47,6 +47,7 @@ _TOKEN_ACCESS, _TOKEN_REFRESH, _TOKEN_EXPIRY = 1, 3, 4
 _LEGACY_TOKEN_FIELD, _LEGACY_EMAIL_FIELD = 6, 2
 _USER_STATUS_EMAIL_FIELDS = (3, 7)
 _MAX_DEPTH = 8
+_URLSAFE = re.compile(rb"^[A-Za-z0-9_-]*={0,2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Google refresh tokens are "1//" + ~100 URL-safe characters; anything much
 # shorter is not one (a test value, a cut-off field).
@@ -83,13 +84,17 @@ def _b64decode(raw: str | bytes) -> bytes | None:
     data = data.strip()
     if not data:
         return None
+    padded = data + b"=" * (-len(data) % 4)
     try:
-        return base64.b64decode(data + b"=" * (-len(data) % 4), validate=True)
+        return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
-        try:  # some writers use the URL-safe alphabet
-            return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
-        except (binascii.Error, ValueError):
-            return None
+        pass
+    if not _URLSAFE.match(padded):  # some writers use the URL-safe alphabet
+        return None
+    try:
+        return base64.urlsafe_b64decode(padded)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _plausible_token(s: str | None) -> bool:
@@ -118,12 +123,13 @@ def token_info(buf: bytes) -> tuple[str, float | None] | None:
     return refresh, expiry
 
 
-def _topic_payload(value: str | bytes, sentinel: str) -> bytes | None:
-    """The payload bytes of the Topic entry keyed ``sentinel``: the Row's
-    base64 string decoded, or (early writers) DataEntry field 2 itself."""
+def _topic_payloads(value: str | bytes, sentinel: str) -> list[bytes]:
+    """What the Topic entry keyed ``sentinel`` may hold, most likely first:
+    the Row's base64 string decoded; then (early writers) DataEntry field 2
+    itself, base64-decoded or raw."""
     outer = _b64decode(value)
     if outer is None:
-        return None
+        return []
     for entry in pw.all_bytes(pw.try_parse(outer) or [], 1):
         entry_fields = pw.try_parse(entry)
         if not entry_fields or pw.text(pw.first_bytes(entry_fields, 1)) != sentinel:
@@ -131,29 +137,32 @@ def _topic_payload(value: str | bytes, sentinel: str) -> bytes | None:
         row = pw.first_bytes(entry_fields, 2)
         if row is None:
             continue
-        row_fields = pw.try_parse(row)
-        inner = pw.text(pw.first_bytes(row_fields, 1)) if row_fields else None
-        if inner:
-            decoded = _b64decode(inner)
-            if decoded is not None:
-                return decoded
-        decoded = _b64decode(row) if pw.text(row) else None
-        return decoded if decoded is not None else row
-    return None
+        out: list[bytes] = []
+        inner = pw.text(pw.first_bytes(pw.try_parse(row) or [], 1))
+        if inner and (decoded := _b64decode(inner)) is not None:
+            out.append(decoded)
+        if pw.text(row) and (decoded := _b64decode(row)) is not None:
+            out.append(decoded)
+        out.append(row)
+        return out
+    return []
 
 
 def unified_token(value: str | bytes) -> tuple[str, float | None] | None:
-    payload = _topic_payload(value, UNIFIED_SENTINEL)
-    return token_info(payload) if payload is not None else None
+    for payload in _topic_payloads(value, UNIFIED_SENTINEL):
+        got = token_info(payload)
+        if got:
+            return got
+    return None
 
 
 def unified_email(value: str | bytes) -> str | None:
-    payload = _topic_payload(value, USER_STATUS_SENTINEL)
-    fields = pw.try_parse(payload) if payload is not None else None
-    for num in _USER_STATUS_EMAIL_FIELDS:
-        found = _email(pw.text(pw.first_bytes(fields or [], num)))
-        if found:
-            return found
+    for payload in _topic_payloads(value, USER_STATUS_SENTINEL):
+        fields = pw.try_parse(payload) or []
+        for num in _USER_STATUS_EMAIL_FIELDS:
+            found = _email(pw.text(pw.first_bytes(fields, num)))
+            if found:
+                return found
     return None
 
 

@@ -72,6 +72,13 @@ class Search:
 
     found: list[FoundLogin] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)
+    # Places that exist but could not be read (locked, unknown format): worth
+    # a word even when a login was found elsewhere.
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, line: str) -> None:
+        self.tried.append(line)
+        self.problems.append(line)
 
     def add(self, login: FoundLogin) -> None:
         # The keyring and a token file often hold the same login: list it once.
@@ -184,18 +191,18 @@ def read_keyring(search: Search, get: KeyringGet | None = None) -> None:
         if name == "NoKeyringError":
             search.tried.append(f"{KEYRING_PLACE}: no keyring service on this system")
         elif "lock" in (name + str(exc)).lower():
-            search.tried.append(
+            search.problem(
                 f"{KEYRING_PLACE}: locked ({name}); unlock it (the desktop session's keyring) and try again"
             )
         else:
-            search.tried.append(f"{KEYRING_PLACE}: not readable ({name})")
+            search.problem(f"{KEYRING_PLACE}: not readable ({name})")
         return
     if value is None:
         search.tried.append(f"{KEYRING_PLACE}: no entry")
         return
     got = parse_token_blob(value)
     if got is None:
-        search.tried.append(f"{KEYRING_PLACE}: an entry in an unknown format (no refresh token)")
+        search.problem(f"{KEYRING_PLACE}: an entry in an unknown format (no refresh token)")
         return
     search.tried.append(f"{KEYRING_PLACE}: found a login")
     search.add(FoundLogin("keyring", KEYRING_PLACE, got[0], got[1], got[2]))
@@ -211,11 +218,11 @@ def read_token_file(search: Search, path: Path, source: Source) -> None:
         search.tried.append(f"{path}: not there")
         return
     except OSError as exc:
-        search.tried.append(f"{path}: not readable ({exc.strerror or type(exc).__name__})")
+        search.problem(f"{path}: not readable ({exc.strerror or type(exc).__name__})")
         return
     got = parse_token_blob(raw)
     if got is None:
-        search.tried.append(f"{path}: an unknown format (no refresh token)")
+        search.problem(f"{path}: an unknown format (no refresh token)")
         return
     search.tried.append(f"{path}: found a login")
     search.add(FoundLogin(source, str(path), got[0], got[1], got[2], str(path)))
@@ -230,7 +237,7 @@ def read_state_db(search: Search, path: Path, source: Source = "ide") -> None:
     try:
         logins = ide_import.read_vscdb(path)
     except GatewayError as exc:
-        search.tried.append(exc.message)
+        search.problem(exc.message)
         return
     for login in logins:
         search.tried.append(f"{path} ({login.key}): found a login")
@@ -250,7 +257,7 @@ def read_any_file(search: Search, path: Path) -> None:
         search.tried.append(f"{path}: not there")
         return
     except OSError as exc:
-        search.tried.append(f"{path}: not readable ({exc.strerror or type(exc).__name__})")
+        search.problem(f"{path}: not readable ({exc.strerror or type(exc).__name__})")
         return
     if head == SQLITE_MAGIC:
         read_state_db(search, path, "file")
