@@ -139,7 +139,7 @@ def cmd_import(ctx: Ctx) -> int:
         _say(ctx, f"note: {line}")
     found, dead = _inspect(ctx, search.found)
     found, dead = _dedupe_by_email(found, dead)
-    _say(ctx, "found:" if len(found) > 1 else "found")
+    _say(ctx, "found:")
     for i, login in enumerate(found):
         note = f"   (cannot be used: {dead[i]})" if i in dead else ""
         _say(ctx, f"  {i + 1}. {_label(login)}{note}")
