@@ -282,12 +282,12 @@ def cmd_accounts(ctx: Ctx) -> int:
             )
             return EXIT_OK
         return _login(ctx)
-    if sub == "import-ide":
-        # The daemon reads the file: give it a path that does not depend on agctl's cwd.
-        path = os.path.abspath(os.path.expanduser(a.path)) if a.path else None
-        data = c.request("POST", "/accounts/import-ide", json={"path": path}, timeout=120)
-        _print_account(ctx, data, f"imported from {data['path']}:")
-        return EXIT_OK
+    if sub in ("import", "import-ide"):
+        from ctl.imports import cmd_import
+
+        if sub == "import-ide":  # the older name: the IDE's database only
+            a.source, a.all = "ide", False
+        return cmd_import(ctx)
     if sub == "remove":
         data = c.request("DELETE", f"/accounts/{a.ref}")
         ctx.out(data, f"removed {data['removed']['email']}")
@@ -630,6 +630,21 @@ def _run_all(cmds: list[str]) -> None:
             raise CtlError(f"`{cmd}` failed: {proc.stderr.strip() or proc.returncode}")
 
 
+# ---------------------------------------------------------------- oauth / setup
+
+
+def cmd_oauth(ctx: Ctx) -> int:
+    from ctl.oauth_detect import cmd_detect
+
+    return cmd_detect(ctx)
+
+
+def cmd_setup(ctx: Ctx) -> int:
+    from ctl.setup_clients import cmd_setup as run
+
+    return run(ctx)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -700,8 +715,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_p.add_argument("--refresh-token", help="add from a refresh token, no browser")
     add_p.add_argument("--timeout", type=int, default=300, help="seconds to wait for the sign-in")
     imp = asub.add_parser(
-        "import-ide", help="import the Antigravity IDE's signed-in account", parents=[common]
+        "import",
+        help="import the logins of the Antigravity app / IDE and agy on this machine",
+        parents=[common],
     )
+    imp.add_argument(
+        "--from",
+        dest="source",
+        choices=["ide", "app", "agy", "file"],
+        help="where to look (default: everywhere, keyring first); `file` takes a PATH",
+    )
+    imp.add_argument("path", nargs="?", help="a state.vscdb or token file to read (with --from file)")
+    imp.add_argument("--all", action="store_true", help="import every login found")
+    imp = asub.add_parser("import-ide", help="the same as `import --from ide [PATH]`", parents=[common])
     imp.add_argument("path", nargs="?", help="path of state.vscdb (default: the IDE's)")
     for name, h in (
         ("remove", "remove"),
@@ -750,6 +776,26 @@ def build_parser() -> argparse.ArgumentParser:
     mon = add("monitor", "the request log: show its state, or turn it on or off")
     mon.add_argument("state", nargs="?", choices=["on", "off"])
 
+    oauth = add("oauth", "the OAuth client used for Google sign-in")
+    osub = oauth.add_subparsers(dest="oauth_cmd", required=True, parser_class=_Parser)
+    det = osub.add_parser(
+        "detect", help="find the client id and secret in a local Antigravity / agy install", parents=[common]
+    )
+    det.add_argument("--yes", "-y", action="store_true", help="save what is found without asking")
+    det.add_argument(
+        "--path",
+        action="append",
+        help="an install folder, app bundle, .asar or binary to search (repeatable)",
+    )
+
+    setup = add("setup", "point a coding client at the proxy")
+    setup.add_argument("client", choices=["claude", "codex", "gemini", "opencode"])
+    mode = setup.add_mutually_exclusive_group()
+    mode.add_argument("--undo", action="store_true", help="restore the client's files as they were")
+    mode.add_argument("--print", action="store_true", help="print shell `export` lines instead of writing")
+    setup.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
+    setup.add_argument("--model", help="the model the client should use (default: the best the pool serves)")
+
     svc = add("service", "install or remove the systemd user unit or LaunchAgent")
     ssub = svc.add_subparsers(dest="service_cmd", required=True, parser_class=_Parser)
     for name, h in (
@@ -776,6 +822,8 @@ COMMANDS = {
     "stats": cmd_stats,
     "monitor": cmd_monitor,
     "service": cmd_service,
+    "oauth": cmd_oauth,
+    "setup": cmd_setup,
 }
 
 

@@ -18,13 +18,18 @@ def ensure_private_dir(path: Path) -> None:
         pass
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE, private_dir: bool = True) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new file.
 
     temp file in the same directory (created 0600, never world-readable even
     for an instant) + fsync + rename + fsync of the directory.
+    ``private_dir=False`` leaves the mode of an existing parent alone (a
+    client's own folder such as ``~/.claude``, which `agctl setup` edits).
     """
-    ensure_private_dir(path.parent)
+    if private_dir:
+        ensure_private_dir(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -45,7 +45,7 @@ def next_steps(cfg: Config) -> str:
     started (nothing to serve with), so port 8045 refuses connections."""
     steps = [
         ("agctl accounts add", "sign in with Google in a browser (--no-browser over SSH)"),
-        ("agctl accounts import-ide", "or take the account the Antigravity IDE is signed in with"),
+        ("agctl accounts import", "or take the login of the Antigravity app, IDE or agy on this machine"),
         ("agctl start", "then start the proxy"),
         ("agctl status", "says what runs, and why not"),
     ]

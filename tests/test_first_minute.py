@@ -106,7 +106,7 @@ def test_first_start_prints_the_next_steps_once_and_no_warning(first: FirstRun) 
     assert "Traceback" not in err
     assert err.count("Next steps") == 1
     assert "the proxy" in err and "is not started" in err
-    for step in ("agctl accounts add", "agctl accounts import-ide", "agctl start", "agctl status"):
+    for step in ("agctl accounts add", "agctl accounts import", "agctl start", "agctl status"):
         assert step in err
     # no client secret configured: the sign-in would fail without it, so it is the first step
     assert "agctl config set oauth.client_secret" in err

@@ -1,4 +1,5 @@
-"""`agctl accounts import-ide`: the refresh token from the Antigravity IDE's state.vscdb.
+"""`agctl accounts import-ide` (the older name of `import --from ide`): the
+refresh token from the Antigravity IDE's state.vscdb, legacy key.
 
 The tests build the IDE's SQLite file themselves (table ``ItemTable``, key
 ``jetskiStateSync.agentManagerInitState``, value: base64 of a protobuf with
@@ -27,6 +28,7 @@ from tests.fakes.google import FakeGoogle
 
 STATE_KEY = "jetskiStateSync.agentManagerInitState"
 IDE_REL = Path(".config") / "Antigravity" / "User" / "globalStorage" / "state.vscdb"
+IDE2_REL = Path(".config") / "Antigravity IDE" / "User" / "globalStorage" / "state.vscdb"
 
 # ------------------------------------------------------------------ protobuf by hand
 
@@ -166,10 +168,11 @@ def test_default_paths_linux(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.setattr("daemon.accounts.ide_import.sys.platform", "linux")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    assert ide_import.default_paths() == [tmp_path / IDE_REL]
+    assert ide_import.default_paths() == [tmp_path / IDE_REL, tmp_path / IDE2_REL]
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     assert ide_import.default_paths() == [
-        tmp_path / "xdg" / "Antigravity" / "User" / "globalStorage" / "state.vscdb"
+        tmp_path / "xdg" / folder / "User" / "globalStorage" / "state.vscdb"
+        for folder in ("Antigravity", "Antigravity IDE")
     ]
 
 
@@ -177,18 +180,14 @@ def test_default_paths_macos_and_windows(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr("daemon.accounts.ide_import.sys.platform", "darwin")
     assert ide_import.default_paths() == [
-        tmp_path
-        / "Library"
-        / "Application Support"
-        / "Antigravity"
-        / "User"
-        / "globalStorage"
-        / "state.vscdb"
+        tmp_path / "Library" / "Application Support" / folder / "User" / "globalStorage" / "state.vscdb"
+        for folder in ("Antigravity", "Antigravity IDE")
     ]
     monkeypatch.setattr("daemon.accounts.ide_import.sys.platform", "win32")
     monkeypatch.setenv("APPDATA", str(tmp_path / "AppData" / "Roaming"))
     assert ide_import.default_paths() == [
-        tmp_path / "AppData" / "Roaming" / "Antigravity" / "User" / "globalStorage" / "state.vscdb"
+        tmp_path / "AppData" / "Roaming" / folder / "User" / "globalStorage" / "state.vscdb"
+        for folder in ("Antigravity", "Antigravity IDE")
     ]
 
 
@@ -306,7 +305,7 @@ def test_import_ide_missing_file(daemon: Daemon, tmp_path: Path) -> None:
     missing = tmp_path / "no-such" / "state.vscdb"
     res = daemon.ctl("accounts", "import-ide", str(missing))
     assert res.returncode != 0
-    assert str(missing) in res.stderr and "agctl accounts import-ide PATH" in res.stderr
+    assert str(missing) in res.stderr and "agctl accounts import --from file PATH" in res.stderr
     assert account_files(daemon) == before
 
 

@@ -57,6 +57,32 @@ async def accounts_add(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"account": acct.public()}
 
 
+@post("/accounts/inspect", status_code=200)
+async def accounts_inspect(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Whose login a refresh token is, before anything is written: refresh it
+    (the stored access token is never trusted, UPSTREAM.md §3.2) and ask
+    userinfo. Saves nothing; says whether the pool has the account already."""
+    data = await body_json(request)
+    token = data.get("refresh_token")
+    if not isinstance(token, str) or not token.strip():
+        raise BadRequest("refresh_token is required")
+    svc = _svc(request)
+    cfg = svc.config
+    try:
+        tokens = await oauth.refresh(svc.pool.http, cfg, token.strip())
+        info = await oauth.userinfo(svc.pool.http, cfg, tokens.access_token)
+    except ConfigError:
+        raise
+    except GatewayError as exc:
+        raise type(exc)(
+            f"checking the login failed: {exc.message.rstrip('.')}",
+            upstream_status=exc.upstream_status,
+        ) from None
+    email = str(info["email"])
+    known = any(a.email.lower() == email.lower() for a in svc.pool.accounts.values())
+    return {"email": email, "known": known}
+
+
 @post("/accounts/import-ide", status_code=200)
 async def accounts_import(request: Request[Any, Any, Any]) -> dict[str, Any]:
     data = await body_json(request)
@@ -176,6 +202,7 @@ handlers = [
     accounts_list,
     accounts_add,
     accounts_import,
+    accounts_inspect,
     login_start,
     login_code,
     login_wait,

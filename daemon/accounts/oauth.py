@@ -56,9 +56,11 @@ def require_secret(cfg: Config) -> str:
     if not secret:
         raise ConfigError(
             "no OAuth client secret: Google's token endpoint needs the secret of the OAuth "
-            f"client {cfg.oauth.client_id[:24]}… and antigravity does not ship it. Set it with "
-            "`agctl config set oauth.client_secret SECRET` (or the environment variable "
-            f"{SECRET_ENV} for the daemon), or use your own OAuth client via oauth.client_id.",
+            f"client {cfg.oauth.client_id[:24]}… and antigravity does not ship it. "
+            "If Antigravity or agy is installed here, run `agctl oauth detect` to find it and "
+            "save it; otherwise set it with `agctl config set oauth.client_secret SECRET` (or "
+            f"the environment variable {SECRET_ENV} for the daemon), or use your own OAuth "
+            "client via oauth.client_id.",
             param="oauth.client_secret",
         )
     return secret
