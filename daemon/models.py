@@ -558,8 +558,7 @@ def catalog_from_ids(ids: Iterable[str]) -> Catalog:
     internal/tab ones is listed: the caller already chose what to show."""
     models: dict[str, ModelInfo] = {}
     for mid in ids:
-        known = DEFAULT_CATALOG.models.get(mid)
-        info = known if known is not None else _parse_model(mid, {}, hidden=False)
+        info = DEFAULT_CATALOG.models.get(mid) or _guess(mid)
         models[mid] = msgspec.structs.replace(info, listed=_servable(info))
     if not models:
         return DEFAULT_CATALOG
@@ -815,14 +814,12 @@ def resolve(
 
 def thinking_variant(catalog: Catalog | Iterable[str], model_id: str) -> str:
     """The id to use when the client wants thinking: ``model_id`` itself when
-    it thinks, else its ``-thinking`` twin when served (older catalogs had
-    ``claude-sonnet-4-5`` beside ``claude-sonnet-4-5-thinking``)."""
+    it thinks, else its ``-thinking`` twin when served and able to think
+    (older catalogs had ``claude-sonnet-4-5`` beside ``claude-sonnet-4-5-thinking``;
+    ``gemini-2.5-flash-thinking`` today does not think, §4.1)."""
     cat = _as_catalog(catalog)
-    m = cat.models.get(model_id)
-    if model_id.endswith("-thinking") or (m is not None and m.supports_thinking):
-        return model_id
-    twin = model_id + "-thinking"
-    return twin if twin in cat.models else model_id
+    twin = None if model_id.endswith("-thinking") else cat.models.get(model_id + "-thinking")
+    return twin.id if twin is not None and twin.supports_thinking else model_id
 
 
 # --------------------------------------------------------------------------- limits
@@ -832,12 +829,18 @@ def model_info(catalog: Catalog | Iterable[str], model_id: str) -> ModelInfo:
     """What is known of ``model_id``: its catalog entry, else the fallback
     catalog's, else what the name says (no advertised limits)."""
     cat = _as_catalog(catalog)
-    known = cat.models.get(model_id) or DEFAULT_CATALOG.models.get(model_id)
-    if known is not None:
-        return known
+    return cat.models.get(model_id) or DEFAULT_CATALOG.models.get(model_id) or _guess(model_id)
+
+
+def _guess(model_id: str) -> ModelInfo:
+    """What the name alone says of an id no catalog describes (unlisted, no limits)."""
     info = _parse_model(model_id, {}, hidden=True)
-    # Unknown ids of thinking families may think; let the upstream decide.
-    thinks = info.family.startswith("claude-") or info.family in ("gemini-flash", "gemini-pro", "gpt-oss")
+    # Ids of thinking families may think; let the upstream decide.
+    thinks = (
+        model_id.endswith("-thinking")
+        or info.family.startswith("claude-")
+        or info.family in ("gemini-flash", "gemini-pro", "gpt-oss")
+    )
     return msgspec.structs.replace(info, supports_thinking=thinks)
 
 
