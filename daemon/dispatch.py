@@ -147,7 +147,12 @@ class Dispatcher:
 
     def resolve_model(self, client_model: str) -> str:
         cfg = self.service.config
-        return models_mod.resolve(client_model, cfg.models, self.pool.available_models().keys())
+        # Minimal adapter: the pool still exposes ids only; pass its merged
+        # Catalog instead once it keeps one (models.merge of parse_catalog).
+        res = models_mod.resolve(client_model, cfg.models, self.pool.available_models().keys())
+        if res.changed:
+            log.info("model: %s", res.note)
+        return res.model
 
     # ---------------------------------------------------------------- accounts
 

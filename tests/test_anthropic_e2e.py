@@ -1041,9 +1041,10 @@ def test_upstream_400_is_invalid_request(proxy: Daemon, fake: FakeGoogle) -> Non
 
 
 def test_model_echo_and_aliases(proxy: Daemon, fake: FakeGoogle) -> None:
-    """Claude Code's dated names map via the built-ins; the answer echoes the client's name."""
+    """Claude Code's dated names resolve by family (haiku -> the cheapest Claude
+    served, never another vendor); the answer echoes the client's name."""
     msg = client(proxy).messages.create(
         model="claude-haiku-4-5-20251001", max_tokens=10, messages=[{"role": "user", "content": "title?"}]
     )
     assert msg.model == "claude-haiku-4-5-20251001"
-    assert fake.calls_to("generateContent")[-1].model == "gemini-3-flash"
+    assert fake.calls_to("generateContent")[-1].model == "claude-sonnet-4-5"
