@@ -36,6 +36,7 @@ from daemon.upstream.classify import (
     Verdict,
     classify,
     parse_google_error,
+    refuses_client_version,
 )
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "antigravity-hypothesis")  # not in the checkout
@@ -1117,3 +1118,10 @@ def test_fuzz_never_raises(status: int, body: bytes, headers: dict[str, str] | N
     assert isinstance(c.message, str) and c.message
     assert c.cooldown is None or 0 <= c.cooldown <= 31 * 86400.0
     c.gateway_error()
+
+
+def test_client_version_refusal_as_answer_text() -> None:
+    # §2.2: two of the texts came back as a normal 200 answer.
+    assert refuses_client_version("⏺ " + VERSION_UPDATE)
+    assert refuses_client_version(VERSION_OUT_OF_DATE)
+    assert not refuses_client_version("Antigravity is a fine name for a version control tool.")

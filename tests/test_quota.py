@@ -108,6 +108,7 @@ def test_describe_live() -> None:
     assert describe(s, NOW, UTC) == (
         "gemini 5h 95% (resets 14:57) · week 98% | 3p 5h 99% (resets 15:29) · week 99%"
     )
+    assert describe(s, NOW).startswith("gemini 5h 95% (resets ")  # local time
 
 
 def test_untouched_bucket() -> None:

@@ -51,6 +51,8 @@ __all__ = [
     "Verdict",
     "classify",
     "parse_google_error",
+    "refuses_client_version",
+    "verdict_of",
 ]
 
 MESSAGE_LIMIT = 1000  # characters of an upstream message kept
@@ -205,13 +207,11 @@ def parse_google_error(
     body = bytes(body)
     data = _decode_body(body)
     message = ""
-    google_status = reason = domain = validation_url = appeal_url = model = oauth_error = ""
+    google_status = reason = domain = oauth_error = ""
     metadata: dict[str, str] = {}
     links: list[HelpLink] = []
     violations: list[str] = []
     retry_info: float | None = None
-    reset_delay: float | None = None
-    reset_at: float | None = None
 
     err: Any = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
@@ -669,12 +669,26 @@ REASONS: Mapping[str, Verdict] = {
 # OAuth token-endpoint errors that mean the login is gone (§9.9).
 REVOKED_LOGIN = frozenset({"invalid_grant", "unauthorized_client", "invalid_client"})
 
+# §2.2: Google's refusals of an old client version. Two of them arrived as a
+# normal 200 model answer (assistant text with 0 tokens), so the answer path
+# checks its text with :func:`refuses_client_version` too.
+CLIENT_VERSION_TEXTS = (
+    "version of antigravity is no longer supported",
+    "version of antigravity is out of date",
+)
+
+
+def refuses_client_version(text: str) -> bool:
+    """Whether a model answer's text is Google refusing our client version (§2.2)."""
+    low = _SPACE.sub(" ", text[:2000]).lower()
+    return any(needle in low for needle in CLIENT_VERSION_TEXTS)
+
+
 # (needle in the lower-cased, whitespace-collapsed message, statuses it applies to or None for
 # any, verdict). First match wins; order matters.
 TEXTS: tuple[tuple[str, frozenset[int] | None, Verdict], ...] = (
     # §2.2: both "no longer supported" texts, and "out of date" (seen as a 200 answer).
-    ("version of antigravity is no longer supported", None, Verdict.CLIENT_VERSION),
-    ("version of antigravity is out of date", None, Verdict.CLIENT_VERSION),
+    *((needle, None, Verdict.CLIENT_VERSION) for needle in CLIENT_VERSION_TEXTS),
     # §9.6b: the older form has no details and breaks "Terms of\n\t\tService".
     ("disabled in this account for violation of terms of service", None, Verdict.TOS_VIOLATION),
     # §9.6a: current and older texts.
