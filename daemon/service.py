@@ -11,8 +11,6 @@ import signal
 import time
 from typing import Any
 
-import httpx
-
 from daemon import __version__
 from daemon import config as config_mod
 from daemon.accounts.pool import Pool
@@ -30,13 +28,23 @@ from daemon.protocols.signatures import SignatureStore
 from daemon.proxy.response_store import ResponseStore
 from daemon.proxy_state import ProxyState, State
 from daemon.sdnotify import Notifier
-from daemon.upstream.http import make_client
+from daemon.upstream.http import HttpClient
 
 log = logging.getLogger(__name__)
 
 # How long in-flight requests may run on after SIGTERM / stop.
 GRACE_SECONDS = 10.0
 NO_ACCOUNT_MESSAGE = "No account available: add one with `agctl accounts add` first"
+
+
+def _http_settings(cfg: Config) -> tuple[object, ...]:
+    """What ``HttpClient`` is made from: a change makes a new one."""
+    return (
+        cfg.proxy.upstream_proxy,
+        cfg.proxy.request_timeout,
+        cfg.upstream.connect_timeout,
+        cfg.upstream.stream_idle_timeout,
+    )
 
 
 class Service:
@@ -55,7 +63,7 @@ class Service:
         self._stop = asyncio.Event()
         self._proxy_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.http: httpx.AsyncClient = make_client(cfg)
+        self.http = HttpClient(cfg)
         self.store = AccountStore(paths.accounts_dir)
         self.pool = Pool(self.store, lambda: self._config, self.http)
         self.monitor = Monitor(paths.monitor_db, lambda: self._config)
@@ -112,12 +120,9 @@ class Service:
             self.restart_pending = True
         elif running:
             self.restart_pending = False
-        if (new.proxy.upstream_proxy, new.proxy.request_timeout) != (
-            old.proxy.upstream_proxy,
-            old.proxy.request_timeout,
-        ):
+        if _http_settings(new) != _http_settings(old):
             old_http = self.http
-            self.http = make_client(new)
+            self.http = HttpClient(new)
             self.pool.http = self.http
             self._spawn(old_http.aclose())
 
