@@ -342,11 +342,9 @@ class Raw:
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
-        0,
-    )
-    await reader.readexactly(length)
+    lines = head.lower().split(b"\r\n")
+    lengths = [int(h.split(b":", 1)[1]) for h in lines if h.startswith(b"content-length:")]
+    await reader.readexactly(lengths[0] if lengths else 0)
     return head
 
 
