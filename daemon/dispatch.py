@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 
 from daemon import models as models_mod
@@ -250,13 +249,9 @@ class Dispatcher:
             except StopAsyncIteration:
                 await resp.aclose()
                 raise _EmptyAnswer() from None
-            except (httpx.HTTPError, GatewayError) as exc:
+            except UpstreamTimeout:
                 await resp.aclose()
-                if isinstance(exc, GatewayError):
-                    raise
-                if isinstance(exc, httpx.TimeoutException):
-                    raise UpstreamTimeout("the upstream sent nothing before the read timeout") from None
-                raise UpstreamError(f"upstream stream broke before any data: {type(exc).__name__}") from None
+                raise UpstreamTimeout("the upstream sent nothing before the read timeout") from None
             except BaseException:
                 await resp.aclose()
                 raise
@@ -310,12 +305,10 @@ class Dispatcher:
                 async for ev in events:
                     self._note_usage(ev, ctx)
                     yield ev
-            except httpx.TimeoutException:
+            except UpstreamTimeout:
                 raise UpstreamTimeout(
                     "the upstream stream went silent for too long (upstream.stream_idle_timeout)"
                 ) from None
-            except httpx.HTTPError as exc:
-                raise UpstreamError(f"the upstream stream broke off: {type(exc).__name__}") from None
         finally:
             with contextlib.suppress(Exception):
                 await resp.aclose()

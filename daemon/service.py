@@ -12,8 +12,6 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
 from daemon import __version__
 from daemon import config as config_mod
 from daemon.accounts.pool import Pool
@@ -31,7 +29,7 @@ from daemon.protocols.signatures import SignatureStore
 from daemon.proxy.response_store import ResponseStore
 from daemon.proxy_state import ProxyState, State
 from daemon.sdnotify import Notifier
-from daemon.upstream.http import make_client
+from daemon.upstream.http import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +48,21 @@ def next_steps(cfg: Config) -> str:
         ("agctl status", "says what runs, and why not"),
     ]
     if not cfg.oauth.secret():
-        secret = ("agctl config set oauth.client_secret SECRET", 'needed to sign in (README "OAuth client")')
+        secret = ("agctl config set oauth.client_secret SECRET", "needed to sign in (or: agctl oauth detect)")
         steps.insert(0, secret)
     width = max(len(cmd) for cmd, _ in steps)
     head = f"No account yet, so the proxy ({cfg.bind_host()}:{cfg.proxy.port}) is not started. Next steps:"
     return "\n".join([head, *(f"  {cmd.ljust(width)}  {why}" for cmd, why in steps)])
+
+
+def _http_settings(cfg: Config) -> tuple[object, ...]:
+    """What ``HttpClient`` is made from: a change makes a new one."""
+    return (
+        cfg.proxy.upstream_proxy,
+        cfg.proxy.request_timeout,
+        cfg.upstream.connect_timeout,
+        cfg.upstream.stream_idle_timeout,
+    )
 
 
 class Service:
@@ -73,7 +81,7 @@ class Service:
         self._stop = asyncio.Event()
         self._proxy_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.http: httpx.AsyncClient = make_client(cfg)
+        self.http = HttpClient(cfg)
         self.store = AccountStore(paths.accounts_dir)
         self.pool = Pool(self.store, lambda: self._config, self.http)
         self.monitor = Monitor(paths.monitor_db, lambda: self._config)
@@ -130,12 +138,9 @@ class Service:
             self.restart_pending = True
         elif running:
             self.restart_pending = False
-        if (new.proxy.upstream_proxy, new.proxy.request_timeout) != (
-            old.proxy.upstream_proxy,
-            old.proxy.request_timeout,
-        ):
+        if _http_settings(new) != _http_settings(old):
             old_http = self.http
-            self.http = make_client(new)
+            self.http = HttpClient(new)
             self.pool.http = self.http
             self._spawn(old_http.aclose())
 

@@ -1,7 +1,7 @@
 """The real upstream is https: the daemon against a fake Google that serves
 TLS with a certificate from a test CA, trusted through SSL_CERT_FILE (the
-system trust store's override). Token refresh and onboarding (the httpx API)
-and the model calls (daemon.upstream.h1) all cross TLS."""
+system trust store's override). Token refresh, onboarding and the model
+calls (all through daemon.upstream.http) cross TLS."""
 
 from __future__ import annotations
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
-import httpx
 import msgspec
 
 from daemon.config import SECRET_ENV, Config
-from daemon.errors import BadRequest, ConfigError, GatewayError, UpstreamError, UpstreamUnavailable
+from daemon.errors import BadRequest, ConfigError, GatewayError, UpstreamError
+from daemon.upstream.http import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,20 @@ def require_secret(cfg: Config) -> str:
     return secret
 
 
-async def _token_call(http: httpx.AsyncClient, cfg: Config, form: dict[str, str]) -> TokenSet:
+def _json(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return {}
+
+
+async def _token_call(http: HttpClient, cfg: Config, form: dict[str, str]) -> TokenSet:
     form = {**form, "client_id": cfg.oauth.client_id, "client_secret": require_secret(cfg)}
     try:
-        resp = await http.post(cfg.oauth.token_url, data=form, headers={"accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise UpstreamUnavailable(f"cannot reach the token endpoint: {type(exc).__name__}") from None
-    try:
-        data = resp.json()
-    except ValueError:
-        data = {}
+        resp = await http.post_form(cfg.oauth.token_url, form, {"accept": "application/json"})
+    except UpstreamError as exc:
+        raise type(exc)(f"cannot reach the token endpoint: {exc.message}") from None
+    data = _json(resp.content)
     if resp.status_code != 200:
         code = str(data.get("error", "")) if isinstance(data, dict) else ""
         desc = str(data.get("error_description", "")) if isinstance(data, dict) else ""
@@ -101,12 +105,12 @@ async def _token_call(http: httpx.AsyncClient, cfg: Config, form: dict[str, str]
     )
 
 
-async def refresh(http: httpx.AsyncClient, cfg: Config, refresh_token: str) -> TokenSet:
+async def refresh(http: HttpClient, cfg: Config, refresh_token: str) -> TokenSet:
     return await _token_call(http, cfg, {"grant_type": "refresh_token", "refresh_token": refresh_token})
 
 
 async def exchange_code(
-    http: httpx.AsyncClient, cfg: Config, code: str, redirect_uri: str, verifier: str
+    http: HttpClient, cfg: Config, code: str, redirect_uri: str, verifier: str
 ) -> TokenSet:
     return await _token_call(
         http,
@@ -120,14 +124,14 @@ async def exchange_code(
     )
 
 
-async def userinfo(http: httpx.AsyncClient, cfg: Config, access_token: str) -> dict[str, Any]:
+async def userinfo(http: HttpClient, cfg: Config, access_token: str) -> dict[str, Any]:
     try:
-        resp = await http.get(cfg.oauth.userinfo_url, headers={"authorization": f"Bearer {access_token}"})
-    except httpx.HTTPError as exc:
-        raise UpstreamUnavailable(f"cannot reach userinfo: {type(exc).__name__}") from None
+        resp = await http.get(cfg.oauth.userinfo_url, {"authorization": f"Bearer {access_token}"})
+    except UpstreamError as exc:
+        raise type(exc)(f"cannot reach userinfo: {exc.message}") from None
     if resp.status_code != 200:
         raise UpstreamError(f"userinfo answered HTTP {resp.status_code}", upstream_status=resp.status_code)
-    data = resp.json()
+    data = _json(resp.content)
     if not isinstance(data, dict) or not data.get("email"):
         raise UpstreamError("userinfo answered without an email")
     return data

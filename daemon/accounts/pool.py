@@ -11,13 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from daemon.accounts import oauth
 from daemon.accounts.store import Account, AccountStore, Cooldown, ModelQuota, new_account_id
 from daemon.config import Config
 from daemon.errors import BadRequest, GatewayError, NoAccountAvailable, NotFound
 from daemon.upstream.cloudcode import CloudCode, UpstreamHTTPError, parse_timestamp
+from daemon.upstream.http import HttpClient
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def models_of(data: dict[str, Any]) -> dict[str, ModelQuota]:
 
 
 class Pool:
-    def __init__(self, store: AccountStore, config: Callable[[], Config], http: httpx.AsyncClient) -> None:
+    def __init__(self, store: AccountStore, config: Callable[[], Config], http: HttpClient) -> None:
         self.store = store
         self._config = config
         self.http = http

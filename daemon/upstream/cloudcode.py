@@ -15,13 +15,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
 import msgspec
 
 from daemon.config import Config
-from daemon.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, redact
+from daemon.errors import UpstreamError, redact
 from daemon.ids import hex_id
-from daemon.upstream.http import Reply, lane
+from daemon.upstream.http import HttpClient, Reply
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ def envelope(*, project: str, model: str, request: dict[str, Any]) -> dict[str, 
 
 
 class CloudCode:
-    def __init__(self, http: Callable[[], httpx.AsyncClient], config: Callable[[], Config]) -> None:
+    def __init__(self, http: Callable[[], HttpClient], config: Callable[[], Config]) -> None:
         self._http = http
         self._config = config
 
@@ -177,16 +176,13 @@ class CloudCode:
         """A unary call; returns the decoded JSON answer."""
         body = payload if isinstance(payload, bytes) else _encode(payload)
         endpoints = self._config().upstream.endpoints
-        http = lane(self._http())
+        http = self._http()
         last: Exception | None = None
         for i, base in enumerate(endpoints):
             try:
                 resp = await http.post(f"{base}/v1internal:{method}", body, self._headers(token))
-            except httpx.TimeoutException as exc:
-                last = UpstreamTimeout(f"upstream timed out ({type(exc).__name__}) at {base}")
-                continue
-            except httpx.HTTPError as exc:
-                last = UpstreamUnavailable(f"cannot reach {base}: {type(exc).__name__}: {exc}")
+            except UpstreamError as exc:  # timed out, unreachable, broken, a redirect: the next one
+                last = exc
                 continue
             if resp.status_code == 200:
                 try:
@@ -208,22 +204,19 @@ class CloudCode:
         body = payload if isinstance(payload, bytes) else _encode(payload)
         endpoints = self._config().upstream.endpoints
         last: Exception | None = None
-        http = lane(self._http())
+        http = self._http()
         for i, base in enumerate(endpoints):
             url = f"{base}/v1internal:streamGenerateContent?alt=sse"
             try:
                 resp = await http.open(url, body, self._headers(token))
-            except httpx.TimeoutException as exc:
-                last = UpstreamTimeout(f"upstream timed out ({type(exc).__name__}) at {base}")
-                continue
-            except httpx.HTTPError as exc:
-                last = UpstreamUnavailable(f"cannot reach {base}: {type(exc).__name__}: {exc}")
+            except UpstreamError as exc:
+                last = exc
                 continue
             if resp.status_code == 200:
                 return resp
             try:
                 content = await resp.aread()
-            except httpx.HTTPError:
+            except UpstreamError:
                 content = b""
             finally:
                 await resp.aclose()

@@ -4,10 +4,9 @@ mapped to glm-*; streams are relayed byte for byte."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import msgspec
 
 from daemon.config import ZaiConfig
@@ -17,13 +16,14 @@ from daemon.errors import (
     Overloaded,
     RateLimited,
     UpstreamError,
-    UpstreamUnavailable,
+    UpstreamTimeout,
 )
+from daemon.upstream.http import HttpClient, Reply
 
 _encode = msgspec.json.Encoder().encode
 
 
-def _error(status: int, body: bytes, headers: httpx.Headers) -> GatewayError:
+def _error(status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
     message = body[:300].decode("utf-8", "replace")
     try:
         data = msgspec.json.decode(body)
@@ -49,9 +49,21 @@ def _error(status: int, body: bytes, headers: httpx.Headers) -> GatewayError:
     return UpstreamError(f"z.ai error {status}: {message}", upstream_status=status)
 
 
+def _named(exc: UpstreamError) -> UpstreamError:
+    """The http client's error (timeout, unreachable, ...), saying it was z.ai."""
+    return type(exc)(f"z.ai: {exc.message}", upstream_status=exc.upstream_status)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise UpstreamError("z.ai answered something that is not JSON") from None
+
+
 class Zai:
-    def __init__(self, http: Any, cfg: ZaiConfig) -> None:
-        self.http: httpx.AsyncClient = http
+    def __init__(self, http: HttpClient, cfg: ZaiConfig) -> None:
+        self.http = http
         self.cfg = cfg
 
     def _headers(self, headers: dict[str, str]) -> dict[str, str]:
@@ -69,50 +81,55 @@ class Zai:
 
     async def messages(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         try:
-            resp = await self.http.post(
-                self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers)
-            )
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
+            resp = await self.http.post(self._url("/v1/messages"), _encode(body), self._headers(headers))
+        except UpstreamError as exc:
+            raise _named(exc) from None
         if resp.status_code != 200:
             raise _error(resp.status_code, resp.content, resp.headers)
-        data = resp.json()
+        data = _json(resp.content)
         if not isinstance(data, dict):
             raise UpstreamError("z.ai answered a non-object")
         return data
 
     async def stream(self, body: dict[str, Any], headers: dict[str, str]) -> AsyncIterator[bytes]:
         """Opens the stream (errors raise before any byte); returns a byte iterator."""
-        req = self.http.build_request(
-            "POST", self._url("/v1/messages"), content=_encode(body), headers=self._headers(headers)
-        )
         try:
-            resp = await self.http.send(req, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
+            resp = await self.http.open(self._url("/v1/messages"), _encode(body), self._headers(headers))
+        except UpstreamError as exc:
+            raise _named(exc) from None
         if resp.status_code != 200:
-            content = await resp.aread()
-            await resp.aclose()
+            try:
+                content = await resp.aread()
+            except UpstreamError:
+                content = b""
+            finally:
+                await resp.aclose()
             raise _error(resp.status_code, content, resp.headers)
         return self._relay(resp)
 
-    async def _relay(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+    async def _relay(self, resp: Reply) -> AsyncIterator[bytes]:
+        # The bytes as decoded (content-encoding undone): the client gets
+        # them without z.ai's content-encoding header.
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.aiter_bytes():
                 yield chunk
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"z.ai stream broke off: {type(exc).__name__}") from None
+        except UpstreamTimeout:
+            raise UpstreamTimeout(
+                "the z.ai stream went silent for too long (upstream.stream_idle_timeout)"
+            ) from None
+        except UpstreamError as exc:
+            raise UpstreamError(f"the z.ai stream broke off: {exc.message}") from None
         finally:
             await resp.aclose()
 
     async def count_tokens(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         try:
             resp = await self.http.post(
-                self._url("/v1/messages/count_tokens"), content=_encode(body), headers=self._headers(headers)
+                self._url("/v1/messages/count_tokens"), _encode(body), self._headers(headers)
             )
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"cannot reach z.ai: {type(exc).__name__}") from None
+        except UpstreamError as exc:
+            raise _named(exc) from None
         if resp.status_code != 200:
             raise _error(resp.status_code, resp.content, resp.headers)
-        data = resp.json()
+        data = _json(resp.content)
         return data if isinstance(data, dict) else {}

@@ -4,7 +4,7 @@
 
 MODE ``asgi``: a bare ASGI app on uvicorn (httptools, uvloop) that reads the
 OpenAI chat body, builds the v1internal envelope, POSTs it with the daemon's
-own upstream client (``daemon.upstream.h1``, same settings), and answers an
+own upstream client (``daemon.upstream.http``, default settings), and answers an
 OpenAI chat completion — no auth, accounts, failover, monitor, metrics or
 disconnect handling. MODE ``litestar``: the same work as one Litestar route.
 
@@ -23,20 +23,20 @@ import msgspec
 import uvicorn
 from litestar import Litestar, Request, Response, post
 
-from daemon.upstream.h1 import H1Lane
-from daemon.upstream.http import MAX_CONNECTIONS
+from daemon.config import Config
+from daemon.upstream.http import HttpClient
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
-_lane: H1Lane | None = None
+_client: HttpClient | None = None
 TOKEN = "ya29.bench-access-token"
 
 
-def lane() -> H1Lane:
-    global _lane
-    if _lane is None:
-        _lane = H1Lane(connect_timeout=10, read_timeout=300, pool_timeout=30, max_connections=MAX_CONNECTIONS)
-    return _lane
+def lane() -> HttpClient:
+    global _client
+    if _client is None:
+        _client = HttpClient(Config())
+    return _client
 
 
 async def proxy_once(upstream: str, raw: bytes) -> bytes:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NO_MONITOR = "antigravity, monitor off"
-FLOOR_ASGI = "floor: bare ASGI + h1 client"
-FLOOR_LITESTAR = "floor: Litestar route + h1 client"
+FLOOR_ASGI = "floor: bare ASGI + upstream client"
+FLOOR_LITESTAR = "floor: Litestar route + upstream client"
 
 # Issue 8's targets.
 TARGETS = {
