@@ -105,6 +105,13 @@ def cmd_status(ctx: Ctx) -> int:
     if p.get("restart_pending"):
         lines.append("         config changed: run `agctl restart` to apply the new port / LAN setting")
     lines.append(f"accounts {a['active']} active / {a['total']} total")
+    client = (st.get("upstream") or {}).get("client")
+    if client:
+        lines.append(f"client   {client['user_agent']}  ({client['source']})")
+        rejected = client.get("rejected")
+        if rejected:
+            lines.append(f"         REFUSED by Google: {rejected['message']}")
+            lines.append(f"         fix: {rejected['fix']}")
     if st.get("zai", {}).get("enabled"):
         lines.append(f"z.ai     {st['zai']['dispatch_mode']}")
     print("\n".join(lines))
@@ -221,22 +228,23 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> None:
         elif state == "cooling_down":
             parts = [f"{m} {_until(c['until'])} ({c['reason']})" for m, c in acc["cooldowns"].items()]
             state = "cooling down: " + "; ".join(parts)
-        quota = []
-        for mid, q in acc["models"].items():
-            frac = q.get("remaining_fraction")
-            if frac is None:
-                continue
-            item = f"{mid} {round(frac * 100)}%"
-            if frac < 1 and q.get("reset_time"):
-                item += f" (reset {_until(q['reset_time'])})"
-            quota.append(item)
+        # The 5-hour and weekly windows of each quota group (UPSTREAM.md §4.2).
+        quota = (acc.get("quota_line") or "-").replace(" | ", "\n")
+        if quota == "-" and acc["models"]:
+            fracs = [
+                q["remaining_fraction"]
+                for q in acc["models"].values()
+                if q.get("remaining_fraction") is not None
+            ]
+            if fracs:
+                quota = f"{len(acc['models'])} models, lowest {round(min(fracs) * 100)}%"
         table.add_row(
             acc["id"],
             acc["email"],
-            acc["tier"] or "-",
+            acc["tier"] + (f" ({acc['plan']})" if acc.get("plan") else "") if acc["tier"] else "-",
             state,
             acc["project"] or "-",
-            "\n".join(quota) or "-",
+            quota,
             _ago(acc.get("last_used")),
         )
     console = _console()

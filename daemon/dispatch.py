@@ -23,19 +23,16 @@ from daemon.accounts.oauth import InvalidGrant
 from daemon.accounts.pool import Pool
 from daemon.accounts.store import Account
 from daemon.errors import (
-    BadRequest,
     GatewayError,
     ModelNotFound,
     NoAccountAvailable,
-    Overloaded,
-    PermissionDenied,
-    RateLimited,
     UpstreamError,
     UpstreamTimeout,
 )
-from daemon.protocols import GeminiCall
+from daemon.protocols import GeminiCall, rules
 from daemon.protocols.common import Usage, usage_from_gemini
-from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, sse_events
+from daemon.upstream.classify import Verdict, refuses_client_version
+from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, session_id, sse_events
 from daemon.upstream.http import Reply
 
 if TYPE_CHECKING:
@@ -99,40 +96,16 @@ def _is_empty(resp: dict[str, Any]) -> bool:
     return not parts and first.get("finishReason") in (None, "STOP", "FINISH_REASON_UNSPECIFIED")
 
 
-def client_error(exc: UpstreamHTTPError, model: str) -> GatewayError:
-    """An upstream error that is the request's fault (no failover helps)."""
-    if exc.status == 404:
-        return ModelNotFound(
-            f"the upstream does not know model {model!r} (Requested entity was not found); "
-            "see /v1/models for what the pool serves",
-            param="model",
-        )
-    if exc.status == 413:
-        return BadRequest(f"upstream: request too large: {exc.message}")
-    return BadRequest(f"upstream rejected the request: {exc.message}", upstream_status=exc.status)
-
-
 def final_error(exc: UpstreamHTTPError | GatewayError) -> GatewayError:
+    """What the caller gets when nothing served: the classifier's error for
+    an upstream answer (UPSTREAM.md §9.11), or the gateway error as it is."""
     if isinstance(exc, GatewayError):
         if exc.status in (400, 401, 403):
             # An account's token or the proxy's OAuth setup failed: not the
             # caller's request or key, so never a 4xx to the client.
             return UpstreamError(f"no account could be used: {exc.message}")
         return exc
-    if exc.status == 429:
-        if exc.reason == "MODEL_CAPACITY_EXHAUSTED":
-            return Overloaded(
-                f"the upstream has no capacity for this model now: {exc.message}",
-                retry_after=exc.wait_seconds(),
-            )
-        return RateLimited(f"rate limited upstream: {exc.message}", retry_after=exc.wait_seconds())
-    if exc.status == 403:
-        return PermissionDenied(f"upstream refused the account: {exc.message}")
-    if exc.status in (408, 504):
-        return UpstreamTimeout(f"upstream timed out: {exc.message}")
-    if exc.status in (503, 529):
-        return Overloaded(f"upstream overloaded ({exc.status}): {exc.message}")
-    return UpstreamError(f"upstream error {exc.status}: {exc.message}", upstream_status=exc.status)
+    return exc.classified.gateway_error()
 
 
 class Dispatcher:
@@ -144,14 +117,26 @@ class Dispatcher:
         pool: Pool = self.service.pool
         return pool
 
-    def resolve_model(self, client_model: str) -> str:
-        cfg = self.service.config
-        # Minimal adapter: the pool still exposes ids only; pass its merged
-        # Catalog instead once it keeps one (models.merge of parse_catalog).
-        res = models_mod.resolve(client_model, cfg.models, self.pool.available_models().keys())
+    def resolve(self, client_model: str) -> models_mod.Resolved:
+        """The upstream model for a client's name, from the pool's live
+        catalog (UPSTREAM.md §4.1); a name nobody serves raises ModelNotFound
+        listing what is served. A substitute is logged, and every answer
+        names the model that served it (``x-antigravity-model``)."""
+        res = models_mod.resolve(client_model, self.service.config.models, self.pool.catalog())
         if res.changed:
             log.info("model: %s", res.note)
-        return res.model
+        return res
+
+    def resolve_model(self, client_model: str) -> str:
+        return self.resolve(client_model).model
+
+    def _client_error(self, exc: UpstreamHTTPError, model: str) -> GatewayError:
+        """The caller's own error (400, 404, a prompt too long), from the classifier."""
+        err = exc.classified.gateway_error()
+        if exc.verdict is Verdict.NOT_FOUND:
+            served = ", ".join(m.id for m in models_mod.listed_models(self.pool.catalog())) or "none yet"
+            return ModelNotFound(f"{err.message} Served now: {served}.", param="model")
+        return err
 
     # ---------------------------------------------------------------- accounts
 
@@ -190,31 +175,37 @@ class Dispatcher:
             if not await pool.recheck_after_reset(acct, model):
                 record.error = "quota still empty after its reset time"
                 continue
-            refreshed = False
+            refreshed = waited = False
             token: str | None = None
             while True:
                 try:
                     token = await pool.access_token(
                         acct, force=refreshed, rejected=token if refreshed else None
                     )
-                    result = await self._method(method, token, body_for(acct))
+                    result = await self._method(method, token, body_for(acct), model)
                 except InvalidGrant as exc:
                     record.status, record.error = 401, exc.message
                     last = exc
                     break
                 except UpstreamHTTPError as exc:
-                    record.status, record.error = (
-                        exc.status,
-                        f"{exc.reason or exc.google_status}: {exc.message}"[:300],
-                    )
+                    record.status, record.error = exc.status, f"{exc.verdict}: {exc.message}"[:300]
                     kind = pool.note_http_error(acct, model, exc)
                     if kind == "auth" and not refreshed:
                         refreshed = True
                         continue
+                    if kind == "retry_same" and not waited:
+                        # A sub-3-second rate limit: waiting beats switching (§9.2).
+                        waited = True
+                        await asyncio.sleep(exc.classified.cooldown or 0.0)
+                        continue
                     if kind == "client":
-                        raise client_error(exc, model) from None
+                        raise self._client_error(exc, model) from None
+                    if kind == "stop":
+                        # Every account would get the same answer (a refused
+                        # client version): say so now.
+                        raise final_error(exc) from None
                     last = exc
-                    if kind in ("server", "capacity"):
+                    if exc.verdict in (Verdict.CAPACITY, Verdict.SERVER_ERROR, Verdict.THROTTLED):
                         await self._backoff(attempt)
                     break
                 except _EmptyAnswer:
@@ -239,13 +230,14 @@ class Dispatcher:
             raise NoAccountAvailable(f"no account could serve model {model}")
         raise final_error(last)
 
-    async def _method(self, method: str, token: str, body: bytes) -> Any:
+    async def _method(self, method: str, token: str, body: bytes, model: str) -> Any:
         cc = self.pool.cloudcode
         if method == "stream":
-            resp = await cc.open_stream(token, body)
-            events = sse_events(resp)
+            resp = await cc.open_stream(token, body, model=model)
+            events = sse_events(resp, model=model)
             try:
                 first = await events.__anext__()
+                self._check_version(first)
             except StopAsyncIteration:
                 await resp.aclose()
                 raise _EmptyAnswer() from None
@@ -256,17 +248,54 @@ class Dispatcher:
                 await resp.aclose()
                 raise
             return resp, events, first
-        data = await cc.call(method, token, body)
+        data = await cc.call(method, token, body, model=model)
         if method == "generateContent":
             inner = data.get("response", data) if isinstance(data, dict) else {}
             if not isinstance(inner, dict) or _is_empty(inner):
                 raise _EmptyAnswer()
+            self._check_version(inner)
             return inner
         return data
 
+    def _check_version(self, resp: dict[str, Any]) -> None:
+        """Google has refused old clients with a normal answer whose text
+        says so (UPSTREAM.md §2.2): that is an error, not the model's reply."""
+        cands = resp.get("candidates")
+        if not cands or not isinstance(cands[0], dict):
+            return
+        parts = (cands[0].get("content") or {}).get("parts") or []
+        text = "".join(p.get("text", "") for p in parts[:3] if isinstance(p, dict) and not p.get("thought"))
+        if text and len(text) < 400 and refuses_client_version(text):
+            identity = self.pool.identity
+            identity.note_rejection(text)
+            raise UpstreamError(
+                f"Google refuses this client version ({identity.user_agent}): {text.strip()} "
+                "Set the current Antigravity version: agctl config set upstream.client_version X.Y.Z"
+            )
+        self.pool.identity.note_accepted()
+
     # ---------------------------------------------------------------- methods
 
+    def _prepare(self, call: GeminiCall) -> frozenset[str]:
+        """Apply the upstream's rules for the serving model (once per call);
+        returns the tools that got a placeholder parameter."""
+        if "_rules" not in call.extra:
+            cfg = self.service.config
+            info = models_mod.model_info(self.pool.catalog(), call.model)
+            notes = rules.apply(
+                call.request, model=call.model, limits=info, gemini_thinking=cfg.upstream.gemini_thinking
+            )
+            for note in notes:
+                log.debug("request to %s: %s", call.model, note)
+            call.extra["_rules"] = sorted(rules.placeholder_tools(call.request))
+        return frozenset(call.extra["_rules"])
+
     def _envelope(self, call: GeminiCall) -> Any:
+        self._prepare(call)
+        if "sessionId" not in call.request:
+            # Stable per conversation (§5.2): the client's session key, else
+            # the first user text.
+            call.request["sessionId"] = session_id(call.session_key or _first_text(call.request))
         cache: dict[str, bytes] = {}
 
         def body_for(acct: Account) -> bytes:
@@ -280,6 +309,7 @@ class Dispatcher:
 
     async def generate(self, call: GeminiCall, ctx: RequestCtx) -> dict[str, Any]:
         _, resp = await self._run(call, ctx, "generateContent", self._envelope(call))
+        rules.strip_placeholder_calls(resp, self._prepare(call))
         ctx.usage = usage_from_gemini(resp.get("usageMetadata"))
         result: dict[str, Any] = resp
         return result
@@ -289,7 +319,7 @@ class Dispatcher:
         returns an iterator over the unwrapped events. Closing the iterator
         (client gone) closes the upstream response at once."""
         _, (resp, events, first) = await self._run(call, ctx, "stream", self._envelope(call))
-        return self._relay(resp, events, first, ctx)
+        return self._relay(resp, events, first, ctx, self._prepare(call))
 
     async def _relay(
         self,
@@ -297,14 +327,20 @@ class Dispatcher:
         events: AsyncIterator[dict[str, Any]],
         first: dict[str, Any],
         ctx: RequestCtx,
+        placeholders: frozenset[str],
     ) -> AsyncIterator[dict[str, Any]]:
         try:
             self._note_usage(first, ctx)
+            rules.strip_placeholder_calls(first, placeholders)
             yield first
             try:
                 async for ev in events:
                     self._note_usage(ev, ctx)
+                    rules.strip_placeholder_calls(ev, placeholders)
                     yield ev
+            except UpstreamHTTPError as exc:
+                # An error event inside the stream, after the first byte.
+                raise exc.classified.gateway_error() from None
             except UpstreamTimeout:
                 raise UpstreamTimeout(
                     "the upstream stream went silent for too long (upstream.stream_idle_timeout)"
@@ -322,6 +358,7 @@ class Dispatcher:
     async def count_tokens(self, call: GeminiCall, ctx: RequestCtx) -> int:
         """Upstream countTokens for a translated request (system, tools and
         tool results included)."""
+        self._prepare(call)
         req: dict[str, Any] = {"model": f"models/{call.model}", "contents": call.request.get("contents", [])}
         for key in ("systemInstruction", "tools"):
             if key in call.request:
@@ -332,6 +369,15 @@ class Dispatcher:
         if not isinstance(total, int):
             raise UpstreamError("the upstream countTokens answer has no totalTokens")
         return total
+
+
+def _first_text(request: dict[str, Any]) -> str:
+    for content in request.get("contents") or []:
+        if isinstance(content, dict) and content.get("role") == "user":
+            for part in content.get("parts") or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    return str(part["text"])
+    return ""
 
 
 class _EmptyAnswer(Exception):

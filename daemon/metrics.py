@@ -238,6 +238,11 @@ class _StateCollector(Collector):
             "Remaining quota fraction (0..1) per account and model, from the last quota fetch.",
             labels=("account", "model"),
         )
+        windows = GaugeMetricFamily(
+            f"{PREFIX}_account_quota_window_ratio",
+            "Remaining quota fraction (0..1) per account, quota group (gemini, 3p) and window (5h, weekly).",
+            labels=("account", "group", "window"),
+        )
         for acct in list(pool.accounts.values()):
             if not acct.enabled:
                 counts["disabled"] += 1
@@ -245,13 +250,18 @@ class _StateCollector(Collector):
                 counts["cooling_down"] += 1
             else:
                 counts["active"] += 1
-            for mid, q in acct.models.items():
-                if q.remaining_fraction is not None:
+            for mid, q in acct.catalog.models.items():
+                if q.listed and q.remaining_fraction is not None:
                     quota.add_metric((acct.email, mid), float(q.remaining_fraction))
+            for group in acct.quota.groups.values() if acct.quota is not None else ():
+                for bucket in (group.five_hour, group.weekly):
+                    if bucket is not None:
+                        windows.add_metric((acct.email, group.key, bucket.window), bucket.remaining_fraction)
         for state, n in counts.items():
             states.add_metric((state,), n)
         yield states
         yield quota
+        yield windows
         yield CounterMetricFamily(
             f"{PREFIX}_token_refreshes",
             "Access-token refreshes that succeeded.",

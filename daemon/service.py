@@ -30,6 +30,7 @@ from daemon.proxy.response_store import ResponseStore
 from daemon.proxy_state import ProxyState, State
 from daemon.sdnotify import Notifier
 from daemon.upstream.http import HttpClient
+from daemon.upstream.identity import Identity, VersionWatcher, manifest_url
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ class Service:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.http = HttpClient(cfg)
         self.store = AccountStore(paths.accounts_dir)
-        self.pool = Pool(self.store, lambda: self._config, self.http)
+        self.identity = Identity(paths.data_dir / "client_version.json")
+        self._configure_identity(cfg)
+        self.pool = Pool(self.store, lambda: self._config, self.http, self.identity)
+        self.version_watcher = VersionWatcher(self.identity, self._fetch_manifest, self._manifest_url)
         self.monitor = Monitor(paths.monitor_db, lambda: self._config)
         # Exact account tokens are scrubbed from logged bodies too.
         self.monitor.extra_secrets = lambda: [
@@ -129,10 +133,29 @@ class Service:
         self._apply_config(new)
         return new.proxy.api_key
 
+    def _configure_identity(self, cfg: Config) -> None:
+        up = cfg.upstream
+        self.identity.configure(
+            family=up.client_family, version=up.client_version, user_agent_override=up.user_agent
+        )
+
+    def _manifest_url(self) -> str:
+        up = self._config.upstream
+        if not up.version_check:
+            return ""
+        return up.version_url or manifest_url(up.client_family)
+
+    async def _fetch_manifest(
+        self, url: str, headers: dict[str, str], limit: int, timeout: float
+    ) -> tuple[int, bytes]:
+        resp = await self.http.get(url, headers)
+        return resp.status_code, resp.content[:limit]
+
     def _apply_config(self, new: Config) -> None:
         old = self._config
         config_mod.save(new, self.paths.config_file)
         self._config = new
+        self._configure_identity(new)
         running = self.proxy_state.state in (State.RUNNING, State.STARTING)
         if running and (new.proxy.port != self.bound_port or new.bind_host() != self.bound_host):
             self.restart_pending = True
@@ -244,6 +267,7 @@ class Service:
                 "restart_pending": self.restart_pending,
             },
             "accounts": {"active": self.pool.active_count(), "total": len(self.pool.accounts)},
+            "upstream": {"client": self.identity.public(), "endpoints": list(cfg.upstream.endpoints)},
             "paths": self.paths_status(),
             "zai": {"enabled": cfg.zai.enabled, "dispatch_mode": cfg.zai.dispatch_mode},
         }
@@ -320,6 +344,7 @@ class Service:
         if self._first_start():
             self._print_next_steps()
         self.pool.start_background()
+        self.version_watcher.start()
         tune_after_start()
         if self.notifier.enabled:
             log.debug("sd_notify via %s", self.notifier.backend)
@@ -352,6 +377,7 @@ class Service:
         if self.proxy_listener is not None:
             with contextlib.suppress(GatewayError):
                 await self.stop_proxy()
+        await self.version_watcher.stop()
         await self.pool.stop_background()
         for task in list(self._tasks):
             task.cancel()

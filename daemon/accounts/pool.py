@@ -11,12 +11,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daemon.accounts import oauth
-from daemon.accounts.store import Account, AccountStore, Cooldown, ModelQuota, new_account_id
+from daemon import models as models_mod
+from daemon import quota as quota_mod
+from daemon.accounts import oauth, onboarding
+from daemon.accounts.store import Account, AccountStore, Cooldown, group_key, new_account_id
 from daemon.config import Config
 from daemon.errors import BadRequest, GatewayError, NoAccountAvailable, NotFound
-from daemon.upstream.cloudcode import CloudCode, UpstreamHTTPError, parse_timestamp
+from daemon.upstream.classify import Effect, Retry
+from daemon.upstream.cloudcode import CloudCode, UpstreamHTTPError
 from daemon.upstream.http import HttpClient
+from daemon.upstream.identity import Identity
 
 log = logging.getLogger(__name__)
 
@@ -30,64 +34,27 @@ REFRESH_FAILURE_HOLD = 1.0
 RECHECK_MIN_INTERVAL = 60.0
 # A QUOTA_EXHAUSTED 429 that names no reset time: re-check the quota after this long.
 QUOTA_RECHECK_AFTER = 1800.0
-
-
-def tier_of(load: dict[str, Any]) -> str:
-    """FREE / PRO / ULTRA from loadCodeAssist's paidTier / currentTier."""
-    for key in ("paidTier", "currentTier"):
-        tier = load.get(key)
-        if isinstance(tier, dict):
-            ident = f"{tier.get('id', '')} {tier.get('name', '')}".lower()
-            if "ultra" in ident:
-                return "ULTRA"
-            if "pro" in ident or key == "paidTier":
-                return "PRO"
-    return "FREE"
-
-
-def project_of(load: dict[str, Any]) -> str:
-    proj = load.get("cloudaicompanionProject")
-    if isinstance(proj, dict):
-        return str(proj.get("id") or "")
-    return str(proj or "")
-
-
-def models_of(data: dict[str, Any]) -> dict[str, ModelQuota]:
-    out: dict[str, ModelQuota] = {}
-    models = data.get("models") or {}
-    if not isinstance(models, dict):
-        return out
-    for mid, info in models.items():
-        if not isinstance(info, dict) or info.get("isInternal"):
-            continue  # internal models are not offered to clients
-        quota = info.get("quotaInfo") if isinstance(info.get("quotaInfo"), dict) else None
-        frac = reset = None
-        if quota is not None:
-            raw = quota.get("remainingFraction")
-            # A quotaInfo without remainingFraction means none is left.
-            frac = float(raw) if isinstance(raw, int | float) else 0.0
-            if quota.get("resetTime"):
-                reset = parse_timestamp(str(quota["resetTime"]))
-        out[str(mid)] = ModelQuota(
-            display_name=str(info.get("displayName") or mid),
-            remaining_fraction=frac,
-            reset_time=reset,
-            max_tokens=info.get("maxTokens") if isinstance(info.get("maxTokens"), int) else None,
-            max_output_tokens=info.get("maxOutputTokens")
-            if isinstance(info.get("maxOutputTokens"), int)
-            else None,
-            supports_thinking=bool(info.get("supportsThinking")),
-            supports_images=bool(info.get("supportsImages")),
-        )
-    return out
+# A SUBSCRIPTION_REQUIRED / permission 403 again within this long after the
+# project was re-read is the account's state, not a stale project (§9.6c, e).
+PROJECT_RECHECK_WINDOW = 600.0
 
 
 class Pool:
-    def __init__(self, store: AccountStore, config: Callable[[], Config], http: HttpClient) -> None:
+    def __init__(
+        self,
+        store: AccountStore,
+        config: Callable[[], Config],
+        http: HttpClient,
+        identity: Identity | None = None,
+    ) -> None:
         self.store = store
         self._config = config
         self.http = http
-        self.cloudcode = CloudCode(lambda: self.http, config)
+        self.identity = identity if identity is not None else Identity()
+        self.cloudcode = CloudCode(lambda: self.http, config, self.identity)
+        # Onboarding polls this often (tests make it short).
+        self.onboard_poll_interval = onboarding.POLL_INTERVAL
+        self._project_checked: dict[str, float] = {}
         self.accounts: dict[str, Account] = {}
         self.logins = oauth.LoginManager()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
@@ -204,26 +171,62 @@ class Pool:
         return acct
 
     async def _fetch_project_and_quota(self, acct: Account) -> None:
+        """Project (onboarding a fresh account, UPSTREAM.md §3.4), plan, catalog
+        and quota windows."""
         token = acct.access_token
-        load = await self.cloudcode.call("loadCodeAssist", token, {"metadata": {"ideType": "ANTIGRAVITY"}})
+        meta = {"metadata": dict(onboarding.CLIENT_METADATA)}
+        load = await self.cloudcode.call("loadCodeAssist", token, meta)
         if not isinstance(load, dict):
             load = {}
-        acct.project = project_of(load) or acct.project
-        acct.tier = tier_of(load)
+
+        async def call(method: str, body: Any) -> Any:
+            return await self.cloudcode.call(method, token, body)
+
+        async def get(name: str) -> Any:
+            return await self.cloudcode.get(name, token)
+
+        acct.project = await onboarding.ensure_project(
+            load, call, get, poll_interval=self.onboard_poll_interval
+        )
+        acct.tier = onboarding.tier_label(load)
+        acct.plan = onboarding.plan_of(load)
+        self._project_checked[acct.id] = time.time()
         await self._fetch_quota_with(acct, token)
 
     async def _fetch_quota_with(self, acct: Account, token: str) -> None:
         data = await self.cloudcode.call("fetchAvailableModels", token, {"project": acct.project})
         if isinstance(data, dict):
-            acct.models = models_of(data)
+            acct.catalog = models_mod.parse_catalog(data)
             acct.quota_updated_at = time.time()
-            now = time.time()
-            # A quota fetch that shows quota again ends a quota cooldown early.
-            for model, cd in list(acct.cooldowns.items()):
-                q = acct.models.get(model)
-                has_quota = q is not None and (q.remaining_fraction or 0) > 0
-                if cd.until <= now or (cd.reason == "QUOTA_EXHAUSTED" and has_quota):
-                    acct.cooldowns.pop(model, None)
+        try:
+            summary = await self.cloudcode.call("retrieveUserQuotaSummary", token, {"project": acct.project})
+        except (UpstreamHTTPError, GatewayError) as exc:
+            # The windows are a refinement: without them the catalog's
+            # per-model quotaInfo still guides the pool.
+            log.info("quota windows of %s unavailable: %s", acct.email, exc)
+        else:
+            acct.quota = quota_mod.parse_quota_summary(summary, fetched_at=time.time())
+        now = time.time()
+        # A quota fetch that shows quota again ends a quota cooldown early.
+        for key, cd in list(acct.cooldowns.items()):
+            if cd.until <= now:
+                acct.cooldowns.pop(key, None)
+            elif cd.reason == "QUOTA_EXHAUSTED" and self._has_quota(acct, key, now):
+                acct.cooldowns.pop(key, None)
+
+    def _has_quota(self, acct: Account, key: str, now: float) -> bool:
+        """Whether fresh quota data shows ``key`` (a model or ``group:<g>``) has quota."""
+        group = key.removeprefix("group:") if key.startswith("group:") else quota_mod.group_of(key)
+        ok, _, _ = quota_mod.usable(acct.quota, group, now)
+        if not ok:
+            return False
+        fractions = [
+            m.remaining_fraction
+            for mid, m in acct.catalog.models.items()
+            if (mid == key or (key.startswith("group:") and m.quota_group == group))
+            and m.remaining_fraction is not None
+        ]
+        return bool(fractions) and max(fractions) > 0
 
     async def refresh_account(self, acct: Account) -> Account:
         """Tokens + project + quota now (``agctl accounts refresh``)."""
@@ -282,66 +285,83 @@ class Pool:
         return until
 
     def note_http_error(self, acct: Account, model: str | None, exc: UpstreamHTTPError) -> str:
-        """Record what an upstream error says about an account; returns a
-        short classification for the dispatcher: rate_limit, quota,
-        capacity, auth, forbidden, server, client."""
+        """Apply what the classifier says an upstream error means for the
+        account (UPSTREAM.md §9.11, ``daemon.upstream.classify.POLICIES``).
+
+        Returns what the dispatcher does next: ``retry_same`` (after
+        ``exc.classified.cooldown`` seconds), ``auth`` (refresh the token
+        once and retry), ``next`` (another account), ``client`` (the
+        caller's own error: answer now), ``stop`` (no account would do
+        better: answer now)."""
+        c = exc.classified
         cfg = self._config().scheduling
-        if exc.status == 429:
-            if exc.reason == "MODEL_CAPACITY_EXHAUSTED":
-                return "capacity"  # the server's, not the account's
-            wait = exc.wait_seconds()
-            if model:
-                if exc.reason == "QUOTA_EXHAUSTED":
-                    # The cooldown (until the upstream's reset) is the one record
-                    # of this; the quota numbers come from fetchAvailableModels.
-                    if wait is None:
-                        # No reset time in the error: the last quota fetch may
-                        # know it; else wait a while and re-check (never
-                        # longer than the upstream would).
-                        q = acct.models.get(model)
-                        now = time.time()
-                        if q is not None and q.reset_time and q.reset_time > now:
-                            wait = q.reset_time - now
-                        else:
-                            wait = QUOTA_RECHECK_AFTER
-                    self.set_cooldown(acct, model, wait, "QUOTA_EXHAUSTED")
-                    return "quota"
-                self.set_cooldown(
-                    acct,
-                    model,
-                    wait if wait is not None else float(cfg.rate_limit_cooldown),
-                    exc.reason or "RATE_LIMITED",
-                )
-            return "rate_limit"
-        if exc.status == 401:
-            return "auth"
-        if exc.status == 403:
-            if "VALIDATION_REQUIRED" in exc.message or exc.validation_url:
-                self.disable(
-                    acct,
-                    "validation required: open the validation URL, then `agctl accounts enable`",
-                    exc.validation_url,
-                )
+        effect = c.effect
+        if effect is Effect.RECHECK_PROJECT:
+            checked = self._project_checked.get(acct.id, 0.0)
+            if time.time() - checked < PROJECT_RECHECK_WINDOW:
+                effect = c.policy.on_repeat or Effect.DISABLE
             else:
-                self.disable(acct, f"forbidden (403): {exc.message[:200]}")
-            return "forbidden"
-        if exc.status >= 500 or exc.status == 408:
-            return "server"
-        return "client"
+                # The project may be stale: read it again before the next use.
+                acct.project = ""
+                self.save(acct)
+                log.warning("account %s: %s; its project is read again", acct.email, c.message)
+        if effect is Effect.COOL_GROUP_UNTIL_RESET and model:
+            wait = c.cooldown
+            if wait is None:
+                wait = QUOTA_RECHECK_AFTER
+            group = c.group or quota_mod.group_of(model)
+            self.set_cooldown(acct, group_key(group), wait, "QUOTA_EXHAUSTED")
+        elif effect is Effect.COOL_MODEL and model and c.retry is not Retry.SAME_ACCOUNT_AFTER_WAIT:
+            wait = c.cooldown if c.cooldown is not None else float(cfg.rate_limit_cooldown)
+            self.set_cooldown(acct, model, wait, c.verdict.value.upper())
+        elif effect in (Effect.DISABLE, Effect.NEEDS_RELOGIN):
+            url = exc.error.validation_url or exc.error.appeal_url
+            self.disable(acct, c.account_note or c.message, url)
+        if c.client_fault:
+            return "client"
+        if c.retry is Retry.SAME_ACCOUNT_AFTER_WAIT:
+            return "retry_same"
+        if effect is Effect.REFRESH_TOKEN or c.retry is Retry.SAME_ACCOUNT:
+            return "auth"
+        if c.retry is Retry.NONE:
+            return "stop"
+        return "next"
 
     # ---------------------------------------------------------------- selection
 
     def usable(self, acct: Account, model: str, now: float) -> bool:
+        return self.blocked(acct, model, now)[0] is False
+
+    def blocked(self, acct: Account, model: str, now: float) -> tuple[bool, float | None]:
+        """(whether the account cannot serve ``model`` now, when it may again:
+        epoch seconds, None when unknown)."""
         if not acct.enabled:
-            return False
-        if acct.cooldown_for(model, now):
-            return False
-        q = acct.models.get(model)
+            return True, None
+        cd = acct.cooldown_for(model, now)
+        if cd is not None:
+            return True, cd.until
+        # Both windows of the model's quota group must have quota left (§4.2).
+        ok, until, _ = quota_mod.usable(acct.quota, quota_mod.group_of(model), now)
+        if not ok:
+            return True, until
+        q = acct.catalog.get(model)
         if q is not None and q.remaining_fraction is not None and q.remaining_fraction <= 0:
             # Out of quota: usable again once the reset time has passed.
             if q.reset_time is None or q.reset_time > now:
-                return False
-        return True
+                return True, q.reset_time
+        return False, None
+
+    def _score(self, acct: Account, model: str) -> float:
+        """Quota left for ``model``: the lower of its 5-hour and weekly
+        windows when known, else the catalog's fraction."""
+        fractions: list[float] = []
+        group = acct.quota.groups.get(quota_mod.group_of(model)) if acct.quota is not None else None
+        if group is not None:
+            fractions += [b.remaining_fraction for b in (group.five_hour, group.weekly) if b is not None]
+        q = acct.catalog.get(model)
+        if not fractions and q is not None and q.remaining_fraction is not None:
+            fractions.append(q.remaining_fraction)
+        return min(fractions) if fractions else 0.5
 
     def candidates(self, model: str, session_key: str | None) -> list[Account]:
         """Usable accounts for ``model``, best first, per the scheduling mode.
@@ -363,9 +383,7 @@ class Pool:
             return [fixed]
 
         def score(a: Account) -> float:
-            q = a.models.get(model)
-            frac = q.remaining_fraction if q and q.remaining_fraction is not None else 0.5
-            return frac
+            return self._score(a, model)
 
         # balance: most remaining quota first; ties broken round-robin to spread
         # load: within each group of equal quota (in a fixed order, by id) the
@@ -422,24 +440,25 @@ class Pool:
             )
             return NoAccountAvailable(f"all accounts are disabled ({reasons}); see `agctl accounts list`")
         waits: list[float] = []
+        why: list[str] = []
         for a in accts:
             if not a.enabled:
                 continue
-            cd = a.cooldown_for(model, now)
-            if cd:
-                waits.append(cd.until)
-                continue
-            q = a.models.get(model)
-            if q and q.reset_time:
-                waits.append(q.reset_time)
+            _, until = self.blocked(a, model, now)
+            if until is not None:
+                waits.append(until)
+            ok, _, text = quota_mod.usable(a.quota, quota_mod.group_of(model), now)
+            if not ok:
+                why.append(f"{a.email}: {text}")
+        detail = f" ({'; '.join(why[:3])})" if why else ""
         if waits:
             soonest = min(waits)
             when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(soonest))
             return NoAccountAvailable(
-                f"all accounts are cooling down or out of quota for model {model} until {when}",
+                f"all accounts are cooling down or out of quota for model {model} until {when}{detail}",
                 retry_after=max(1.0, soonest - now),
             )
-        return NoAccountAvailable(f"no account has quota left for model {model}")
+        return NoAccountAvailable(f"no account has quota left for model {model}{detail}")
 
     def note_success(self, acct: Account, model: str) -> None:
         acct.last_used = time.time()
@@ -447,15 +466,9 @@ class Pool:
             acct.cooldowns.pop(model, None)
             self.save(acct)
 
-    def available_models(self) -> dict[str, ModelQuota]:
-        """Models any enabled account lists (the first listing wins)."""
-        out: dict[str, ModelQuota] = {}
-        for a in self.accounts.values():
-            if not a.enabled:
-                continue
-            for mid, q in a.models.items():
-                out.setdefault(mid, q)
-        return out
+    def catalog(self) -> models_mod.Catalog:
+        """What the pool can serve: the union of the enabled accounts' catalogs."""
+        return models_mod.merge(a.catalog for a in self.accounts.values() if a.enabled and a.catalog.models)
 
     # ---------------------------------------------------------------- background
 
@@ -496,16 +509,22 @@ class Pool:
         the quota is still empty, cool down until the reset it now names.
         Returns whether the account may be tried for ``model``."""
         now = time.time()
-        cd = acct.cooldowns.get(model)
-        expired_quota_cd = cd is not None and cd.until <= now and cd.reason == "QUOTA_EXHAUSTED"
-        q = acct.models.get(model)
+        keys = (model, group_key(quota_mod.group_of(model)))
+        expired = [
+            k
+            for k in keys
+            if (cd := acct.cooldowns.get(k)) and cd.until <= now and cd.reason == "QUOTA_EXHAUSTED"
+        ]
+        q = acct.catalog.get(model)
         empty = q is not None and q.remaining_fraction is not None and q.remaining_fraction <= 0
-        if not expired_quota_cd and not empty:
+        ok, _, _ = quota_mod.usable(acct.quota, quota_mod.group_of(model), now - RECHECK_MIN_INTERVAL)
+        empty = empty or not ok
+        if not expired and not empty:
             return True
-        if not expired_quota_cd and now - acct.quota_updated_at < RECHECK_MIN_INTERVAL:
+        if not expired and now - acct.quota_updated_at < RECHECK_MIN_INTERVAL:
             return True
-        if expired_quota_cd:
-            acct.cooldowns.pop(model, None)
+        for k in expired:
+            acct.cooldowns.pop(k, None)
         try:
             token = await self.access_token(acct)
             await self._fetch_quota_with(acct, token)
@@ -513,10 +532,10 @@ class Pool:
             log.info("quota re-check of %s failed: %s", acct.email, exc)
             self.save(acct)
             return True
-        q = acct.models.get(model)
-        if q is not None and q.remaining_fraction is not None and q.remaining_fraction <= 0:
-            if q.reset_time and q.reset_time > time.time():
-                self.set_cooldown(acct, model, q.reset_time - time.time(), "QUOTA_EXHAUSTED")
-                return False
+        now = time.time()
+        still, until = self.blocked(acct, model, now)
+        if still and until is not None and until > now:
+            self.set_cooldown(acct, group_key(quota_mod.group_of(model)), until - now, "QUOTA_EXHAUSTED")
+            return False
         self.save(acct)
         return True

@@ -16,18 +16,10 @@ from typing import Any
 import msgspec
 
 from daemon.fsutil import atomic_write, ensure_private_dir
+from daemon.models import Catalog
+from daemon.quota import QuotaSummary, describe, group_of
 
 log = logging.getLogger(__name__)
-
-
-class ModelQuota(msgspec.Struct, kw_only=True, omit_defaults=True):
-    display_name: str = ""
-    remaining_fraction: float | None = None  # None: the upstream gives no quota data
-    reset_time: float | None = None  # epoch seconds
-    max_tokens: int | None = None
-    max_output_tokens: int | None = None
-    supports_thinking: bool = False
-    supports_images: bool = False
 
 
 class Cooldown(msgspec.Struct, kw_only=True):
@@ -46,7 +38,13 @@ class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
     enabled: bool = True
     disabled_reason: str = ""
     validation_url: str = ""
-    models: dict[str, ModelQuota] = msgspec.field(default_factory=dict)
+    plan: str = ""  # the tier id that says what the user pays for (paidTier.id, UPSTREAM.md §3.3)
+    # The account's own catalog (fetchAvailableModels) and its 5-hour and
+    # weekly windows (retrieveUserQuotaSummary). Files of earlier releases
+    # held a "models" map instead: unknown keys are ignored, and the next
+    # quota fetch fills these.
+    catalog: Catalog = msgspec.field(default_factory=Catalog)
+    quota: QuotaSummary | None = None
     cooldowns: dict[str, Cooldown] = msgspec.field(default_factory=dict)
     added_at: float = msgspec.field(default_factory=time.time)
     last_used: float = 0.0
@@ -54,11 +52,16 @@ class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str = ""
 
     def cooldown_for(self, model: str, now: float | None = None) -> Cooldown | None:
+        """The cooldown that keeps this account from ``model``: the model's
+        own, its quota group's (``group:<name>``, a QUOTA_EXHAUSTED covers
+        the whole group, §9.1), or the account's (``*``)."""
         now = time.time() if now is None else now
-        cd = self.cooldowns.get(model) or self.cooldowns.get("*")
-        if cd is not None and cd.until > now:
-            return cd
-        return None
+        best: Cooldown | None = None
+        for key in (model, group_key(group_of(model)), "*"):
+            cd = self.cooldowns.get(key)
+            if cd is not None and cd.until > now and (best is None or cd.until > best.until):
+                best = cd
+        return best
 
     def public(self, now: float | None = None) -> dict[str, Any]:
         """What the admin API shows: never a token."""
@@ -83,19 +86,29 @@ class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
             "disabled_reason": self.disabled_reason,
             "validation_url": self.validation_url,
             "cooldowns": cooling,
+            "plan": self.plan,
+            "quota": msgspec.to_builtins(self.quota) if self.quota is not None else None,
+            "quota_line": describe(self.quota, now) if self.quota is not None else "",
             "models": {
                 m: {
                     "display_name": q.display_name,
                     "remaining_fraction": q.remaining_fraction,
                     "reset_time": q.reset_time,
+                    "group": q.quota_group,
                 }
-                for m, q in sorted(self.models.items())
+                for m, q in sorted(self.catalog.models.items())
+                if q.listed
             },
             "last_used": self.last_used or None,
             "added_at": self.added_at,
             "quota_updated_at": self.quota_updated_at or None,
             "token_expires_at": self.expires_at or None,
         }
+
+
+def group_key(group: str) -> str:
+    """The cooldowns key of a quota group."""
+    return f"group:{group}"
 
 
 _decoder = msgspec.json.Decoder(Account)
