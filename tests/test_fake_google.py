@@ -15,6 +15,9 @@ import pytest
 
 from tests.fakes.google import (
     ANTIGRAVITY_CLIENT_ID,
+    DEFAULT_MODELS,
+    ERROR_BODIES,
+    HUB_USER_AGENT,
     SKIP_SIGNATURE,
     FakeGoogle,
     Reply,
@@ -23,7 +26,7 @@ from tests.fakes.google import (
 )
 
 GEMINI = "gemini-3-flash"
-CLAUDE = "claude-sonnet-4-5-thinking"
+CLAUDE = "claude-sonnet-4-6"
 THINKING = {
     "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 2048},
     "maxOutputTokens": 8192,
@@ -51,6 +54,7 @@ def fake(server: FakeGoogle) -> Iterator[FakeGoogle]:
     for account in server.accounts.values():
         account.forbidden = None
         account.revoked = False
+        account.reset_quota()
     yield server
     server.reset()
 
@@ -72,8 +76,10 @@ def refresh(client: httpx.Client, fake: FakeGoogle, token: str, **extra: str) ->
     return client.post(fake.token_url, data=form)
 
 
-def bearer(fake: FakeGoogle, email: str = "a@example.com") -> dict[str, str]:
-    return {"authorization": "Bearer " + fake.issue_token(email)}
+def bearer(
+    fake: FakeGoogle, email: str = "a@example.com", ua: str = HUB_USER_AGENT
+) -> dict[str, str]:
+    return {"authorization": "Bearer " + fake.issue_token(email), "user-agent": ua}
 
 
 def envelope(
@@ -269,34 +275,210 @@ def test_load_code_assist_tier(
     assert r.status_code == 200
     body = r.json()
     assert body["cloudaicompanionProject"] == fake.accounts[email].project
-    assert body["currentTier"]["id"] == "standard-tier"
+    # The live shape (UPSTREAM.md §3.3): currentTier is free-tier even for paying accounts.
+    assert body["currentTier"]["id"] == "free-tier"
+    assert [(t["id"], t.get("isDefault")) for t in body["allowedTiers"]] == [
+        ("free-tier", True),
+        ("standard-tier", None),
+    ]
     assert body.get("paidTier", {}).get("id") == paid
+    assert "availableCredits" not in body.get("paidTier", {})
 
 
-def test_fetch_available_models_and_quota(fake: FakeGoogle, client: httpx.Client) -> None:
-    acct = fake.accounts["a@example.com"]
-    acct.set_quota("claude-opus-4-5-thinking", 0.25, reset_time="2030-01-01T00:00:00Z")
-    url = fake.endpoint + "/v1internal:fetchAvailableModels"
-    r = client.post(url, json={"project": "proj-a"}, headers=bearer(fake))
-    assert r.status_code == 200
-    models = r.json()["models"]
-    assert {GEMINI, "gemini-2.5-pro", CLAUDE, "chat_20706"} <= set(models)
-    assert models["chat_20706"]["isInternal"] is True
-    assert "quotaInfo" not in models["gemini-2.5-pro"]
-    assert models["claude-opus-4-5-thinking"]["quotaInfo"] == {
-        "remainingFraction": 0.25,
-        "resetTime": "2030-01-01T00:00:00Z",
+def test_load_code_assist_metadata_enums(fake: FakeGoogle, client: httpx.Client) -> None:
+    url = fake.endpoint + "/v1internal:loadCodeAssist"
+    for metadata in (
+        {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"},
+        {"ide_type": "IDE_UNSPECIFIED"},
+        {"ideType": 9, "platform": 2, "pluginType": 2},
+    ):
+        r = client.post(url, json={"metadata": metadata}, headers=bearer(fake))
+        assert r.status_code == 200, (metadata, r.text)
+    r = client.post(url, json={"metadata": {"platform": "DARWIN"}}, headers=bearer(fake))
+    text = (
+        "Invalid value at 'metadata.platform' (type.googleapis.com/google.internal.cloud.code."
+        'v1internal.ClientMetadata.Platform), "DARWIN"'
+    )
+    assert r.status_code == 400
+    assert r.json() == {
+        "error": {
+            "code": 400,
+            "message": text,
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"field": "metadata.platform", "description": text}],
+                }
+            ],
+        }
     }
-    assert {
-        "displayName",
-        "maxTokens",
-        "maxOutputTokens",
-        "supportsThinking",
-        "supportsImages",
-    } <= set(models[GEMINI])
-    assert r.json()["deprecatedModelIds"] == {}
-    wrong = client.post(url, json={"project": "proj-b"}, headers=bearer(fake))
-    assert wrong.status_code == 403
+    r = client.post(url, json={"metadata": {"ide_type": "CLOUD_CODE"}}, headers=bearer(fake))
+    assert r.status_code == 400
+    assert error_message(r).startswith("Invalid value at 'metadata.ide_type'")
+    assert "ClientMetadata.IdeType), \"CLOUD_CODE\"" in error_message(r)
+
+
+def test_load_code_assist_credits(fake: FakeGoogle, client: httpx.Client) -> None:
+    fake.add_account("credits@example.com", tier="ULTRA", credits=25000)
+    r = client.post(
+        fake.endpoint + "/v1internal:loadCodeAssist",
+        json={"metadata": {"ideType": "ANTIGRAVITY"}},
+        headers=bearer(fake, "credits@example.com"),
+    )
+    assert r.json()["paidTier"]["availableCredits"] == [
+        {"creditType": "GOOGLE_ONE_AI", "creditAmount": "25000", "minimumCreditAmountForUsage": "50"}
+    ]
+
+
+def post(
+    client: httpx.Client, fake: FakeGoogle, method: str, body: Any, email: str = "a@example.com"
+) -> httpx.Response:
+    return client.post(f"{fake.endpoint}/v1internal:{method}", json=body, headers=bearer(fake, email))
+
+
+def test_fetch_available_models_catalog(fake: FakeGoogle, client: httpx.Client) -> None:
+    r = post(client, fake, "fetchAvailableModels", {"project": "proj-a"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body == post(client, fake, "fetchAvailableModels", {}).json()  # both bodies work
+    models = body["models"]
+    assert len(models) == 28 and set(models) == set(DEFAULT_MODELS)
+    assert models["gemini-3.7-flash-medium"] | {"quotaInfo": None} == {
+        "displayName": "Gemini 3.7 Flash (Medium)",
+        "supportsImages": True,
+        "supportsThinking": True,
+        "thinkingBudget": 4000,
+        "minThinkingBudget": 32,
+        "recommended": True,
+        "maxTokens": 1048576,
+        "maxOutputTokens": 65536,
+        "quotaInfo": None,
+        "model": "MODEL_PLACEHOLDER_M299",
+        "apiProvider": "API_PROVIDER_GOOGLE_GEMINI",
+        "modelProvider": "MODEL_PROVIDER_GOOGLE",
+        "supportsVideo": True,
+        "tagTitle": "Fast",
+        "tagDescription": "Limited time",
+    }
+    # Display-name traps and booleans only when true.
+    assert models["gemini-3-flash-agent"]["displayName"] == "Gemini 3.5 Flash (High)"
+    assert models["gemini-2.5-flash"]["displayName"] == "Gemini 3.1 Flash Lite"
+    assert "supportsThinking" not in models["gemini-2.5-flash"]
+    assert "displayName" not in models["gemini-3.7-flash-tiered"]
+    assert models["claude-sonnet-4-6"]["displayName"] == "Claude Sonnet 4.6 (Thinking)"
+    assert models["claude-opus-4-6-thinking"]["apiProvider"] == "API_PROVIDER_ANTHROPIC_VERTEX"
+    assert models["claude-opus-4-6-thinking"]["modelProvider"] == "MODEL_PROVIDER_ANTHROPIC"
+    assert models["gpt-oss-120b-medium"]["apiProvider"] == "API_PROVIDER_OPENAI_VERTEX"
+    assert models["gpt-oss-120b-medium"]["maxOutputTokens"] == 32768
+    assert models["chat_20706"]["isInternal"] is True
+    assert models["chat_20706"]["apiProvider"] == "API_PROVIDER_INTERNAL"
+    assert "isInternal" not in models["tab_flash_lite_preview"]
+    assert models["gemini-pro-agent"]["thinkingBudget"] == 10001
+    assert models["gemini-pro-agent"]["minThinkingBudget"] == 128
+    assert all(v is not False for m in models.values() for v in m.values())
+    # Top-level keys of the 2026-08-22 answer.
+    assert body["defaultAgentModelId"] == "gemini-3.7-flash-high"
+    assert body["agentModelSorts"][0]["groups"][0]["modelIds"][0] == "gemini-3.7-flash-high"
+    assert body["commandModelIds"] == ["gemini-3-flash"]
+    assert body["tabModelIds"] == ["chat_20706", "chat_23310"]
+    assert body["imageGenerationModelIds"] == ["gemini-3.1-flash-image"]
+    assert body["webSearchModelIds"] == ["gemini-3.1-flash-lite"]
+    assert body["deprecatedModelIds"] == {
+        "gemini-3.1-pro-high": {
+            "newModelId": "gemini-pro-agent",
+            "oldModelEnum": "MODEL_PLACEHOLDER_M37",
+            "newModelEnum": "MODEL_PLACEHOLDER_M16",
+        }
+    }
+    assert body["tieredModelIds"]["flash"] == ["gemini-3.7-flash-tiered"]
+    assert all(isinstance(n, int) for n in body["experimentIds"])
+    # A project that is not the account's, or an unknown field, is refused.
+    assert post(client, fake, "fetchAvailableModels", {"project": "proj-b"}).status_code == 403
+    assert post(client, fake, "fetchAvailableModels", {"metadata": {}}).status_code == 400
+
+
+def test_quota_info_is_the_group_five_hour_bucket(fake: FakeGoogle, client: httpx.Client) -> None:
+    acct = fake.accounts["a@example.com"]
+    acct.set_bucket("gemini-5h", 0.9520131, "2030-01-01T14:57:17Z")
+    acct.set_bucket("3p-5h", 0.999976, "2030-01-01T15:29:22Z")
+    acct.set_bucket("gemini-weekly", 0.5, "2030-01-05T00:00:00Z")  # not shown per model
+    models = post(client, fake, "fetchAvailableModels", {}).json()["models"]
+    gemini = {"remainingFraction": 0.9520131, "resetTime": "2030-01-01T14:57:17Z"}
+    third = {"remainingFraction": 0.999976, "resetTime": "2030-01-01T15:29:22Z"}
+    for model_id, entry in models.items():
+        if model_id.startswith(("chat_", "tab_")):
+            assert entry["quotaInfo"] == {"remainingFraction": 1}, model_id
+        elif model_id.startswith(("claude", "gpt")):
+            assert entry["quotaInfo"] == third, model_id
+        else:
+            assert entry["quotaInfo"] == gemini, model_id
+    # set_quota (the old per-model knob) moves the whole group's 5-hour bucket.
+    acct.set_quota("claude-opus-4-6-thinking", 0.25)
+    models = post(client, fake, "fetchAvailableModels", {}).json()["models"]
+    assert models["gpt-oss-120b-medium"]["quotaInfo"]["remainingFraction"] == 0.25
+    per_model = post(client, fake, "retrieveUserQuota", {"project": "proj-a"}).json()
+    buckets = {b["modelId"]: b for b in per_model["buckets"]}
+    assert set(buckets) == set(DEFAULT_MODELS)
+    assert buckets["chat_20706"] == {
+        "tokenType": "REQUESTS",
+        "modelId": "chat_20706",
+        "remainingFraction": 1,
+    }
+    assert buckets["gemini-3-flash"] == {
+        "resetTime": "2030-01-01T14:57:17Z",
+        "tokenType": "REQUESTS",
+        "modelId": "gemini-3-flash",
+        "remainingFraction": 0.9520131,
+    }
+    assert buckets["claude-sonnet-4-6"]["remainingFraction"] == 0.25
+
+
+def test_quota_summary_shape(fake: FakeGoogle, client: httpx.Client) -> None:
+    acct = fake.accounts["c@example.com"]
+    acct.set_bucket("gemini-5h", 0.95, time.time() + 4 * 3600 + 23 * 60 + 30)
+    acct.set_bucket("3p-weekly", 0.5, time.time() + 6 * 86400 + 23 * 3600 + 90)
+    r = post(client, fake, "retrieveUserQuotaSummary", {}, email="c@example.com")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["description"].startswith("Within each group, models share a weekly limit")
+    gemini, third = body["groups"]
+    assert gemini["displayName"] == "Gemini Models"
+    assert gemini["description"] == "Models within this group: Gemini Flash, Gemini Pro"
+    assert third["displayName"] == "Claude and GPT models"
+    assert [(b["bucketId"], b["window"], b["displayName"]) for b in gemini["buckets"]] == [
+        ("gemini-weekly", "weekly", "Weekly Limit"),
+        ("gemini-5h", "5h", "Five Hour Limit"),
+    ]
+    assert [b["bucketId"] for b in third["buckets"]] == ["3p-weekly", "3p-5h"]
+    weekly, five = gemini["buckets"]
+    assert weekly["remainingFraction"] == 1 and "description" not in weekly  # untouched
+    assert weekly["resetTime"].endswith("Z")
+    assert five["remainingFraction"] == 0.95
+    assert five["description"] == (
+        "You have used some of your 5-hour limit, it will fully refresh in 4 hours, 23 minutes."
+    )
+    assert third["buckets"][0]["description"] == (
+        "You have used some of your weekly limit, it will fully refresh in 6 days, 23 hours."
+    )
+    same = post(client, fake, "retrieveUserQuotaSummary", {"project": "proj-c"}, "c@example.com")
+    assert same.json()["groups"][0]["buckets"][1]["remainingFraction"] == 0.95
+    text = 'Invalid JSON payload received. Unknown name "metadata": Cannot find field.'
+    bad = post(client, fake, "retrieveUserQuotaSummary", {"metadata": {}}, "c@example.com")
+    assert bad.status_code == 400
+    assert bad.json() == {
+        "error": {
+            "code": 400,
+            "message": text,
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"description": text}],
+                }
+            ],
+        }
+    }
 
 
 def test_forbidden_accounts(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -305,12 +487,16 @@ def test_forbidden_accounts(fake: FakeGoogle, client: httpx.Client) -> None:
     r = generate(client, fake, {"contents": [user("hi")]}, email="b@example.com")
     assert r.status_code == 403
     error = r.json()["error"]
-    assert "VALIDATION_REQUIRED" in error["message"] and acct.validation_url in error["message"]
-    assert error["details"][0]["metadata"]["validation_url"] == acct.validation_url
-    acct.forbidden = "TOS"
-    r = client.post(
-        fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=bearer(fake, "b@example.com")
-    )
+    assert error["message"] == "Verify your account to continue."
+    info, help_links = error["details"]
+    assert info["reason"] == "VALIDATION_REQUIRED"
+    assert info["metadata"]["validation_url"] == acct.validation_url
+    assert help_links["links"][0] == {"description": "Verify your account", "url": acct.validation_url}
+    acct.forbidden = "TOS_VIOLATION"
+    r = post(client, fake, "loadCodeAssist", {}, email="b@example.com")
+    assert r.status_code == 403 and r.json() == ERROR_BODIES["TOS_VIOLATION"]
+    acct.forbidden = "TOS"  # the old knob: a bare permission denial
+    r = post(client, fake, "loadCodeAssist", {}, email="b@example.com")
     assert r.status_code == 403
     assert r.json()["error"] == {
         "code": 403,
@@ -449,22 +635,66 @@ def test_error_reply_429_details(fake: FakeGoogle, client: httpx.Client) -> None
     assert go_duration(0.5) == "500ms" and go_duration(42) == "42s"
 
 
-def test_exhausted_quota_answers_429_by_itself(fake: FakeGoogle, client: httpx.Client) -> None:
+def test_exhausted_five_hour_bucket_blocks_its_group_only(
+    fake: FakeGoogle, client: httpx.Client
+) -> None:
     acct = fake.accounts["a@example.com"]
-    acct.set_quota("gemini-3-pro-high", 0.0, reset_time=time.time() + 90)
-    try:
-        r = generate(client, fake, {"contents": [user("x")]}, model="gemini-3-pro-high")
-        assert r.status_code == 429
-        info = r.json()["error"]["details"][0]
-        assert info["reason"] == "QUOTA_EXHAUSTED" and info["metadata"]["quotaResetDelay"] in (
-            "1m30s",
-            "1m29s",
+    acct.set_bucket("3p-5h", 0.0, reset_time=time.time() + 90)
+    request = {"contents": [user("x")]}
+    for model in ("claude-opus-4-6-thinking", CLAUDE, "gpt-oss-120b-medium"):
+        r = generate(client, fake, request, model=model)
+        assert r.status_code == 429, model
+        error = r.json()["error"]
+        assert error["status"] == "RESOURCE_EXHAUSTED"
+        assert error["message"] in (
+            "You have exhausted your capacity on this model. Your quota will reset after 1m29s.",
+            "You have exhausted your capacity on this model. Your quota will reset after 1m30s.",
         )
-        assert (
-            generate(client, fake, {"contents": [user("x")]}).status_code == 200
-        )  # other model fine
+        info, retry = error["details"]
+        assert info["reason"] == "QUOTA_EXHAUSTED" and info["domain"] == "cloudcode-pa.googleapis.com"
+        assert info["metadata"]["model"] == model and info["metadata"]["uiMessage"] == "true"
+        assert info["metadata"]["quotaResetDelay"].startswith("1m")
+        assert info["metadata"]["quotaResetTimeStamp"].endswith("Z")
+        assert retry["@type"] == "type.googleapis.com/google.rpc.RetryInfo"
+        assert 85 < float(retry["retryDelay"].rstrip("s")) <= 90
+    # The other group still works.
+    assert generate(client, fake, request, model="gemini-3.1-pro-low").status_code == 200
+    # A bucket whose reset time passed is full again.
+    acct.set_bucket("3p-5h", 0.0, reset_time=time.time() - 1)
+    assert generate(client, fake, request, model=CLAUDE).status_code == 200
+
+
+def test_exhausted_weekly_bucket_wins_over_a_full_five_hour_one(
+    fake: FakeGoogle, client: httpx.Client
+) -> None:
+    acct = fake.accounts["a@example.com"]
+    acct.set_bucket("gemini-weekly", 0.0, reset_time=time.time() + 71 * 3600 + 15 * 60 + 27.5)
+    r = generate(client, fake, {"contents": [user("x")]}, model="gemini-3.1-pro-low")
+    assert r.status_code == 429
+    error = r.json()["error"]
+    assert error["message"] in {
+        f"Individual quota reached. Contact your administrator to enable overages. Resets in {d}."
+        for d in ("71h15m27s", "71h15m26s")
+    }
+    assert error["details"][0]["metadata"]["quotaResetDelay"].startswith("71h15m2")
+    assert acct.bucket("gemini-5h").fraction == 1  # the 5-hour bucket is full, yet blocked
+    assert generate(client, fake, {"contents": [user("x")]}, model=CLAUDE).status_code == 200
+    # Google One AI credits pay for calls when quota is gone (UPSTREAM.md §4.4).
+    body = envelope({"contents": [user("x")]}, model="gemini-3.1-pro-low")
+    body["enabledCreditTypes"] = ["GOOGLE_ONE_AI"]
+    url = fake.endpoint + "/v1internal:generateContent"
+    r = client.post(url, json=body, headers=bearer(fake))
+    assert r.status_code == 429
+    assert r.json()["error"]["details"][0]["reason"] == "INSUFFICIENT_G1_CREDITS_BALANCE"
+    acct.credits = 25000
+    try:
+        r = client.post(url, json=body, headers=bearer(fake))
+        assert r.status_code == 200 and fake.calls[-1].credits is True
+        body["enabledCreditTypes"] = ["PIXIE_DUST"]
+        r = client.post(url, json=body, headers=bearer(fake))
+        assert r.status_code == 400 and "enabled_credit_types[0]" in error_message(r)
     finally:
-        acct.set_quota("gemini-3-pro-high", 1.0)
+        acct.credits = None
 
 
 def test_drop_after_aborts_the_stream(fake: FakeGoogle, client: httpx.Client) -> None:
