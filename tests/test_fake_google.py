@@ -17,11 +17,15 @@ from tests.fakes.google import (
     ANTIGRAVITY_CLIENT_ID,
     DEFAULT_MODELS,
     ERROR_BODIES,
+    ERROR_STATUS,
     HUB_USER_AGENT,
+    LEGACY_MODELS,
     SKIP_SIGNATURE,
     FakeGoogle,
     Reply,
+    client_version,
     count_tokens,
+    error_body,
     go_duration,
 )
 
@@ -1200,3 +1204,410 @@ def test_public_count_tokens(fake: FakeGoogle, client: httpx.Client) -> None:
         headers={"x-goog-api-key": "k"},
     )
     assert r.json() == {"totalTokens": count_tokens(request)}
+
+
+# ------------------------------------------------------------------ late-2026: version gates
+
+
+@pytest.mark.parametrize(
+    ("ua", "status"),
+    [
+        ("antigravity/1.15.8 linux/amd64", 503),  # what the daemon sent in 2025
+        ("antigravity/1.21.9 darwin/arm64", 503),
+        ("antigravity/cli/1.0.13 (aidev_client; os_type=darwin; arch=arm64)", 503),
+        ("python-httpx/0.28", 503),
+        ("antigravity/1.107.0 darwin/arm64", 200),
+        ("antigravity/cli/1.1.18 linux/amd64", 200),
+        ("antigravity/hub/2.9.1 darwin/arm64", 200),
+        ("antigravity/hub/2.9.1 darwin/arm64 google-api-nodejs-client/10.3.0", 200),
+    ],
+)
+def test_unsupported_client_versions_get_503(
+    fake: FakeGoogle, client: httpx.Client, ua: str, status: int
+) -> None:
+    headers = bearer(fake, ua=ua)
+    for method in ("generateContent", "streamGenerateContent?alt=sse"):
+        r = client.post(
+            f"{fake.endpoint}/v1internal:{method}",
+            json=envelope({"contents": [user("hi")]}),
+            headers=headers,
+        )
+        assert r.status_code == status, (ua, method, r.text)
+        if status == 503:
+            assert r.json() == {
+                "error": {
+                    "code": 503,
+                    "message": "This version of Antigravity is no longer supported. Please upgrade "
+                    "to receive the latest features.",
+                    "status": "UNAVAILABLE",
+                }
+            }
+            assert r.json() == ERROR_BODIES["VERSION_UNSUPPORTED"]
+    count = client.post(
+        fake.endpoint + "/v1internal:countTokens",
+        json={"request": {"contents": [user("hi")]}},
+        headers=headers,
+    )
+    assert count.status_code == status
+    # Account methods are not gated (the probes of 2026-07 used a 1.15.8 UA).
+    assert client.post(
+        fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=headers
+    ).status_code == 200
+
+
+def test_new_models_need_hub_2_9(fake: FakeGoogle, client: httpx.Client) -> None:
+    url = fake.endpoint + "/v1internal:generateContent"
+    body = envelope({"contents": [user("hi")]}, model="gemini-3.7-flash-high")
+    old = bearer(fake, ua="antigravity/hub/2.8.1 darwin/arm64")
+    r = client.post(url, json=body, headers=old)
+    assert r.status_code == 404 and r.json() == ERROR_BODIES["NOT_FOUND"]
+    assert client.post(url, json=body, headers=bearer(fake)).status_code == 200
+    # The tiered id and older models are not gated.
+    tiered = envelope({"contents": [user("hi")]}, model="gemini-3.7-flash-tiered")
+    assert client.post(url, json=tiered, headers=old).status_code == 200
+    # Knobs: which models, and the floor.
+    fake.gated_models = {"gemini-3.7-flash-tiered"}
+    assert client.post(url, json=tiered, headers=old).status_code == 404
+    fake.gated_min_version = "2.8.0"
+    assert client.post(url, json=tiered, headers=old).status_code == 200
+    fake.min_supported_version = "2.9.0"
+    assert client.post(url, json=tiered, headers=old).status_code == 503
+    fake.version_gate = False
+    legacy = bearer(fake, ua="antigravity/1.15.8 linux/amd64")
+    assert client.post(url, json=body, headers=legacy).status_code == 200
+    fake.reset()
+    assert fake.version_gate is True and fake.gated_min_version == "2.9.0"
+
+
+def test_constructor_flags_for_the_old_world(client: httpx.Client) -> None:
+    with FakeGoogle(version_gate=False, default_models=LEGACY_MODELS) as old:
+        old.add_account("old@example.com")
+        legacy = bearer(old, "old@example.com", ua="antigravity/1.15.8 linux/amd64")
+        body = envelope(
+            {"contents": [user("hi")]}, model="claude-sonnet-4-5-thinking", project="proj-old"
+        )
+        r = client.post(old.endpoint + "/v1internal:generateContent", json=body, headers=legacy)
+        assert r.status_code == 200, r.text
+        models = client.post(
+            old.endpoint + "/v1internal:fetchAvailableModels", json={}, headers=legacy
+        ).json()
+        assert set(models["models"]) == set(LEGACY_MODELS)
+        assert models["deprecatedModelIds"] == {} and "defaultAgentModelId" not in models
+        old.reset()
+        assert old.version_gate is False
+
+
+def test_client_version_parsing() -> None:
+    assert client_version("antigravity/hub/2.9.1 darwin/arm64") == ("hub", (2, 9, 1))
+    assert client_version("antigravity/cli/1.1.12 windows/amd64") == ("cli", (1, 1, 12))
+    assert client_version("antigravity/cli/1.0.13 (aidev_client; os_type=darwin)") == (
+        "cli",
+        (1, 0, 13),
+    )
+    assert client_version("antigravity/1.15.8 linux/amd64") == ("legacy", (1, 15, 8))
+    assert client_version("Antigravity/4.3.0 (Macintosh; Intel Mac OS X 10_15_7)") == (
+        "legacy",
+        (4, 3, 0),
+    )
+    assert client_version("GeminiCLI/1.0.0/gemini-2.5-pro (linux; x64)") is None
+
+
+# ------------------------------------------------------------------ late-2026: onboarding
+
+
+@pytest.mark.parametrize("polling", ["repost", "operation"])
+def test_fresh_account_onboarding(fake: FakeGoogle, client: httpx.Client, polling: str) -> None:
+    email = f"fresh-{polling}@example.com"
+    fake.add_account(email, project=f"proj-new-{polling}", tier="PRO", fresh=True)
+    load = post(client, fake, "loadCodeAssist", {"metadata": {"ideType": "ANTIGRAVITY"}}, email)
+    body = load.json()
+    assert load.status_code == 200 and "cloudaicompanionProject" not in body
+    assert body["currentTier"]["id"] == "free-tier" and body["paidTier"]["id"] == "g1-pro-tier"
+    # Inference without the managed project is refused.
+    r = generate(client, fake, {"contents": [user("hi")]}, email=email, project=f"proj-new-{polling}")
+    assert r.status_code == 403 and r.json() == ERROR_BODIES["SUBSCRIPTION_REQUIRED"]
+    r = generate(client, fake, {"contents": [user("hi")]}, email=email, project="")
+    assert r.status_code == 400
+    # Bad onboardUser bodies: the bare 400 of the live probe.
+    bare = {
+        "error": {
+            "code": 400,
+            "message": "Request contains an invalid argument.",
+            "status": "INVALID_ARGUMENT",
+        }
+    }
+    metadata = {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
+    for bad in ({}, {"metadata": metadata}, {"tierId": "legacy-standard-tier", "metadata": metadata},
+                {"tierId": "free-tier"}):
+        r = post(client, fake, "onboardUser", bad, email)
+        assert r.status_code == 400 and r.json() == bare, bad
+    r = post(client, fake, "onboardUser", {"tierId": "free-tier", "metadata": {"platform": "X"}}, email)
+    assert r.status_code == 400 and "metadata.platform" in error_message(r)
+    # First answer: a pending operation.
+    start = {"tier_id": "free-tier", "metadata": {"ide_type": "ANTIGRAVITY", "ide_version": "2.9.1"}}
+    first = post(client, fake, "onboardUser", start, email).json()
+    assert first["done"] is False and first["name"].startswith("operations/")
+    if polling == "repost":
+        done = post(client, fake, "onboardUser", start, email).json()
+    else:
+        done = client.get(f"{fake.endpoint}/v1internal/{first['name']}", headers=bearer(fake, email))
+        assert done.status_code == 200
+        done = done.json()
+    assert done["done"] is True and done["name"] == first["name"]
+    response = done["response"]
+    assert response["@type"].endswith("v1internal.OnboardUserResponse")
+    assert response["cloudaicompanionProject"]["id"] == f"proj-new-{polling}"
+    load = post(client, fake, "loadCodeAssist", {"metadata": {"ideType": "ANTIGRAVITY"}}, email)
+    assert load.json()["cloudaicompanionProject"] == f"proj-new-{polling}"
+    r = generate(client, fake, {"contents": [user("hi")]}, email=email)
+    assert r.status_code == 200
+    # Another account cannot read the operation; an unknown one is 404.
+    other = client.get(f"{fake.endpoint}/v1internal/{first['name']}", headers=bearer(fake))
+    assert other.status_code == 404
+
+
+def test_onboarding_done_at_once(fake: FakeGoogle, client: httpx.Client) -> None:
+    fake.onboard_pending = 0
+    fake.add_account("quick@example.com", fresh=True)
+    start = {"tierId": "free-tier", "metadata": {"ideType": "ANTIGRAVITY"}}
+    done = post(client, fake, "onboardUser", start, "quick@example.com").json()
+    assert done["done"] is True
+    assert done["response"]["cloudaicompanionProject"]["id"] == "proj-quick"
+    # An onboarded account answers done at once, like the live capture.
+    again = post(client, fake, "onboardUser", start, "a@example.com").json()
+    assert again == {
+        "done": True,
+        "response": {
+            "@type": "type.googleapis.com/google.internal.cloud.code.v1internal.OnboardUserResponse",
+            "cloudaicompanionProject": {"id": "proj-a", "name": "proj-a"},
+            "releaseChannel": {"type": "EXPERIMENTAL", "name": "Preview Channel"},
+        },
+    }
+    # standard-tier needs the user's own project.
+    standard = {"tierId": "standard-tier", "metadata": {"ideType": "ANTIGRAVITY"}}
+    assert post(client, fake, "onboardUser", standard, "a@example.com").status_code == 400
+
+
+# ------------------------------------------------------------------ late-2026: error knobs
+
+
+@pytest.mark.parametrize("kind", sorted(ERROR_BODIES))
+def test_fail_next_answers_the_captured_bodies(
+    fake: FakeGoogle, client: httpx.Client, kind: str
+) -> None:
+    model = "claude-opus-4-6-thinking"
+    fake.fail_next(kind, 2, email="a@example.com", model=model)
+    request = {"contents": [user("x")]}
+    assert generate(client, fake, request).status_code == 200  # another model: untouched
+    assert generate(client, fake, request, model=model, email="c@example.com").status_code == 200
+    status, expected = error_body(
+        kind, model=model, project="proj-a", validation_url=fake.accounts["a@example.com"].validation_url
+    )
+    for _ in range(2):
+        r = generate(client, fake, request, model=model)
+        assert r.status_code == status == ERROR_STATUS[kind]
+        got, want = r.json(), json.loads(json.dumps(expected))
+        if "quotaResetTimeStamp" in r.text:  # stamps are counted from now when injected
+            for body in (got, want):
+                body["error"]["details"][0]["metadata"].pop("quotaResetTimeStamp")
+        assert got == want
+    assert generate(client, fake, request, model=model).status_code == 200
+
+
+def test_error_bodies_are_the_captures() -> None:
+    assert ERROR_BODIES["TOS_VIOLATION"]["error"]["details"][0]["metadata"]["appeal_url"] == (
+        "https://forms.gle/hGzM9MEUv2azZsrb9"
+    )
+    assert ERROR_BODIES["RESOURCE_EXHAUSTED"] == {
+        "error": {
+            "code": 429,
+            "message": "Resource has been exhausted (e.g. check quota).",
+            "status": "RESOURCE_EXHAUSTED",
+        }
+    }
+    weekly = ERROR_BODIES["QUOTA_EXHAUSTED_WEEKLY"]["error"]
+    assert weekly["message"] == (
+        "Individual quota reached. Contact your administrator to enable overages. "
+        "Resets in 71h15m27s."
+    )
+    assert weekly["details"][0]["metadata"]["quotaResetDelay"] == "71h15m27.791609974s"
+    assert weekly["details"][1] == {
+        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+        "retryDelay": "256527.791609974s",
+    }
+    rate = ERROR_BODIES["RATE_LIMIT_EXCEEDED"]["error"]
+    assert rate["details"][0]["reason"] == "RATE_LIMIT_EXCEEDED"
+    assert rate["message"].endswith("Your quota will reset after 0s.")
+    assert ERROR_BODIES["MODEL_CAPACITY_EXHAUSTED"]["error"]["message"] == (
+        "No capacity available for model gemini-3.1-flash-image on the server"
+    )
+    assert ERROR_STATUS["MODEL_CAPACITY_EXHAUSTED"] == 503
+    assert ERROR_STATUS["MODEL_CAPACITY_EXHAUSTED_429"] == 429
+    old = ERROR_BODIES["VALIDATION_REQUIRED_OLD"]["error"]
+    assert old["message"].startswith("To continue, verify your account at\n\nhttps://")
+    assert ERROR_BODIES["SERVICE_DISABLED"]["error"]["details"][0]["reason"] == "SERVICE_DISABLED"
+    assert ERROR_BODIES["UNAUTHENTICATED"]["error"]["status"] == "UNAUTHENTICATED"
+    with pytest.raises(KeyError):
+        error_body("NO_SUCH_THING")
+
+
+# ------------------------------------------------------------------ late-2026: strictness
+
+
+def test_x_goog_user_project_is_service_disabled(fake: FakeGoogle, client: httpx.Client) -> None:
+    headers = {**bearer(fake), "x-goog-user-project": "proj-a"}
+    for method, body in (
+        ("generateContent", envelope({"contents": [user("x")]})),
+        ("loadCodeAssist", {"metadata": {"ideType": "ANTIGRAVITY"}}),
+    ):
+        r = client.post(f"{fake.endpoint}/v1internal:{method}", json=body, headers=headers)
+        assert r.status_code == 403
+        assert r.json() == error_body("SERVICE_DISABLED", project="proj-a")[1]
+        assert "Cloud Code Private API has not been used in project proj-a" in error_message(r)
+
+
+def claude_tools(decl: dict[str, Any], mode: str = "AUTO") -> dict[str, Any]:
+    return {
+        "contents": [user("x")],
+        "tools": [{"functionDeclarations": [{"name": "ok", "parameters": OK_SCHEMA}, decl]}],
+        "toolConfig": {"functionCallingConfig": {"mode": mode}},
+    }
+
+
+OK_SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+
+
+def test_claude_tool_schemas(fake: FakeGoogle, client: httpx.Client) -> None:
+    def ask(decl: dict[str, Any], mode: str = "AUTO", model: str = CLAUDE) -> httpx.Response:
+        return generate(client, fake, claude_tools(decl, mode), model=model)
+
+    assert ask({"name": "t", "parameters": OK_SCHEMA}, "VALIDATED").status_code == 200
+    json_schema = {"name": "t", "parametersJsonSchema": OK_SCHEMA}
+    assert claude_error(ask(json_schema)) == "tools.1.custom.input_schema: Field required"
+    assert claude_error(ask({"name": "t"})) == "tools.1.custom.input_schema: Field required"
+    assert ask(json_schema, model=GEMINI).status_code == 200  # Gemini takes either
+    fancy = {"type": "object", "properties": {"a": {"type": "string", "format": "uri"}}}
+    assert claude_error(ask({"name": "t", "parameters": fancy})) == (
+        "tools.1.custom.input_schema: JSON schema is invalid. It must match JSON Schema draft "
+        "2020-12 (https://json-schema.org/draft/2020-12). Learn more about tool use at "
+        "https://docs.claude.com/en/docs/tool-use."
+    )
+    assert ask({"name": "t", "parameters": fancy}, model=GEMINI).status_code == 200
+    empty = {"name": "t", "parameters": {"type": "object"}}
+    assert ask(empty).status_code == 200
+    r = ask(empty, "VALIDATED")
+    assert r.status_code == 400 and r.json() == ERROR_BODIES["INVALID_ARGUMENT"]
+
+
+def test_output_and_thinking_limits(fake: FakeGoogle, client: httpx.Client) -> None:
+    def ask(model: str, gen: dict[str, Any]) -> httpx.Response:
+        return generate(client, fake, {"contents": [user("x")], "generationConfig": gen}, model=model)
+
+    assert ask(GEMINI, {"maxOutputTokens": 65536}).status_code == 200
+    r = ask(GEMINI, {"maxOutputTokens": 65537})
+    assert r.status_code == 400 and "maxOutputTokens value of 65537" in error_message(r)
+    assert ask("gemini-pro-agent", {"maxOutputTokens": 65536}).status_code == 400
+    assert ask("gpt-oss-120b-medium", {"maxOutputTokens": 32769}).status_code == 400
+    assert claude_error(ask(CLAUDE, {"maxOutputTokens": 64001})).startswith("max_tokens: 64001 > 64000")
+    budget = {"maxOutputTokens": 4096, "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 4096}}
+    assert "`max_tokens` must be greater than `thinking.budget_tokens`" in claude_error(ask(CLAUDE, budget))
+    # Gemini 3: a budget or a level (either case), never both.
+    for tc in ({"thinkingBudget": -1}, {"thinkingLevel": "high"}, {"thinking_level": "LOW"}):
+        assert ask(GEMINI, {"thinkingConfig": {"includeThoughts": True, **tc}}).status_code == 200, tc
+    both = {"thinkingConfig": {"thinkingBudget": 1000, "thinkingLevel": "low"}}
+    r = ask(GEMINI, both)
+    assert r.status_code == 400 and "cannot be set at the same time" in error_message(r)
+    r = ask(GEMINI, {"thinkingConfig": {"thinkingLevel": "extreme"}})
+    assert r.status_code == 400 and "thinking_level" in error_message(r)
+
+
+def test_web_search(fake: FakeGoogle, client: httpx.Client) -> None:
+    request = {
+        "contents": [user("weather in Paris")],
+        "tools": [{"googleSearch": {"enhancedContent": {"imageSearch": {"maxResultCount": 5}}}}],
+        "generationConfig": {"candidateCount": 1},
+    }
+    body = {
+        "model": "gemini-3.1-flash-lite",
+        "requestType": "web_search",
+        "project": "proj-a",
+        "userAgent": "antigravity",
+        "request": request,
+    }  # no requestId: CPA leaves it out
+    url = fake.endpoint + "/v1internal:generateContent"
+    r = client.post(url, json=body, headers=bearer(fake))
+    assert r.status_code == 200, r.text
+    candidate = r.json()["response"]["candidates"][0]
+    grounding = candidate["groundingMetadata"]
+    assert grounding["webSearchQueries"] == ["weather in Paris"]
+    assert grounding["groundingChunks"][0]["web"]["uri"].startswith("https://")
+    assert grounding["groundingSupports"][0]["groundingChunkIndices"] == [0]
+    fake.script([Reply.search("Sunny.", [("https://example.org/r", "example.org")])])
+    candidate = client.post(url, json=body, headers=bearer(fake)).json()["response"]["candidates"][0]
+    assert candidate["content"]["parts"] == [{"text": "Sunny."}]
+    assert candidate["groundingMetadata"]["groundingChunks"] == [
+        {"web": {"uri": "https://example.org/r", "title": "example.org"}}
+    ]
+    # Search and functions in one request: 400.
+    mixed = dict(request, tools=[*request["tools"], {"functionDeclarations": [{"name": "f"}]}])
+    r = client.post(url, json={**body, "request": mixed}, headers=bearer(fake))
+    assert r.status_code == 400
+
+
+def test_image_generation(fake: FakeGoogle, client: httpx.Client) -> None:
+    body = envelope({"contents": [user("a red square")]}, model="gemini-3.1-flash-image")
+    body["requestType"] = "image_gen"
+    body["requestId"] = "image_gen/1764000000000/0f0e0d0c-0b0a-4909-8807-060504030201/12"
+    r = client.post(fake.endpoint + "/v1internal:generateContent", json=body, headers=bearer(fake))
+    assert r.status_code == 200
+    (part,) = r.json()["response"]["candidates"][0]["content"]["parts"]
+    assert part["inlineData"]["mimeType"] == "image/png"
+    assert base64.b64decode(part["inlineData"]["data"]).startswith(b"\x89PNG")
+
+
+def test_count_tokens_without_model(fake: FakeGoogle, client: httpx.Client) -> None:
+    request = {"contents": [user("count me")]}
+    r = post(client, fake, "countTokens", {"request": request})
+    assert r.status_code == 200 and r.json() == {"totalTokens": count_tokens(request)}
+    r = post(client, fake, "countTokens", {"request": {"model": "claude-sonnet-4-5", **request}})
+    assert r.status_code == 404  # a retired id
+
+
+def test_deprecated_id_requestable_or_not(fake: FakeGoogle, client: httpx.Client) -> None:
+    request = {"contents": [user("x")]}
+    assert generate(client, fake, request, model="gemini-3.1-pro-high").status_code == 200
+    fake.deprecated_status = 400
+    assert generate(client, fake, request, model="gemini-3.1-pro-high").status_code == 400
+    assert generate(client, fake, request, model="gemini-pro-agent").status_code == 200
+
+
+def test_envelope_rules(fake: FakeGoogle, client: httpx.Client) -> None:
+    url = fake.endpoint + "/v1internal:generateContent"
+    body = envelope({"contents": [user("x")]})
+    r = client.post(url, json={**body, "surprise": 1}, headers=bearer(fake))
+    assert r.status_code == 400 and 'Unknown name "surprise"' in error_message(r)
+    snake = {k: v for k, v in body.items() if k not in ("userAgent", "requestType")}
+    snake |= {"user_agent": "antigravity", "request_type": "agent"}
+    assert client.post(url, json=snake, headers=bearer(fake)).status_code == 200
+
+
+def test_esf_headers_and_sse_errors(fake: FakeGoogle, client: httpx.Client) -> None:
+    r = generate(client, fake, {"contents": [user("x")]})
+    assert r.headers["server"] == "ESF"
+    assert r.headers["x-cloudaicompanion-trace-id"] == r.json()["traceId"]
+    r = post(client, fake, "loadCodeAssist", {})
+    assert r.headers["server"] == "ESF" and r.headers["x-cloudaicompanion-trace-id"]
+    stream_url = fake.endpoint + "/v1internal:streamGenerateContent?alt=sse"
+    # Errors of stream calls: JSON bodies labelled text/event-stream.
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}, model="nope"), headers=bearer(fake))
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.json() == ERROR_BODIES["NOT_FOUND"] and r.headers["server"] == "ESF"
+    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED")])
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}), headers=bearer(fake))
+    assert r.status_code == 429 and r.headers["content-type"].startswith("text/event-stream")
+    fake.fail_next("MODEL_CAPACITY_EXHAUSTED")
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}), headers=bearer(fake))
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/event-stream")
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}), headers=bearer(fake))
+    assert r.status_code == 200 and r.headers["x-cloudaicompanion-trace-id"]
+    assert sse_events(r.text)[0]["traceId"] == r.headers["x-cloudaicompanion-trace-id"]
