@@ -19,26 +19,67 @@ also pass against Google):
 
 Hosts and routes
     ``POST {endpoint}/v1internal:{method}`` for ``generateContent``,
-    ``streamGenerateContent?alt=sse``, ``countTokens``, ``loadCodeAssist`` and
-    ``fetchAvailableModels``; ``POST {base}/token`` (OAuth token endpoint, both
-    grants, form-encoded); ``GET {base}/o/oauth2/v2/auth`` (consent page, answers
-    a 302 to the loopback redirect); ``GET {base}/oauth2/v2/userinfo``; the public
-    Gemini API ``POST {base}/v1beta/models/{model}:generateContent`` /
+    ``streamGenerateContent?alt=sse``, ``countTokens``, ``loadCodeAssist``,
+    ``onboardUser``, ``fetchAvailableModels``, ``retrieveUserQuotaSummary`` and
+    ``retrieveUserQuota``; ``GET {endpoint}/v1internal/operations/<id>`` (onboarding
+    operations); ``POST {base}/token`` (OAuth token endpoint, both grants,
+    form-encoded); ``GET {base}/o/oauth2/v2/auth`` (consent page, answers a 302 to
+    the loopback redirect); ``GET {base}/oauth2/v2/userinfo``; the public Gemini API
+    ``POST {base}/v1beta/models/{model}:generateContent`` /
     ``:streamGenerateContent?alt=sse`` / ``:countTokens`` (no envelope, any API key).
+    Every v1internal answer carries ``server: ESF`` and ``x-cloudaicompanion-trace-id``
+    (the same id as the body's ``traceId``); error answers of stream calls are JSON
+    labelled ``text/event-stream`` (UPSTREAM.md §8.3).
 
-Authentication
+Authentication and account state
     Every v1internal method needs ``Authorization: Bearer <access token>`` issued
     by the token endpoint and not expired/revoked, else 401 UNAUTHENTICATED
-    ("Request had invalid authentication credentials..."). ``acct.forbidden``
-    makes an account answer 403 to everything (``"VALIDATION_REQUIRED"``: the
-    message and an ErrorInfo ``metadata.validation_url`` carry the URL;
-    ``"TOS"``: plain "The caller does not have permission").
+    ("Request had invalid authentication credentials..."). An ``x-goog-user-project``
+    header answers 403 SERVICE_DISABLED (§9.6d). ``acct.forbidden`` makes an account
+    answer every call with a §9 error (a kind of :data:`ERROR_BODIES`, e.g.
+    ``"VALIDATION_REQUIRED"`` with the account's ``validation_url``, or
+    ``"TOS_VIOLATION"``; ``"TOS"``, the old knob, is the plain 403 "The caller does not
+    have permission"; other text: a 403 with that message).
+
+Client versions (UPSTREAM.md §2.2; knobs ``version_gate``, ``min_supported_version``,
+``gated_min_version``, ``gated_models``)
+    The User-Agent's version (``antigravity/hub/X.Y.Z``, ``antigravity/cli/X.Y.Z``,
+    legacy ``antigravity/X.Y.Z``; anything else counts as too old) must reach
+    :data:`MIN_SUPPORTED_VERSIONS` for its family, else generate/stream/countTokens
+    answer 503 "This version of Antigravity is no longer supported. Please upgrade to
+    receive the latest features."; the suffixed 3.6/3.7 Flash ids
+    (:data:`GATED_MODELS`) answer 404 to clients under 2.9.0. Account methods are not
+    gated. ``FakeGoogle(version_gate=False)`` turns all of it off.
+
+Catalog and quota (UPSTREAM.md §4)
+    Accounts get the 28-entry catalog of 2026-08-22 (:data:`DEFAULT_MODELS`; the
+    late-2025 one is :data:`LEGACY_MODELS`) and fetchAvailableModels answers it with
+    the top-level keys of :data:`CATALOG_META`. Quota lives in four buckets per
+    account (``gemini-5h``, ``gemini-weekly``, ``3p-5h``, ``3p-weekly``; Claude and
+    GPT-OSS are ``3p``); a model's ``quotaInfo`` is its group's 5-hour bucket,
+    internal and tab models show ``{"remainingFraction": 1}``. A group whose 5-hour or
+    weekly bucket is at 0 answers 429 QUOTA_EXHAUSTED on every model of the group
+    (weekly: "Individual quota reached ... Resets in ..."), unless the envelope has
+    ``enabledCreditTypes: ["GOOGLE_ONE_AI"]`` and the account has usable credits
+    (else INSUFFICIENT_G1_CREDITS_BALANCE). A bucket whose reset time passed is full.
+
+Onboarding (UPSTREAM.md §3.3-3.4)
+    ``add_account(..., fresh=True)``: loadCodeAssist shows no project; onboardUser
+    needs ``tierId``/``tier_id`` (``free-tier``, or ``standard-tier`` with the user's
+    ``cloudaicompanionProject``) and ``metadata`` (else the bare 400), answers
+    ``{"name": "operations/<id>", "done": false}`` ``onboard_pending`` times (re-POST
+    or GET the operation), then ``done: true`` with
+    ``response.cloudaicompanionProject.id``; the project is the account's from then.
 
 Envelope (generate / stream)
-    ``{"project", "model", "requestId", "userAgent", "requestType", "request"}``;
+    ``{"project", "model", "requestId"?, "userAgent", "requestType", "request",
+    "enabledCreditTypes"?}`` (snake_case names too; other keys: 400 unknown name);
     the project must be the account's (another fake account's project: 403,
-    unknown: 404), the model must be in the account's model table (else 404
-    "Requested entity was not found."), ``request.contents`` must be non-empty.
+    any other project — also before onboarding —: 403 SUBSCRIPTION_REQUIRED, none:
+    400), the model must be in the account's catalog (else 404 "Requested entity was
+    not found."), ``request.contents`` must be non-empty. A ``googleSearch`` tool
+    gives a grounded answer (``groundingMetadata``, :meth:`Reply.search`); the image
+    model answers an ``inlineData`` PNG.
 
 Request validation (both families), answered with Google's 400 messages
     * proto (snake_case) and JSON (lowerCamelCase) field names are both accepted:
@@ -60,7 +101,15 @@ Request validation (both families), answered with Google's 400 messages
       (:data:`SCHEMA_KEYS`), checked recursively through ``properties``,
       ``items`` and ``anyOf``; ``type`` must be one string;
     * tool names must match ``^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$``;
-    * every ``functionCall`` and ``functionResponse`` needs a ``name``.
+    * every ``functionCall`` and ``functionResponse`` needs a ``name``;
+    * ``maxOutputTokens`` at most the catalog's ``maxOutputTokens`` of the model;
+    * ``thinkingConfig`` has ``thinkingBudget`` or ``thinkingLevel`` (any letter case),
+      not both (§7.1);
+    * no ``googleSearch`` next to ``functionDeclarations`` (§5.4);
+    * Claude (§6.3, Anthropic JSON in the message): every declaration needs
+      ``parameters`` (``parametersJsonSchema`` or none: "tools.N.custom.input_schema:
+      Field required"), without the keys of :data:`CLAUDE_REJECTED_SCHEMA_KEYS` ("JSON
+      schema is invalid..."); in VALIDATED mode an empty schema is the bare 400.
 
 Thinking, signatures and tool calls (``fake.check_signatures``, default True)
     The fake issues signatures itself (opaque base64 strings it remembers, tied
@@ -134,18 +183,20 @@ Errors
     ``cloudcode-pa.googleapis.com``, ``metadata.quotaResetDelay`` as a Go
     duration, ``metadata.quotaResetTimeStamp`` RFC3339, ``metadata.model``)
     and/or ``google.rpc.RetryInfo`` (``retryDelay``), maybe a ``Retry-After``
-    header. A model whose quota fraction is 0 with a reset time in the future
-    answers 429 QUOTA_EXHAUSTED by itself (per account AND model).
+    header (``Reply.error``). An empty quota bucket answers 429 QUOTA_EXHAUSTED by
+    itself, for the whole group of models of that account (see Catalog and quota).
 
-The tier of an account (``loadCodeAssist``), exactly:
+The tier of an account (``loadCodeAssist``, the live shape of UPSTREAM.md §3.3):
     * ``paidTier.id``: ``"g1-pro-tier"`` (name "Google AI Pro") for PRO,
       ``"g1-ultra-tier"`` (name "Google AI Ultra") for ULTRA; **no paidTier key at
-      all for FREE**;
-    * ``currentTier.id`` is ``"standard-tier"`` for every tier (as Google shows
-      for Antigravity accounts), so it does not tell the tiers apart;
-    * ``allowedTiers`` lists ``standard-tier`` with ``isDefault: true``.
-    So: ``paidTier.id`` if present (``g1-pro-tier`` -> PRO, ``g1-ultra-tier`` ->
-    ULTRA), otherwise FREE.
+      all for FREE**; ``paidTier.availableCredits`` when the account has credits;
+    * ``currentTier.id`` is ``"free-tier"`` for every tier, so it does not tell the
+      tiers apart; ``allowedTiers`` lists ``free-tier`` (``isDefault: true``) and
+      ``standard-tier``;
+    * ``metadata`` enums (ideType, platform, pluginType) are checked: names or numbers.
+
+Errors of UPSTREAM.md §9 on demand: ``fake.fail_next(kind, n, email=, model=)``, with
+the bodies of :func:`error_body` / :data:`ERROR_BODIES`.
 
 Knobs and records are attributes of :class:`FakeGoogle` and :class:`Account`;
 :meth:`FakeGoogle.reset` puts every knob back and clears records and scripts
@@ -178,15 +229,27 @@ import uvicorn
 
 __all__ = [
     "ANTIGRAVITY_CLIENT_ID",
+    "BUCKETS",
+    "CATALOG_META",
     "DEFAULT_MODELS",
+    "ERROR_BODIES",
+    "ERROR_KINDS",
+    "ERROR_STATUS",
+    "GATED_MODELS",
+    "HUB_USER_AGENT",
+    "LEGACY_MODELS",
+    "MIN_SUPPORTED_VERSIONS",
     "SCHEMA_KEYS",
     "SKIP_SIGNATURE",
     "Account",
+    "Bucket",
     "Call",
     "FakeGoogle",
     "Reply",
     "SignatureInfo",
+    "client_version",
     "count_tokens",
+    "error_body",
     "signature_bytes",
     "go_duration",
     "model_family",
@@ -212,7 +275,7 @@ ERROR_DOMAIN = "cloudcode-pa.googleapis.com"
 #: Claude thinking needs a budget of at least this many tokens (UPSTREAM.md).
 MIN_THINKING_BUDGET = 1024
 #: Default time until a model's quota resets, for fresh accounts.
-DEFAULT_QUOTA_WINDOW = timedelta(hours=5)
+DEFAULT_QUOTA_WINDOW = timedelta(hours=5)  # the 5-hour bucket (BUCKET_WINDOWS)
 
 UNAUTHENTICATED_MESSAGE = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
@@ -1220,11 +1283,19 @@ class Account:
         return None
 
 
-def _build_models(models: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+def _build_models(
+    models: dict[str, dict[str, Any]] | None, catalog: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The table of an account: entries of ``catalog`` (the fake's default one) first, then
+    of :data:`DEFAULT_MODELS`, then of :data:`LEGACY_MODELS`, updated with ``models``."""
     table: dict[str, dict[str, Any]] = {}
     source = DEFAULT_MODELS if models is None else models
     for model_id, given in source.items():
-        known = DEFAULT_MODELS.get(model_id) or LEGACY_MODELS.get(model_id)
+        known = (
+            (catalog or {}).get(model_id)
+            or DEFAULT_MODELS.get(model_id)
+            or LEGACY_MODELS.get(model_id)
+        )
         if known is not None:
             base = dict(known)
         else:
@@ -1894,7 +1965,11 @@ class FakeGoogle:
     Knobs put back by :meth:`reset`: ``token_delay``, ``token_fail_status``,
     ``consent_account``, ``consent_deny``, ``check_signatures``, ``outage`` (an
     HTTP status every v1internal call answers, before authentication — a dead
-    host). ``client_id`` and ``client_secret`` are constructor arguments (kept).
+    host), ``version_gate``, ``min_supported_version``, ``gated_min_version``,
+    ``gated_models``, ``onboard_pending``, ``deprecated_status``, queued
+    ``fail_next`` errors. ``client_id``, ``client_secret``, ``tls_cert``,
+    ``version_gate`` (its reset value) and ``default_models`` are constructor
+    arguments (kept).
     Records: ``calls``, ``token_calls``, ``streams_cancelled``,
     ``streams_open``, ``last_auth_params``, ``signatures`` (issued).
     """
@@ -2085,7 +2160,7 @@ class FakeGoogle:
             refresh_token=refresh_token or f"1//rt-{local}",
             project="" if fresh else project,
             tier=tier,
-            models=_build_models(source),
+            models=_build_models(source, self.default_models),
             expires_in=expires_in,
             onboard_project=project,
             credits=credits,
