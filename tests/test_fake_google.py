@@ -15,15 +15,22 @@ import pytest
 
 from tests.fakes.google import (
     ANTIGRAVITY_CLIENT_ID,
+    DEFAULT_MODELS,
+    ERROR_BODIES,
+    ERROR_STATUS,
+    HUB_USER_AGENT,
+    LEGACY_MODELS,
     SKIP_SIGNATURE,
     FakeGoogle,
     Reply,
+    client_version,
     count_tokens,
+    error_body,
     go_duration,
 )
 
 GEMINI = "gemini-3-flash"
-CLAUDE = "claude-sonnet-4-5-thinking"
+CLAUDE = "claude-sonnet-4-6"
 THINKING = {
     "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 2048},
     "maxOutputTokens": 8192,
@@ -51,6 +58,7 @@ def fake(server: FakeGoogle) -> Iterator[FakeGoogle]:
     for account in server.accounts.values():
         account.forbidden = None
         account.revoked = False
+        account.reset_quota()
     yield server
     server.reset()
 
@@ -72,8 +80,10 @@ def refresh(client: httpx.Client, fake: FakeGoogle, token: str, **extra: str) ->
     return client.post(fake.token_url, data=form)
 
 
-def bearer(fake: FakeGoogle, email: str = "a@example.com") -> dict[str, str]:
-    return {"authorization": "Bearer " + fake.issue_token(email)}
+def bearer(
+    fake: FakeGoogle, email: str = "a@example.com", ua: str = HUB_USER_AGENT
+) -> dict[str, str]:
+    return {"authorization": "Bearer " + fake.issue_token(email), "user-agent": ua}
 
 
 def envelope(
@@ -269,34 +279,210 @@ def test_load_code_assist_tier(
     assert r.status_code == 200
     body = r.json()
     assert body["cloudaicompanionProject"] == fake.accounts[email].project
-    assert body["currentTier"]["id"] == "standard-tier"
+    # The live shape (UPSTREAM.md §3.3): currentTier is free-tier even for paying accounts.
+    assert body["currentTier"]["id"] == "free-tier"
+    assert [(t["id"], t.get("isDefault")) for t in body["allowedTiers"]] == [
+        ("free-tier", True),
+        ("standard-tier", None),
+    ]
     assert body.get("paidTier", {}).get("id") == paid
+    assert "availableCredits" not in body.get("paidTier", {})
 
 
-def test_fetch_available_models_and_quota(fake: FakeGoogle, client: httpx.Client) -> None:
-    acct = fake.accounts["a@example.com"]
-    acct.set_quota("claude-opus-4-5-thinking", 0.25, reset_time="2030-01-01T00:00:00Z")
-    url = fake.endpoint + "/v1internal:fetchAvailableModels"
-    r = client.post(url, json={"project": "proj-a"}, headers=bearer(fake))
-    assert r.status_code == 200
-    models = r.json()["models"]
-    assert {GEMINI, "gemini-2.5-pro", CLAUDE, "chat_20706"} <= set(models)
-    assert models["chat_20706"]["isInternal"] is True
-    assert "quotaInfo" not in models["gemini-2.5-pro"]
-    assert models["claude-opus-4-5-thinking"]["quotaInfo"] == {
-        "remainingFraction": 0.25,
-        "resetTime": "2030-01-01T00:00:00Z",
+def test_load_code_assist_metadata_enums(fake: FakeGoogle, client: httpx.Client) -> None:
+    url = fake.endpoint + "/v1internal:loadCodeAssist"
+    for metadata in (
+        {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"},
+        {"ide_type": "IDE_UNSPECIFIED"},
+        {"ideType": 9, "platform": 2, "pluginType": 2},
+    ):
+        r = client.post(url, json={"metadata": metadata}, headers=bearer(fake))
+        assert r.status_code == 200, (metadata, r.text)
+    r = client.post(url, json={"metadata": {"platform": "DARWIN"}}, headers=bearer(fake))
+    text = (
+        "Invalid value at 'metadata.platform' (type.googleapis.com/google.internal.cloud.code."
+        'v1internal.ClientMetadata.Platform), "DARWIN"'
+    )
+    assert r.status_code == 400
+    assert r.json() == {
+        "error": {
+            "code": 400,
+            "message": text,
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"field": "metadata.platform", "description": text}],
+                }
+            ],
+        }
     }
-    assert {
-        "displayName",
-        "maxTokens",
-        "maxOutputTokens",
-        "supportsThinking",
-        "supportsImages",
-    } <= set(models[GEMINI])
-    assert r.json()["deprecatedModelIds"] == {}
-    wrong = client.post(url, json={"project": "proj-b"}, headers=bearer(fake))
-    assert wrong.status_code == 403
+    r = client.post(url, json={"metadata": {"ide_type": "CLOUD_CODE"}}, headers=bearer(fake))
+    assert r.status_code == 400
+    assert error_message(r).startswith("Invalid value at 'metadata.ide_type'")
+    assert "ClientMetadata.IdeType), \"CLOUD_CODE\"" in error_message(r)
+
+
+def test_load_code_assist_credits(fake: FakeGoogle, client: httpx.Client) -> None:
+    fake.add_account("credits@example.com", tier="ULTRA", credits=25000)
+    r = client.post(
+        fake.endpoint + "/v1internal:loadCodeAssist",
+        json={"metadata": {"ideType": "ANTIGRAVITY"}},
+        headers=bearer(fake, "credits@example.com"),
+    )
+    assert r.json()["paidTier"]["availableCredits"] == [
+        {"creditType": "GOOGLE_ONE_AI", "creditAmount": "25000", "minimumCreditAmountForUsage": "50"}
+    ]
+
+
+def post(
+    client: httpx.Client, fake: FakeGoogle, method: str, body: Any, email: str = "a@example.com"
+) -> httpx.Response:
+    return client.post(f"{fake.endpoint}/v1internal:{method}", json=body, headers=bearer(fake, email))
+
+
+def test_fetch_available_models_catalog(fake: FakeGoogle, client: httpx.Client) -> None:
+    r = post(client, fake, "fetchAvailableModels", {"project": "proj-a"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body == post(client, fake, "fetchAvailableModels", {}).json()  # both bodies work
+    models = body["models"]
+    assert len(models) == 28 and set(models) == set(DEFAULT_MODELS)
+    assert models["gemini-3.7-flash-medium"] | {"quotaInfo": None} == {
+        "displayName": "Gemini 3.7 Flash (Medium)",
+        "supportsImages": True,
+        "supportsThinking": True,
+        "thinkingBudget": 4000,
+        "minThinkingBudget": 32,
+        "recommended": True,
+        "maxTokens": 1048576,
+        "maxOutputTokens": 65536,
+        "quotaInfo": None,
+        "model": "MODEL_PLACEHOLDER_M299",
+        "apiProvider": "API_PROVIDER_GOOGLE_GEMINI",
+        "modelProvider": "MODEL_PROVIDER_GOOGLE",
+        "supportsVideo": True,
+        "tagTitle": "Fast",
+        "tagDescription": "Limited time",
+    }
+    # Display-name traps and booleans only when true.
+    assert models["gemini-3-flash-agent"]["displayName"] == "Gemini 3.5 Flash (High)"
+    assert models["gemini-2.5-flash"]["displayName"] == "Gemini 3.1 Flash Lite"
+    assert "supportsThinking" not in models["gemini-2.5-flash"]
+    assert "displayName" not in models["gemini-3.7-flash-tiered"]
+    assert models["claude-sonnet-4-6"]["displayName"] == "Claude Sonnet 4.6 (Thinking)"
+    assert models["claude-opus-4-6-thinking"]["apiProvider"] == "API_PROVIDER_ANTHROPIC_VERTEX"
+    assert models["claude-opus-4-6-thinking"]["modelProvider"] == "MODEL_PROVIDER_ANTHROPIC"
+    assert models["gpt-oss-120b-medium"]["apiProvider"] == "API_PROVIDER_OPENAI_VERTEX"
+    assert models["gpt-oss-120b-medium"]["maxOutputTokens"] == 32768
+    assert models["chat_20706"]["isInternal"] is True
+    assert models["chat_20706"]["apiProvider"] == "API_PROVIDER_INTERNAL"
+    assert "isInternal" not in models["tab_flash_lite_preview"]
+    assert models["gemini-pro-agent"]["thinkingBudget"] == 10001
+    assert models["gemini-pro-agent"]["minThinkingBudget"] == 128
+    assert all(v is not False for m in models.values() for v in m.values())
+    # Top-level keys of the 2026-08-22 answer.
+    assert body["defaultAgentModelId"] == "gemini-3.7-flash-high"
+    assert body["agentModelSorts"][0]["groups"][0]["modelIds"][0] == "gemini-3.7-flash-high"
+    assert body["commandModelIds"] == ["gemini-3-flash"]
+    assert body["tabModelIds"] == ["chat_20706", "chat_23310"]
+    assert body["imageGenerationModelIds"] == ["gemini-3.1-flash-image"]
+    assert body["webSearchModelIds"] == ["gemini-3.1-flash-lite"]
+    assert body["deprecatedModelIds"] == {
+        "gemini-3.1-pro-high": {
+            "newModelId": "gemini-pro-agent",
+            "oldModelEnum": "MODEL_PLACEHOLDER_M37",
+            "newModelEnum": "MODEL_PLACEHOLDER_M16",
+        }
+    }
+    assert body["tieredModelIds"]["flash"] == ["gemini-3.7-flash-tiered"]
+    assert all(isinstance(n, int) for n in body["experimentIds"])
+    # A project that is not the account's, or an unknown field, is refused.
+    assert post(client, fake, "fetchAvailableModels", {"project": "proj-b"}).status_code == 403
+    assert post(client, fake, "fetchAvailableModels", {"metadata": {}}).status_code == 400
+
+
+def test_quota_info_is_the_group_five_hour_bucket(fake: FakeGoogle, client: httpx.Client) -> None:
+    acct = fake.accounts["a@example.com"]
+    acct.set_bucket("gemini-5h", 0.9520131, "2030-01-01T14:57:17Z")
+    acct.set_bucket("3p-5h", 0.999976, "2030-01-01T15:29:22Z")
+    acct.set_bucket("gemini-weekly", 0.5, "2030-01-05T00:00:00Z")  # not shown per model
+    models = post(client, fake, "fetchAvailableModels", {}).json()["models"]
+    gemini = {"remainingFraction": 0.9520131, "resetTime": "2030-01-01T14:57:17Z"}
+    third = {"remainingFraction": 0.999976, "resetTime": "2030-01-01T15:29:22Z"}
+    for model_id, entry in models.items():
+        if model_id.startswith(("chat_", "tab_")):
+            assert entry["quotaInfo"] == {"remainingFraction": 1}, model_id
+        elif model_id.startswith(("claude", "gpt")):
+            assert entry["quotaInfo"] == third, model_id
+        else:
+            assert entry["quotaInfo"] == gemini, model_id
+    # set_quota (the old per-model knob) moves the whole group's 5-hour bucket.
+    acct.set_quota("claude-opus-4-6-thinking", 0.25)
+    models = post(client, fake, "fetchAvailableModels", {}).json()["models"]
+    assert models["gpt-oss-120b-medium"]["quotaInfo"]["remainingFraction"] == 0.25
+    per_model = post(client, fake, "retrieveUserQuota", {"project": "proj-a"}).json()
+    buckets = {b["modelId"]: b for b in per_model["buckets"]}
+    assert set(buckets) == set(DEFAULT_MODELS)
+    assert buckets["chat_20706"] == {
+        "tokenType": "REQUESTS",
+        "modelId": "chat_20706",
+        "remainingFraction": 1,
+    }
+    assert buckets["gemini-3-flash"] == {
+        "resetTime": "2030-01-01T14:57:17Z",
+        "tokenType": "REQUESTS",
+        "modelId": "gemini-3-flash",
+        "remainingFraction": 0.9520131,
+    }
+    assert buckets["claude-sonnet-4-6"]["remainingFraction"] == 0.25
+
+
+def test_quota_summary_shape(fake: FakeGoogle, client: httpx.Client) -> None:
+    acct = fake.accounts["c@example.com"]
+    acct.set_bucket("gemini-5h", 0.95, time.time() + 4 * 3600 + 23 * 60 + 30)
+    acct.set_bucket("3p-weekly", 0.5, time.time() + 6 * 86400 + 23 * 3600 + 90)
+    r = post(client, fake, "retrieveUserQuotaSummary", {}, email="c@example.com")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["description"].startswith("Within each group, models share a weekly limit")
+    gemini, third = body["groups"]
+    assert gemini["displayName"] == "Gemini Models"
+    assert gemini["description"] == "Models within this group: Gemini Flash, Gemini Pro"
+    assert third["displayName"] == "Claude and GPT models"
+    assert [(b["bucketId"], b["window"], b["displayName"]) for b in gemini["buckets"]] == [
+        ("gemini-weekly", "weekly", "Weekly Limit"),
+        ("gemini-5h", "5h", "Five Hour Limit"),
+    ]
+    assert [b["bucketId"] for b in third["buckets"]] == ["3p-weekly", "3p-5h"]
+    weekly, five = gemini["buckets"]
+    assert weekly["remainingFraction"] == 1 and "description" not in weekly  # untouched
+    assert weekly["resetTime"].endswith("Z")
+    assert five["remainingFraction"] == 0.95
+    assert five["description"] == (
+        "You have used some of your 5-hour limit, it will fully refresh in 4 hours, 23 minutes."
+    )
+    assert third["buckets"][0]["description"] == (
+        "You have used some of your weekly limit, it will fully refresh in 6 days, 23 hours."
+    )
+    same = post(client, fake, "retrieveUserQuotaSummary", {"project": "proj-c"}, "c@example.com")
+    assert same.json()["groups"][0]["buckets"][1]["remainingFraction"] == 0.95
+    text = 'Invalid JSON payload received. Unknown name "metadata": Cannot find field.'
+    bad = post(client, fake, "retrieveUserQuotaSummary", {"metadata": {}}, "c@example.com")
+    assert bad.status_code == 400
+    assert bad.json() == {
+        "error": {
+            "code": 400,
+            "message": text,
+            "status": "INVALID_ARGUMENT",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"description": text}],
+                }
+            ],
+        }
+    }
 
 
 def test_forbidden_accounts(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -305,12 +491,16 @@ def test_forbidden_accounts(fake: FakeGoogle, client: httpx.Client) -> None:
     r = generate(client, fake, {"contents": [user("hi")]}, email="b@example.com")
     assert r.status_code == 403
     error = r.json()["error"]
-    assert "VALIDATION_REQUIRED" in error["message"] and acct.validation_url in error["message"]
-    assert error["details"][0]["metadata"]["validation_url"] == acct.validation_url
-    acct.forbidden = "TOS"
-    r = client.post(
-        fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=bearer(fake, "b@example.com")
-    )
+    assert error["message"] == "Verify your account to continue."
+    info, help_links = error["details"]
+    assert info["reason"] == "VALIDATION_REQUIRED"
+    assert info["metadata"]["validation_url"] == acct.validation_url
+    assert help_links["links"][0] == {"description": "Verify your account", "url": acct.validation_url}
+    acct.forbidden = "TOS_VIOLATION"
+    r = post(client, fake, "loadCodeAssist", {}, email="b@example.com")
+    assert r.status_code == 403 and r.json() == ERROR_BODIES["TOS_VIOLATION"]
+    acct.forbidden = "TOS"  # the old knob: a bare permission denial
+    r = post(client, fake, "loadCodeAssist", {}, email="b@example.com")
     assert r.status_code == 403
     assert r.json()["error"] == {
         "code": 403,
@@ -449,22 +639,66 @@ def test_error_reply_429_details(fake: FakeGoogle, client: httpx.Client) -> None
     assert go_duration(0.5) == "500ms" and go_duration(42) == "42s"
 
 
-def test_exhausted_quota_answers_429_by_itself(fake: FakeGoogle, client: httpx.Client) -> None:
+def test_exhausted_five_hour_bucket_blocks_its_group_only(
+    fake: FakeGoogle, client: httpx.Client
+) -> None:
     acct = fake.accounts["a@example.com"]
-    acct.set_quota("gemini-3-pro-high", 0.0, reset_time=time.time() + 90)
-    try:
-        r = generate(client, fake, {"contents": [user("x")]}, model="gemini-3-pro-high")
-        assert r.status_code == 429
-        info = r.json()["error"]["details"][0]
-        assert info["reason"] == "QUOTA_EXHAUSTED" and info["metadata"]["quotaResetDelay"] in (
-            "1m30s",
-            "1m29s",
+    acct.set_bucket("3p-5h", 0.0, reset_time=time.time() + 90)
+    request = {"contents": [user("x")]}
+    for model in ("claude-opus-4-6-thinking", CLAUDE, "gpt-oss-120b-medium"):
+        r = generate(client, fake, request, model=model)
+        assert r.status_code == 429, model
+        error = r.json()["error"]
+        assert error["status"] == "RESOURCE_EXHAUSTED"
+        assert error["message"] in (
+            "You have exhausted your capacity on this model. Your quota will reset after 1m29s.",
+            "You have exhausted your capacity on this model. Your quota will reset after 1m30s.",
         )
-        assert (
-            generate(client, fake, {"contents": [user("x")]}).status_code == 200
-        )  # other model fine
+        info, retry = error["details"]
+        assert info["reason"] == "QUOTA_EXHAUSTED" and info["domain"] == "cloudcode-pa.googleapis.com"
+        assert info["metadata"]["model"] == model and info["metadata"]["uiMessage"] == "true"
+        assert info["metadata"]["quotaResetDelay"].startswith("1m")
+        assert info["metadata"]["quotaResetTimeStamp"].endswith("Z")
+        assert retry["@type"] == "type.googleapis.com/google.rpc.RetryInfo"
+        assert 85 < float(retry["retryDelay"].rstrip("s")) <= 90
+    # The other group still works.
+    assert generate(client, fake, request, model="gemini-3.1-pro-low").status_code == 200
+    # A bucket whose reset time passed is full again.
+    acct.set_bucket("3p-5h", 0.0, reset_time=time.time() - 1)
+    assert generate(client, fake, request, model=CLAUDE).status_code == 200
+
+
+def test_exhausted_weekly_bucket_wins_over_a_full_five_hour_one(
+    fake: FakeGoogle, client: httpx.Client
+) -> None:
+    acct = fake.accounts["a@example.com"]
+    acct.set_bucket("gemini-weekly", 0.0, reset_time=time.time() + 71 * 3600 + 15 * 60 + 27.5)
+    r = generate(client, fake, {"contents": [user("x")]}, model="gemini-3.1-pro-low")
+    assert r.status_code == 429
+    error = r.json()["error"]
+    assert error["message"] in {
+        f"Individual quota reached. Contact your administrator to enable overages. Resets in {d}."
+        for d in ("71h15m27s", "71h15m26s")
+    }
+    assert error["details"][0]["metadata"]["quotaResetDelay"].startswith("71h15m2")
+    assert acct.bucket("gemini-5h").fraction == 1  # the 5-hour bucket is full, yet blocked
+    assert generate(client, fake, {"contents": [user("x")]}, model=CLAUDE).status_code == 200
+    # Google One AI credits pay for calls when quota is gone (UPSTREAM.md §4.4).
+    body = envelope({"contents": [user("x")]}, model="gemini-3.1-pro-low")
+    body["enabledCreditTypes"] = ["GOOGLE_ONE_AI"]
+    url = fake.endpoint + "/v1internal:generateContent"
+    r = client.post(url, json=body, headers=bearer(fake))
+    assert r.status_code == 429
+    assert r.json()["error"]["details"][0]["reason"] == "INSUFFICIENT_G1_CREDITS_BALANCE"
+    acct.credits = 25000
+    try:
+        r = client.post(url, json=body, headers=bearer(fake))
+        assert r.status_code == 200 and fake.calls[-1].credits is True
+        body["enabledCreditTypes"] = ["PIXIE_DUST"]
+        r = client.post(url, json=body, headers=bearer(fake))
+        assert r.status_code == 400 and "enabled_credit_types[0]" in error_message(r)
     finally:
-        acct.set_quota("gemini-3-pro-high", 1.0)
+        acct.credits = None
 
 
 def test_drop_after_aborts_the_stream(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -970,3 +1204,410 @@ def test_public_count_tokens(fake: FakeGoogle, client: httpx.Client) -> None:
         headers={"x-goog-api-key": "k"},
     )
     assert r.json() == {"totalTokens": count_tokens(request)}
+
+
+# ------------------------------------------------------------------ late-2026: version gates
+
+
+@pytest.mark.parametrize(
+    ("ua", "status"),
+    [
+        ("antigravity/1.15.8 linux/amd64", 503),  # what the daemon sent in 2025
+        ("antigravity/1.21.9 darwin/arm64", 503),
+        ("antigravity/cli/1.0.13 (aidev_client; os_type=darwin; arch=arm64)", 503),
+        ("python-httpx/0.28", 503),
+        ("antigravity/1.107.0 darwin/arm64", 200),
+        ("antigravity/cli/1.1.18 linux/amd64", 200),
+        ("antigravity/hub/2.9.1 darwin/arm64", 200),
+        ("antigravity/hub/2.9.1 darwin/arm64 google-api-nodejs-client/10.3.0", 200),
+    ],
+)
+def test_unsupported_client_versions_get_503(
+    fake: FakeGoogle, client: httpx.Client, ua: str, status: int
+) -> None:
+    headers = bearer(fake, ua=ua)
+    for method in ("generateContent", "streamGenerateContent?alt=sse"):
+        r = client.post(
+            f"{fake.endpoint}/v1internal:{method}",
+            json=envelope({"contents": [user("hi")]}),
+            headers=headers,
+        )
+        assert r.status_code == status, (ua, method, r.text)
+        if status == 503:
+            assert r.json() == {
+                "error": {
+                    "code": 503,
+                    "message": "This version of Antigravity is no longer supported. Please upgrade "
+                    "to receive the latest features.",
+                    "status": "UNAVAILABLE",
+                }
+            }
+            assert r.json() == ERROR_BODIES["VERSION_UNSUPPORTED"]
+    count = client.post(
+        fake.endpoint + "/v1internal:countTokens",
+        json={"request": {"contents": [user("hi")]}},
+        headers=headers,
+    )
+    assert count.status_code == status
+    # Account methods are not gated (the probes of 2026-07 used a 1.15.8 UA).
+    assert client.post(
+        fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=headers
+    ).status_code == 200
+
+
+def test_new_models_need_hub_2_9(fake: FakeGoogle, client: httpx.Client) -> None:
+    url = fake.endpoint + "/v1internal:generateContent"
+    body = envelope({"contents": [user("hi")]}, model="gemini-3.7-flash-high")
+    old = bearer(fake, ua="antigravity/hub/2.8.1 darwin/arm64")
+    r = client.post(url, json=body, headers=old)
+    assert r.status_code == 404 and r.json() == ERROR_BODIES["NOT_FOUND"]
+    assert client.post(url, json=body, headers=bearer(fake)).status_code == 200
+    # The tiered id and older models are not gated.
+    tiered = envelope({"contents": [user("hi")]}, model="gemini-3.7-flash-tiered")
+    assert client.post(url, json=tiered, headers=old).status_code == 200
+    # Knobs: which models, and the floor.
+    fake.gated_models = {"gemini-3.7-flash-tiered"}
+    assert client.post(url, json=tiered, headers=old).status_code == 404
+    fake.gated_min_version = "2.8.0"
+    assert client.post(url, json=tiered, headers=old).status_code == 200
+    fake.min_supported_version = "2.9.0"
+    assert client.post(url, json=tiered, headers=old).status_code == 503
+    fake.version_gate = False
+    legacy = bearer(fake, ua="antigravity/1.15.8 linux/amd64")
+    assert client.post(url, json=body, headers=legacy).status_code == 200
+    fake.reset()
+    assert fake.version_gate is True and fake.gated_min_version == "2.9.0"
+
+
+def test_constructor_flags_for_the_old_world(client: httpx.Client) -> None:
+    with FakeGoogle(version_gate=False, default_models=LEGACY_MODELS) as old:
+        old.add_account("old@example.com")
+        legacy = bearer(old, "old@example.com", ua="antigravity/1.15.8 linux/amd64")
+        body = envelope(
+            {"contents": [user("hi")]}, model="claude-sonnet-4-5-thinking", project="proj-old"
+        )
+        r = client.post(old.endpoint + "/v1internal:generateContent", json=body, headers=legacy)
+        assert r.status_code == 200, r.text
+        models = client.post(
+            old.endpoint + "/v1internal:fetchAvailableModels", json={}, headers=legacy
+        ).json()
+        assert set(models["models"]) == set(LEGACY_MODELS)
+        assert models["deprecatedModelIds"] == {} and "defaultAgentModelId" not in models
+        old.reset()
+        assert old.version_gate is False
+
+
+def test_client_version_parsing() -> None:
+    assert client_version("antigravity/hub/2.9.1 darwin/arm64") == ("hub", (2, 9, 1))
+    assert client_version("antigravity/cli/1.1.12 windows/amd64") == ("cli", (1, 1, 12))
+    assert client_version("antigravity/cli/1.0.13 (aidev_client; os_type=darwin)") == (
+        "cli",
+        (1, 0, 13),
+    )
+    assert client_version("antigravity/1.15.8 linux/amd64") == ("legacy", (1, 15, 8))
+    assert client_version("Antigravity/4.3.0 (Macintosh; Intel Mac OS X 10_15_7)") == (
+        "legacy",
+        (4, 3, 0),
+    )
+    assert client_version("GeminiCLI/1.0.0/gemini-2.5-pro (linux; x64)") is None
+
+
+# ------------------------------------------------------------------ late-2026: onboarding
+
+
+@pytest.mark.parametrize("polling", ["repost", "operation"])
+def test_fresh_account_onboarding(fake: FakeGoogle, client: httpx.Client, polling: str) -> None:
+    email = f"fresh-{polling}@example.com"
+    fake.add_account(email, project=f"proj-new-{polling}", tier="PRO", fresh=True)
+    load = post(client, fake, "loadCodeAssist", {"metadata": {"ideType": "ANTIGRAVITY"}}, email)
+    body = load.json()
+    assert load.status_code == 200 and "cloudaicompanionProject" not in body
+    assert body["currentTier"]["id"] == "free-tier" and body["paidTier"]["id"] == "g1-pro-tier"
+    # Inference without the managed project is refused.
+    r = generate(client, fake, {"contents": [user("hi")]}, email=email, project=f"proj-new-{polling}")
+    assert r.status_code == 403 and r.json() == ERROR_BODIES["SUBSCRIPTION_REQUIRED"]
+    r = generate(client, fake, {"contents": [user("hi")]}, email=email, project="")
+    assert r.status_code == 400
+    # Bad onboardUser bodies: the bare 400 of the live probe.
+    bare = {
+        "error": {
+            "code": 400,
+            "message": "Request contains an invalid argument.",
+            "status": "INVALID_ARGUMENT",
+        }
+    }
+    metadata = {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
+    for bad in ({}, {"metadata": metadata}, {"tierId": "legacy-standard-tier", "metadata": metadata},
+                {"tierId": "free-tier"}):
+        r = post(client, fake, "onboardUser", bad, email)
+        assert r.status_code == 400 and r.json() == bare, bad
+    r = post(client, fake, "onboardUser", {"tierId": "free-tier", "metadata": {"platform": "X"}}, email)
+    assert r.status_code == 400 and "metadata.platform" in error_message(r)
+    # First answer: a pending operation.
+    start = {"tier_id": "free-tier", "metadata": {"ide_type": "ANTIGRAVITY", "ide_version": "2.9.1"}}
+    first = post(client, fake, "onboardUser", start, email).json()
+    assert first["done"] is False and first["name"].startswith("operations/")
+    if polling == "repost":
+        done = post(client, fake, "onboardUser", start, email).json()
+    else:
+        done = client.get(f"{fake.endpoint}/v1internal/{first['name']}", headers=bearer(fake, email))
+        assert done.status_code == 200
+        done = done.json()
+    assert done["done"] is True and done["name"] == first["name"]
+    response = done["response"]
+    assert response["@type"].endswith("v1internal.OnboardUserResponse")
+    assert response["cloudaicompanionProject"]["id"] == f"proj-new-{polling}"
+    load = post(client, fake, "loadCodeAssist", {"metadata": {"ideType": "ANTIGRAVITY"}}, email)
+    assert load.json()["cloudaicompanionProject"] == f"proj-new-{polling}"
+    r = generate(client, fake, {"contents": [user("hi")]}, email=email)
+    assert r.status_code == 200
+    # Another account cannot read the operation; an unknown one is 404.
+    other = client.get(f"{fake.endpoint}/v1internal/{first['name']}", headers=bearer(fake))
+    assert other.status_code == 404
+
+
+def test_onboarding_done_at_once(fake: FakeGoogle, client: httpx.Client) -> None:
+    fake.onboard_pending = 0
+    fake.add_account("quick@example.com", fresh=True)
+    start = {"tierId": "free-tier", "metadata": {"ideType": "ANTIGRAVITY"}}
+    done = post(client, fake, "onboardUser", start, "quick@example.com").json()
+    assert done["done"] is True
+    assert done["response"]["cloudaicompanionProject"]["id"] == "proj-quick"
+    # An onboarded account answers done at once, like the live capture.
+    again = post(client, fake, "onboardUser", start, "a@example.com").json()
+    assert again == {
+        "done": True,
+        "response": {
+            "@type": "type.googleapis.com/google.internal.cloud.code.v1internal.OnboardUserResponse",
+            "cloudaicompanionProject": {"id": "proj-a", "name": "proj-a"},
+            "releaseChannel": {"type": "EXPERIMENTAL", "name": "Preview Channel"},
+        },
+    }
+    # standard-tier needs the user's own project.
+    standard = {"tierId": "standard-tier", "metadata": {"ideType": "ANTIGRAVITY"}}
+    assert post(client, fake, "onboardUser", standard, "a@example.com").status_code == 400
+
+
+# ------------------------------------------------------------------ late-2026: error knobs
+
+
+@pytest.mark.parametrize("kind", sorted(ERROR_BODIES))
+def test_fail_next_answers_the_captured_bodies(
+    fake: FakeGoogle, client: httpx.Client, kind: str
+) -> None:
+    model = "claude-opus-4-6-thinking"
+    fake.fail_next(kind, 2, email="a@example.com", model=model)
+    request = {"contents": [user("x")]}
+    assert generate(client, fake, request).status_code == 200  # another model: untouched
+    assert generate(client, fake, request, model=model, email="c@example.com").status_code == 200
+    status, expected = error_body(
+        kind, model=model, project="proj-a", validation_url=fake.accounts["a@example.com"].validation_url
+    )
+    for _ in range(2):
+        r = generate(client, fake, request, model=model)
+        assert r.status_code == status == ERROR_STATUS[kind]
+        got, want = r.json(), json.loads(json.dumps(expected))
+        if "quotaResetTimeStamp" in r.text:  # stamps are counted from now when injected
+            for body in (got, want):
+                body["error"]["details"][0]["metadata"].pop("quotaResetTimeStamp")
+        assert got == want
+    assert generate(client, fake, request, model=model).status_code == 200
+
+
+def test_error_bodies_are_the_captures() -> None:
+    assert ERROR_BODIES["TOS_VIOLATION"]["error"]["details"][0]["metadata"]["appeal_url"] == (
+        "https://forms.gle/hGzM9MEUv2azZsrb9"
+    )
+    assert ERROR_BODIES["RESOURCE_EXHAUSTED"] == {
+        "error": {
+            "code": 429,
+            "message": "Resource has been exhausted (e.g. check quota).",
+            "status": "RESOURCE_EXHAUSTED",
+        }
+    }
+    weekly = ERROR_BODIES["QUOTA_EXHAUSTED_WEEKLY"]["error"]
+    assert weekly["message"] == (
+        "Individual quota reached. Contact your administrator to enable overages. "
+        "Resets in 71h15m27s."
+    )
+    assert weekly["details"][0]["metadata"]["quotaResetDelay"] == "71h15m27.791609974s"
+    assert weekly["details"][1] == {
+        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+        "retryDelay": "256527.791609974s",
+    }
+    rate = ERROR_BODIES["RATE_LIMIT_EXCEEDED"]["error"]
+    assert rate["details"][0]["reason"] == "RATE_LIMIT_EXCEEDED"
+    assert rate["message"].endswith("Your quota will reset after 0s.")
+    assert ERROR_BODIES["MODEL_CAPACITY_EXHAUSTED"]["error"]["message"] == (
+        "No capacity available for model gemini-3.1-flash-image on the server"
+    )
+    assert ERROR_STATUS["MODEL_CAPACITY_EXHAUSTED"] == 503
+    assert ERROR_STATUS["MODEL_CAPACITY_EXHAUSTED_429"] == 429
+    old = ERROR_BODIES["VALIDATION_REQUIRED_OLD"]["error"]
+    assert old["message"].startswith("To continue, verify your account at\n\nhttps://")
+    assert ERROR_BODIES["SERVICE_DISABLED"]["error"]["details"][0]["reason"] == "SERVICE_DISABLED"
+    assert ERROR_BODIES["UNAUTHENTICATED"]["error"]["status"] == "UNAUTHENTICATED"
+    with pytest.raises(KeyError):
+        error_body("NO_SUCH_THING")
+
+
+# ------------------------------------------------------------------ late-2026: strictness
+
+
+def test_x_goog_user_project_is_service_disabled(fake: FakeGoogle, client: httpx.Client) -> None:
+    headers = {**bearer(fake), "x-goog-user-project": "proj-a"}
+    for method, body in (
+        ("generateContent", envelope({"contents": [user("x")]})),
+        ("loadCodeAssist", {"metadata": {"ideType": "ANTIGRAVITY"}}),
+    ):
+        r = client.post(f"{fake.endpoint}/v1internal:{method}", json=body, headers=headers)
+        assert r.status_code == 403
+        assert r.json() == error_body("SERVICE_DISABLED", project="proj-a")[1]
+        assert "Cloud Code Private API has not been used in project proj-a" in error_message(r)
+
+
+def claude_tools(decl: dict[str, Any], mode: str = "AUTO") -> dict[str, Any]:
+    return {
+        "contents": [user("x")],
+        "tools": [{"functionDeclarations": [{"name": "ok", "parameters": OK_SCHEMA}, decl]}],
+        "toolConfig": {"functionCallingConfig": {"mode": mode}},
+    }
+
+
+OK_SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+
+
+def test_claude_tool_schemas(fake: FakeGoogle, client: httpx.Client) -> None:
+    def ask(decl: dict[str, Any], mode: str = "AUTO", model: str = CLAUDE) -> httpx.Response:
+        return generate(client, fake, claude_tools(decl, mode), model=model)
+
+    assert ask({"name": "t", "parameters": OK_SCHEMA}, "VALIDATED").status_code == 200
+    json_schema = {"name": "t", "parametersJsonSchema": OK_SCHEMA}
+    assert claude_error(ask(json_schema)) == "tools.1.custom.input_schema: Field required"
+    assert claude_error(ask({"name": "t"})) == "tools.1.custom.input_schema: Field required"
+    assert ask(json_schema, model=GEMINI).status_code == 200  # Gemini takes either
+    fancy = {"type": "object", "properties": {"a": {"type": "string", "format": "uri"}}}
+    assert claude_error(ask({"name": "t", "parameters": fancy})) == (
+        "tools.1.custom.input_schema: JSON schema is invalid. It must match JSON Schema draft "
+        "2020-12 (https://json-schema.org/draft/2020-12). Learn more about tool use at "
+        "https://docs.claude.com/en/docs/tool-use."
+    )
+    assert ask({"name": "t", "parameters": fancy}, model=GEMINI).status_code == 200
+    empty = {"name": "t", "parameters": {"type": "object"}}
+    assert ask(empty).status_code == 200
+    r = ask(empty, "VALIDATED")
+    assert r.status_code == 400 and r.json() == ERROR_BODIES["INVALID_ARGUMENT"]
+
+
+def test_output_and_thinking_limits(fake: FakeGoogle, client: httpx.Client) -> None:
+    def ask(model: str, gen: dict[str, Any]) -> httpx.Response:
+        return generate(client, fake, {"contents": [user("x")], "generationConfig": gen}, model=model)
+
+    assert ask(GEMINI, {"maxOutputTokens": 65536}).status_code == 200
+    r = ask(GEMINI, {"maxOutputTokens": 65537})
+    assert r.status_code == 400 and "maxOutputTokens value of 65537" in error_message(r)
+    assert ask("gemini-pro-agent", {"maxOutputTokens": 65536}).status_code == 400
+    assert ask("gpt-oss-120b-medium", {"maxOutputTokens": 32769}).status_code == 400
+    assert claude_error(ask(CLAUDE, {"maxOutputTokens": 64001})).startswith("max_tokens: 64001 > 64000")
+    budget = {"maxOutputTokens": 4096, "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 4096}}
+    assert "`max_tokens` must be greater than `thinking.budget_tokens`" in claude_error(ask(CLAUDE, budget))
+    # Gemini 3: a budget or a level (either case), never both.
+    for tc in ({"thinkingBudget": -1}, {"thinkingLevel": "high"}, {"thinking_level": "LOW"}):
+        assert ask(GEMINI, {"thinkingConfig": {"includeThoughts": True, **tc}}).status_code == 200, tc
+    both = {"thinkingConfig": {"thinkingBudget": 1000, "thinkingLevel": "low"}}
+    r = ask(GEMINI, both)
+    assert r.status_code == 400 and "cannot be set at the same time" in error_message(r)
+    r = ask(GEMINI, {"thinkingConfig": {"thinkingLevel": "extreme"}})
+    assert r.status_code == 400 and "thinking_level" in error_message(r)
+
+
+def test_web_search(fake: FakeGoogle, client: httpx.Client) -> None:
+    request = {
+        "contents": [user("weather in Paris")],
+        "tools": [{"googleSearch": {"enhancedContent": {"imageSearch": {"maxResultCount": 5}}}}],
+        "generationConfig": {"candidateCount": 1},
+    }
+    body = {
+        "model": "gemini-3.1-flash-lite",
+        "requestType": "web_search",
+        "project": "proj-a",
+        "userAgent": "antigravity",
+        "request": request,
+    }  # no requestId: CPA leaves it out
+    url = fake.endpoint + "/v1internal:generateContent"
+    r = client.post(url, json=body, headers=bearer(fake))
+    assert r.status_code == 200, r.text
+    candidate = r.json()["response"]["candidates"][0]
+    grounding = candidate["groundingMetadata"]
+    assert grounding["webSearchQueries"] == ["weather in Paris"]
+    assert grounding["groundingChunks"][0]["web"]["uri"].startswith("https://")
+    assert grounding["groundingSupports"][0]["groundingChunkIndices"] == [0]
+    fake.script([Reply.search("Sunny.", [("https://example.org/r", "example.org")])])
+    candidate = client.post(url, json=body, headers=bearer(fake)).json()["response"]["candidates"][0]
+    assert candidate["content"]["parts"] == [{"text": "Sunny."}]
+    assert candidate["groundingMetadata"]["groundingChunks"] == [
+        {"web": {"uri": "https://example.org/r", "title": "example.org"}}
+    ]
+    # Search and functions in one request: 400.
+    mixed = dict(request, tools=[*request["tools"], {"functionDeclarations": [{"name": "f"}]}])
+    r = client.post(url, json={**body, "request": mixed}, headers=bearer(fake))
+    assert r.status_code == 400
+
+
+def test_image_generation(fake: FakeGoogle, client: httpx.Client) -> None:
+    body = envelope({"contents": [user("a red square")]}, model="gemini-3.1-flash-image")
+    body["requestType"] = "image_gen"
+    body["requestId"] = "image_gen/1764000000000/0f0e0d0c-0b0a-4909-8807-060504030201/12"
+    r = client.post(fake.endpoint + "/v1internal:generateContent", json=body, headers=bearer(fake))
+    assert r.status_code == 200
+    (part,) = r.json()["response"]["candidates"][0]["content"]["parts"]
+    assert part["inlineData"]["mimeType"] == "image/png"
+    assert base64.b64decode(part["inlineData"]["data"]).startswith(b"\x89PNG")
+
+
+def test_count_tokens_without_model(fake: FakeGoogle, client: httpx.Client) -> None:
+    request = {"contents": [user("count me")]}
+    r = post(client, fake, "countTokens", {"request": request})
+    assert r.status_code == 200 and r.json() == {"totalTokens": count_tokens(request)}
+    r = post(client, fake, "countTokens", {"request": {"model": "claude-sonnet-4-5", **request}})
+    assert r.status_code == 404  # a retired id
+
+
+def test_deprecated_id_requestable_or_not(fake: FakeGoogle, client: httpx.Client) -> None:
+    request = {"contents": [user("x")]}
+    assert generate(client, fake, request, model="gemini-3.1-pro-high").status_code == 200
+    fake.deprecated_status = 400
+    assert generate(client, fake, request, model="gemini-3.1-pro-high").status_code == 400
+    assert generate(client, fake, request, model="gemini-pro-agent").status_code == 200
+
+
+def test_envelope_rules(fake: FakeGoogle, client: httpx.Client) -> None:
+    url = fake.endpoint + "/v1internal:generateContent"
+    body = envelope({"contents": [user("x")]})
+    r = client.post(url, json={**body, "surprise": 1}, headers=bearer(fake))
+    assert r.status_code == 400 and 'Unknown name "surprise"' in error_message(r)
+    snake = {k: v for k, v in body.items() if k not in ("userAgent", "requestType")}
+    snake |= {"user_agent": "antigravity", "request_type": "agent"}
+    assert client.post(url, json=snake, headers=bearer(fake)).status_code == 200
+
+
+def test_esf_headers_and_sse_errors(fake: FakeGoogle, client: httpx.Client) -> None:
+    r = generate(client, fake, {"contents": [user("x")]})
+    assert r.headers["server"] == "ESF"
+    assert r.headers["x-cloudaicompanion-trace-id"] == r.json()["traceId"]
+    r = post(client, fake, "loadCodeAssist", {})
+    assert r.headers["server"] == "ESF" and r.headers["x-cloudaicompanion-trace-id"]
+    stream_url = fake.endpoint + "/v1internal:streamGenerateContent?alt=sse"
+    # Errors of stream calls: JSON bodies labelled text/event-stream.
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}, model="nope"), headers=bearer(fake))
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.json() == ERROR_BODIES["NOT_FOUND"] and r.headers["server"] == "ESF"
+    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED")])
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}), headers=bearer(fake))
+    assert r.status_code == 429 and r.headers["content-type"].startswith("text/event-stream")
+    fake.fail_next("MODEL_CAPACITY_EXHAUSTED")
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}), headers=bearer(fake))
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/event-stream")
+    r = client.post(stream_url, json=envelope({"contents": [user("x")]}), headers=bearer(fake))
+    assert r.status_code == 200 and r.headers["x-cloudaicompanion-trace-id"]
+    assert sse_events(r.text)[0]["traceId"] == r.headers["x-cloudaicompanion-trace-id"]

@@ -19,26 +19,67 @@ also pass against Google):
 
 Hosts and routes
     ``POST {endpoint}/v1internal:{method}`` for ``generateContent``,
-    ``streamGenerateContent?alt=sse``, ``countTokens``, ``loadCodeAssist`` and
-    ``fetchAvailableModels``; ``POST {base}/token`` (OAuth token endpoint, both
-    grants, form-encoded); ``GET {base}/o/oauth2/v2/auth`` (consent page, answers
-    a 302 to the loopback redirect); ``GET {base}/oauth2/v2/userinfo``; the public
-    Gemini API ``POST {base}/v1beta/models/{model}:generateContent`` /
+    ``streamGenerateContent?alt=sse``, ``countTokens``, ``loadCodeAssist``,
+    ``onboardUser``, ``fetchAvailableModels``, ``retrieveUserQuotaSummary`` and
+    ``retrieveUserQuota``; ``GET {endpoint}/v1internal/operations/<id>`` (onboarding
+    operations); ``POST {base}/token`` (OAuth token endpoint, both grants,
+    form-encoded); ``GET {base}/o/oauth2/v2/auth`` (consent page, answers a 302 to
+    the loopback redirect); ``GET {base}/oauth2/v2/userinfo``; the public Gemini API
+    ``POST {base}/v1beta/models/{model}:generateContent`` /
     ``:streamGenerateContent?alt=sse`` / ``:countTokens`` (no envelope, any API key).
+    Every v1internal answer carries ``server: ESF`` and ``x-cloudaicompanion-trace-id``
+    (the same id as the body's ``traceId``); error answers of stream calls are JSON
+    labelled ``text/event-stream`` (UPSTREAM.md §8.3).
 
-Authentication
+Authentication and account state
     Every v1internal method needs ``Authorization: Bearer <access token>`` issued
     by the token endpoint and not expired/revoked, else 401 UNAUTHENTICATED
-    ("Request had invalid authentication credentials..."). ``acct.forbidden``
-    makes an account answer 403 to everything (``"VALIDATION_REQUIRED"``: the
-    message and an ErrorInfo ``metadata.validation_url`` carry the URL;
-    ``"TOS"``: plain "The caller does not have permission").
+    ("Request had invalid authentication credentials..."). An ``x-goog-user-project``
+    header answers 403 SERVICE_DISABLED (§9.6d). ``acct.forbidden`` makes an account
+    answer every call with a §9 error (a kind of :data:`ERROR_BODIES`, e.g.
+    ``"VALIDATION_REQUIRED"`` with the account's ``validation_url``, or
+    ``"TOS_VIOLATION"``; ``"TOS"``, the old knob, is the plain 403 "The caller does not
+    have permission"; other text: a 403 with that message).
+
+Client versions (UPSTREAM.md §2.2; knobs ``version_gate``, ``min_supported_version``,
+``gated_min_version``, ``gated_models``)
+    The User-Agent's version (``antigravity/hub/X.Y.Z``, ``antigravity/cli/X.Y.Z``,
+    legacy ``antigravity/X.Y.Z``; anything else counts as too old) must reach
+    :data:`MIN_SUPPORTED_VERSIONS` for its family, else generate/stream/countTokens
+    answer 503 "This version of Antigravity is no longer supported. Please upgrade to
+    receive the latest features."; the suffixed 3.6/3.7 Flash ids
+    (:data:`GATED_MODELS`) answer 404 to clients under 2.9.0. Account methods are not
+    gated. ``FakeGoogle(version_gate=False)`` turns all of it off.
+
+Catalog and quota (UPSTREAM.md §4)
+    Accounts get the 28-entry catalog of 2026-08-22 (:data:`DEFAULT_MODELS`; the
+    late-2025 one is :data:`LEGACY_MODELS`) and fetchAvailableModels answers it with
+    the top-level keys of :data:`CATALOG_META`. Quota lives in four buckets per
+    account (``gemini-5h``, ``gemini-weekly``, ``3p-5h``, ``3p-weekly``; Claude and
+    GPT-OSS are ``3p``); a model's ``quotaInfo`` is its group's 5-hour bucket,
+    internal and tab models show ``{"remainingFraction": 1}``. A group whose 5-hour or
+    weekly bucket is at 0 answers 429 QUOTA_EXHAUSTED on every model of the group
+    (weekly: "Individual quota reached ... Resets in ..."), unless the envelope has
+    ``enabledCreditTypes: ["GOOGLE_ONE_AI"]`` and the account has usable credits
+    (else INSUFFICIENT_G1_CREDITS_BALANCE). A bucket whose reset time passed is full.
+
+Onboarding (UPSTREAM.md §3.3-3.4)
+    ``add_account(..., fresh=True)``: loadCodeAssist shows no project; onboardUser
+    needs ``tierId``/``tier_id`` (``free-tier``, or ``standard-tier`` with the user's
+    ``cloudaicompanionProject``) and ``metadata`` (else the bare 400), answers
+    ``{"name": "operations/<id>", "done": false}`` ``onboard_pending`` times (re-POST
+    or GET the operation), then ``done: true`` with
+    ``response.cloudaicompanionProject.id``; the project is the account's from then.
 
 Envelope (generate / stream)
-    ``{"project", "model", "requestId", "userAgent", "requestType", "request"}``;
+    ``{"project", "model", "requestId"?, "userAgent", "requestType", "request",
+    "enabledCreditTypes"?}`` (snake_case names too; other keys: 400 unknown name);
     the project must be the account's (another fake account's project: 403,
-    unknown: 404), the model must be in the account's model table (else 404
-    "Requested entity was not found."), ``request.contents`` must be non-empty.
+    any other project — also before onboarding —: 403 SUBSCRIPTION_REQUIRED, none:
+    400), the model must be in the account's catalog (else 404 "Requested entity was
+    not found."), ``request.contents`` must be non-empty. A ``googleSearch`` tool
+    gives a grounded answer (``groundingMetadata``, :meth:`Reply.search`); the image
+    model answers an ``inlineData`` PNG.
 
 Request validation (both families), answered with Google's 400 messages
     * proto (snake_case) and JSON (lowerCamelCase) field names are both accepted:
@@ -60,7 +101,15 @@ Request validation (both families), answered with Google's 400 messages
       (:data:`SCHEMA_KEYS`), checked recursively through ``properties``,
       ``items`` and ``anyOf``; ``type`` must be one string;
     * tool names must match ``^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$``;
-    * every ``functionCall`` and ``functionResponse`` needs a ``name``.
+    * every ``functionCall`` and ``functionResponse`` needs a ``name``;
+    * ``maxOutputTokens`` at most the catalog's ``maxOutputTokens`` of the model;
+    * ``thinkingConfig`` has ``thinkingBudget`` or ``thinkingLevel`` (any letter case),
+      not both (§7.1);
+    * no ``googleSearch`` next to ``functionDeclarations`` (§5.4);
+    * Claude (§6.3, Anthropic JSON in the message): every declaration needs
+      ``parameters`` (``parametersJsonSchema`` or none: "tools.N.custom.input_schema:
+      Field required"), without the keys of :data:`CLAUDE_REJECTED_SCHEMA_KEYS` ("JSON
+      schema is invalid..."); in VALIDATED mode an empty schema is the bare 400.
 
 Thinking, signatures and tool calls (``fake.check_signatures``, default True)
     The fake issues signatures itself (opaque base64 strings it remembers, tied
@@ -134,18 +183,20 @@ Errors
     ``cloudcode-pa.googleapis.com``, ``metadata.quotaResetDelay`` as a Go
     duration, ``metadata.quotaResetTimeStamp`` RFC3339, ``metadata.model``)
     and/or ``google.rpc.RetryInfo`` (``retryDelay``), maybe a ``Retry-After``
-    header. A model whose quota fraction is 0 with a reset time in the future
-    answers 429 QUOTA_EXHAUSTED by itself (per account AND model).
+    header (``Reply.error``). An empty quota bucket answers 429 QUOTA_EXHAUSTED by
+    itself, for the whole group of models of that account (see Catalog and quota).
 
-The tier of an account (``loadCodeAssist``), exactly:
+The tier of an account (``loadCodeAssist``, the live shape of UPSTREAM.md §3.3):
     * ``paidTier.id``: ``"g1-pro-tier"`` (name "Google AI Pro") for PRO,
       ``"g1-ultra-tier"`` (name "Google AI Ultra") for ULTRA; **no paidTier key at
-      all for FREE**;
-    * ``currentTier.id`` is ``"standard-tier"`` for every tier (as Google shows
-      for Antigravity accounts), so it does not tell the tiers apart;
-    * ``allowedTiers`` lists ``standard-tier`` with ``isDefault: true``.
-    So: ``paidTier.id`` if present (``g1-pro-tier`` -> PRO, ``g1-ultra-tier`` ->
-    ULTRA), otherwise FREE.
+      all for FREE**; ``paidTier.availableCredits`` when the account has credits;
+    * ``currentTier.id`` is ``"free-tier"`` for every tier, so it does not tell the
+      tiers apart; ``allowedTiers`` lists ``free-tier`` (``isDefault: true``) and
+      ``standard-tier``;
+    * ``metadata`` enums (ideType, platform, pluginType) are checked: names or numbers.
+
+Errors of UPSTREAM.md §9 on demand: ``fake.fail_next(kind, n, email=, model=)``, with
+the bodies of :func:`error_body` / :data:`ERROR_BODIES`.
 
 Knobs and records are attributes of :class:`FakeGoogle` and :class:`Account`;
 :meth:`FakeGoogle.reset` puts every knob back and clears records and scripts
@@ -178,15 +229,27 @@ import uvicorn
 
 __all__ = [
     "ANTIGRAVITY_CLIENT_ID",
+    "BUCKETS",
+    "CATALOG_META",
     "DEFAULT_MODELS",
+    "ERROR_BODIES",
+    "ERROR_KINDS",
+    "ERROR_STATUS",
+    "GATED_MODELS",
+    "HUB_USER_AGENT",
+    "LEGACY_MODELS",
+    "MIN_SUPPORTED_VERSIONS",
     "SCHEMA_KEYS",
     "SKIP_SIGNATURE",
     "Account",
+    "Bucket",
     "Call",
     "FakeGoogle",
     "Reply",
     "SignatureInfo",
+    "client_version",
     "count_tokens",
+    "error_body",
     "signature_bytes",
     "go_duration",
     "model_family",
@@ -212,7 +275,7 @@ ERROR_DOMAIN = "cloudcode-pa.googleapis.com"
 #: Claude thinking needs a budget of at least this many tokens (UPSTREAM.md).
 MIN_THINKING_BUDGET = 1024
 #: Default time until a model's quota resets, for fresh accounts.
-DEFAULT_QUOTA_WINDOW = timedelta(hours=5)
+DEFAULT_QUOTA_WINDOW = timedelta(hours=5)  # the 5-hour bucket (BUCKET_WINDOWS)
 
 UNAUTHENTICATED_MESSAGE = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
@@ -358,58 +421,238 @@ TOOL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 FUNCTION_CALLING_MODES = frozenset({"AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED"})
 
 
-def _model(
-    display: str,
+# Keys of a model table entry that are the fake's own bookkeeping, never sent.
+#   quota: False -> no quotaInfo at all; group: "gemini" | "3p" | None (None: not metered,
+#   quotaInfo is {"remainingFraction": 1} as Google shows for internal and tab models).
+_PRIVATE_MODEL_KEYS = frozenset({"quota", "group"})
+
+_PROVIDERS = {
+    "GOOGLE_GEMINI": ("API_PROVIDER_GOOGLE_GEMINI", "MODEL_PROVIDER_GOOGLE", "gemini"),
+    "ANTHROPIC_VERTEX": ("API_PROVIDER_ANTHROPIC_VERTEX", "MODEL_PROVIDER_ANTHROPIC", "3p"),
+    "OPENAI_VERTEX": ("API_PROVIDER_OPENAI_VERTEX", "MODEL_PROVIDER_OPENAI", "3p"),
+    "INTERNAL": ("API_PROVIDER_INTERNAL", "MODEL_PROVIDER_GOOGLE", None),
+}
+
+
+def _entry(
+    enum: str,
+    provider: str = "GOOGLE_GEMINI",
+    display: str | None = None,
     *,
-    max_tokens: int,
-    max_output: int,
-    thinking: bool,
-    images: bool = True,
+    budget: int | None = None,
+    min_budget: int | None = None,
+    max_tokens: int | None = None,
+    max_output: int | None = None,
+    images: bool = False,
+    video: bool = False,
+    tag: tuple[str, ...] = (),
     internal: bool = False,
-    quota: bool = True,
+    metered: bool = True,
 ) -> dict[str, Any]:
-    return {
-        "displayName": display,
-        "maxTokens": max_tokens,
-        "maxOutputTokens": max_output,
-        "supportsThinking": thinking,
-        "supportsImages": images,
-        "isInternal": internal,
-        "quota": quota,
-    }
+    """One catalog entry as fetchAvailableModels shows it (UPSTREAM.md §4.1): booleans only
+    when true, numbers only when the live entry has them."""
+    api, vendor, group = _PROVIDERS[provider]
+    entry: dict[str, Any] = {}
+    if display is not None:
+        entry["displayName"] = display
+    if images:
+        entry["supportsImages"] = True
+    if budget is not None:
+        entry["supportsThinking"] = True
+        entry["thinkingBudget"] = budget
+    if min_budget is not None:
+        entry["minThinkingBudget"] = min_budget
+    if max_tokens is not None:
+        entry["maxTokens"] = max_tokens
+    if max_output is not None:
+        entry["maxOutputTokens"] = max_output
+    entry["model"] = enum
+    entry["apiProvider"] = api
+    entry["modelProvider"] = vendor
+    if video:
+        entry["supportsVideo"] = True
+    if tag:
+        entry["tagTitle"] = tag[0]
+        if len(tag) > 1:
+            entry["tagDescription"] = tag[1]
+    if internal:
+        entry["isInternal"] = True
+    entry["group"] = group if metered else None
+    return entry
 
 
-#: The model table every account gets unless ``add_account(models=...)`` says otherwise.
-#: ``"quota": False`` means the model has no quotaInfo in fetchAvailableModels.
+_FAST = ("Fast", "Limited time")
+_M = 1048576
+
+
+def _flash(enum: str, display: str | None, budget: int, tag: tuple[str, ...] = _FAST) -> dict[str, Any]:
+    return _entry(
+        enum, display=display, budget=budget, min_budget=32, max_tokens=_M, max_output=65536,
+        images=True, video=True, tag=tag,
+    )
+
+
+def _pro(enum: str, display: str, budget: int, tag: tuple[str, ...] = ()) -> dict[str, Any]:
+    return _entry(
+        enum, display=display, budget=budget, min_budget=128, max_tokens=_M, max_output=65535,
+        images=True, video=True, tag=tag,
+    )
+
+
+def _lite(enum: str, display: str | None) -> dict[str, Any]:
+    return _entry(enum, display=display, max_tokens=_M, max_output=65535)
+
+
+#: The live catalog of 2026-08-22, 28 entries (UPSTREAM.md §4.1, display-name traps included).
+#: Every account gets it unless ``add_account(models=...)`` (or ``FakeGoogle(default_models=)``)
+#: says otherwise.
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
-    "gemini-3-flash": _model("Gemini 3 Flash", max_tokens=1048576, max_output=65536, thinking=True),
-    "gemini-3-pro-high": _model(
-        "Gemini 3 Pro (High)", max_tokens=1048576, max_output=65535, thinking=True
+    "gemini-3.7-flash-high": _flash("MODEL_PLACEHOLDER_M298", "Gemini 3.7 Flash (High)", -1),
+    "gemini-3.7-flash-medium": _flash("MODEL_PLACEHOLDER_M299", "Gemini 3.7 Flash (Medium)", 4000),
+    "gemini-3.7-flash-low": _flash("MODEL_PLACEHOLDER_M300", "Gemini 3.7 Flash (Low)", 1000),
+    "gemini-3.7-flash-tiered": _flash("MODEL_PLACEHOLDER_M301", None, -1, ()),
+    "gemini-3.6-flash-high": _flash("MODEL_PLACEHOLDER_M71", "Gemini 3.6 Flash (High)", -1),
+    "gemini-3.6-flash-medium": _flash("MODEL_PLACEHOLDER_M72", "Gemini 3.6 Flash (Medium)", 4000),
+    "gemini-3.6-flash-low": _flash("MODEL_PLACEHOLDER_M73", "Gemini 3.6 Flash (Low)", 1000),
+    "gemini-3.6-flash-tiered": _flash("MODEL_PLACEHOLDER_M196", None, -1, ()),
+    "gemini-3-flash-agent": _flash("MODEL_PLACEHOLDER_M84", "Gemini 3.5 Flash (High)", -1),
+    "gemini-3.5-flash-low": _flash("MODEL_PLACEHOLDER_M20", "Gemini 3.5 Flash (Medium)", 4000),
+    "gemini-3.5-flash-extra-low": _flash("MODEL_PLACEHOLDER_M187", "Gemini 3.5 Flash (Low)", 1000),
+    "gemini-3-flash": _flash("MODEL_PLACEHOLDER_M18", "Gemini 3 Flash", -1, ()),
+    "gemini-pro-agent": _pro("MODEL_PLACEHOLDER_M16", "Gemini 3.1 Pro (High)", 10001),
+    "gemini-3.1-pro-high": _pro("MODEL_PLACEHOLDER_M37", "Gemini 3.1 Pro (High)", 10001, ("New",)),
+    "gemini-3.1-pro-low": _pro("MODEL_PLACEHOLDER_M36", "Gemini 3.1 Pro (Low)", 1001),
+    "gemini-3.1-flash-lite": _lite("MODEL_PLACEHOLDER_M50", "Gemini 3.1 Flash Lite"),
+    "gemini-3.1-flash-image": _entry("MODEL_PLACEHOLDER_M21", display="Gemini 3.1 Flash Image"),
+    "gemini-2.5-pro": _entry(
+        "MODEL_GOOGLE_GEMINI_2_5_PRO", display="Gemini 2.5 Pro", budget=1024, min_budget=128,
+        max_tokens=_M, max_output=65535, images=True,
     ),
-    "gemini-3-pro-low": _model(
-        "Gemini 3 Pro (Low)", max_tokens=1048576, max_output=65535, thinking=True
+    "gemini-2.5-flash": _lite("MODEL_GOOGLE_GEMINI_2_5_FLASH", "Gemini 3.1 Flash Lite"),
+    "gemini-2.5-flash-lite": _lite("MODEL_GOOGLE_GEMINI_2_5_FLASH_LITE", "Gemini 3.1 Flash Lite"),
+    "gemini-2.5-flash-thinking": _lite(
+        "MODEL_GOOGLE_GEMINI_2_5_FLASH_THINKING", "Gemini 3.1 Flash Lite"
     ),
-    "gemini-2.5-flash": _model(
-        "Gemini 2.5 Flash", max_tokens=1048576, max_output=65535, thinking=True
+    "claude-opus-4-6-thinking": _entry(
+        "MODEL_PLACEHOLDER_M26", "ANTHROPIC_VERTEX", "Claude Opus 4.6 (Thinking)", budget=1024,
+        max_tokens=250000, max_output=64000, images=True,
     ),
-    "gemini-2.5-flash-lite": _model(
-        "Gemini 2.5 Flash Lite", max_tokens=1048576, max_output=65535, thinking=True
+    "claude-sonnet-4-6": _entry(
+        "MODEL_PLACEHOLDER_M35", "ANTHROPIC_VERTEX", "Claude Sonnet 4.6 (Thinking)", budget=1024,
+        max_tokens=250000, max_output=64000, images=True,
     ),
-    "gemini-2.5-pro": _model(
-        "Gemini 2.5 Pro", max_tokens=1048576, max_output=65535, thinking=True, quota=False
+    "gpt-oss-120b-medium": _entry(
+        "MODEL_OPENAI_GPT_OSS_120B_MEDIUM", "OPENAI_VERTEX", "GPT-OSS 120B (Medium)", budget=8192,
+        max_tokens=131072, max_output=32768,
     ),
-    "claude-sonnet-4-5": _model(
-        "Claude Sonnet 4.5", max_tokens=200000, max_output=64000, thinking=False
+    # IDE completion models: not metered (quotaInfo {"remainingFraction": 1}).
+    "tab_flash_lite_preview": _entry(
+        "MODEL_PLACEHOLDER_M19", max_tokens=16384, max_output=4096, metered=False
     ),
-    "claude-sonnet-4-5-thinking": _model(
-        "Claude Sonnet 4.5 (Thinking)", max_tokens=200000, max_output=64000, thinking=True
+    "tab_jump_flash_lite_preview": _entry(
+        "MODEL_PLACEHOLDER_M28", max_tokens=16384, max_output=4096, metered=False
     ),
-    "claude-opus-4-5-thinking": _model(
-        "Claude Opus 4.5 (Thinking)", max_tokens=200000, max_output=64000, thinking=True
-    ),
-    "chat_20706": _model(
-        "chat_20706", max_tokens=32768, max_output=8192, thinking=False, internal=True
-    ),
+    "chat_20706": _entry("MODEL_CHAT_20706", "INTERNAL", max_tokens=16384, internal=True),
+    "chat_23310": _entry("MODEL_CHAT_23310", "INTERNAL", max_tokens=32768, internal=True),
+}
+# Catalog order is the live dump's; agentModelSorts lists these as "Recommended".
+_AGENT_MODELS = [
+    "gemini-3.7-flash-high", "gemini-3.7-flash-medium", "gemini-3.7-flash-low",
+    "gemini-3.6-flash-high", "gemini-3.6-flash-medium", "gemini-3.6-flash-low",
+    "gemini-3-flash-agent", "gemini-3.5-flash-low", "gemini-3.5-flash-extra-low",
+    "gemini-pro-agent", "gemini-3.1-pro-low", "claude-sonnet-4-6",
+    "claude-opus-4-6-thinking", "gpt-oss-120b-medium",
+]
+for _id in _AGENT_MODELS:
+    DEFAULT_MODELS[_id]["recommended"] = True
+
+#: The top-level keys of the 2026-08-22 fetchAvailableModels answer besides ``models``
+#: (UPSTREAM.md §4.1). Lists are filtered to the ids an account actually has.
+CATALOG_META: dict[str, Any] = {
+    "defaultAgentModelId": "gemini-3.7-flash-high",
+    "agentModelSorts": [{"displayName": "Recommended", "groups": [{"modelIds": _AGENT_MODELS}]}],
+    "commandModelIds": ["gemini-3-flash"],
+    "tabModelIds": ["chat_20706", "chat_23310"],
+    "imageGenerationModelIds": ["gemini-3.1-flash-image"],
+    "mqueryModelIds": ["gemini-3.1-flash-lite"],
+    "webSearchModelIds": ["gemini-3.1-flash-lite"],
+    "deprecatedModelIds": {
+        "gemini-3.1-pro-high": {
+            "newModelId": "gemini-pro-agent",
+            "oldModelEnum": "MODEL_PLACEHOLDER_M37",
+            "newModelEnum": "MODEL_PLACEHOLDER_M16",
+        }
+    },
+    "commitMessageModelIds": ["gemini-3.1-flash-lite"],
+    "audioTranscriptionModelIds": ["models/proactive-observer-v10"],
+    "experimentIds": [106140402, 105979552, 106015333, 105867471, 106123599, 106121401],
+    "tieredModelIds": {
+        "flashLite": ["gemini-3.1-flash-lite"],
+        "flash": ["gemini-3.7-flash-tiered"],
+        "pro": ["gemini-3.1-pro-low"],
+    },
+}
+
+#: The suffixed Gemini 3.6/3.7 ids that Cloud Code resolves only for clients reporting at
+#: least 2.9.0 (UPSTREAM.md §2.2 item 1, §4.1 "Which ids can actually be requested": the
+#: ``*-tiered`` ids are what older clients could still use, so they are not gated).
+GATED_MODELS = frozenset(
+    f"gemini-{v}-flash-{e}" for v in ("3.6", "3.7") for e in ("high", "medium", "low")
+)
+
+INFERENCE_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+#: Floors under which inference answers 503 (see FakeGoogle.min_supported_version).
+MIN_SUPPORTED_VERSIONS = {"legacy": "1.22.0", "cli": "1.1.0", "hub": "2.1.0"}
+#: A User-Agent the fake accepts for everything (the hub manifest's 2026-08-22 version).
+HUB_USER_AGENT = "antigravity/hub/2.9.1 darwin/arm64"
+_UA_RE = re.compile(r"^antigravity/(?:(hub|cli)/)?(\d+)\.(\d+)\.(\d+)(?:[\s(]|$)", re.IGNORECASE)
+
+
+def client_version(user_agent: str) -> tuple[str, tuple[int, int, int]] | None:
+    """``(family, (X, Y, Z))`` from an Antigravity User-Agent, or None when it is not one.
+
+    ``antigravity/hub/2.9.1 darwin/arm64`` -> ``("hub", (2, 9, 1))``;
+    ``antigravity/cli/1.1.18 linux/amd64`` -> ``("cli", ...)``;
+    ``antigravity/1.15.8 linux/amd64`` -> ``("legacy", (1, 15, 8))``.
+    """
+    match = _UA_RE.match(user_agent.strip())
+    if match is None:
+        return None
+    family = (match.group(1) or "legacy").lower()
+    return family, (int(match.group(2)), int(match.group(3)), int(match.group(4)))
+
+
+def _version_tuple(text: str) -> tuple[int, int, int]:
+    x, y, z = (int(n) for n in text.split("."))
+    return x, y, z
+
+
+def _legacy(display: str, max_tokens: int, max_output: int, thinking: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"displayName": display, "maxTokens": max_tokens}
+    entry["maxOutputTokens"] = max_output
+    if thinking:
+        entry["supportsThinking"] = True
+    entry["supportsImages"] = True
+    return entry
+
+
+#: The late-2025 catalog the fake used to serve (ids that the real Google no longer has).
+#: Only for tests that still need them: ``add_account(models=LEGACY_MODELS)`` or
+#: ``FakeGoogle(default_models=LEGACY_MODELS)``.
+LEGACY_MODELS: dict[str, dict[str, Any]] = {
+    "gemini-3-flash": _legacy("Gemini 3 Flash", _M, 65536, True),
+    "gemini-3-pro-high": _legacy("Gemini 3 Pro (High)", _M, 65535, True),
+    "gemini-3-pro-low": _legacy("Gemini 3 Pro (Low)", _M, 65535, True),
+    "gemini-2.5-flash": _legacy("Gemini 2.5 Flash", _M, 65535, True),
+    "gemini-2.5-flash-lite": _legacy("Gemini 2.5 Flash Lite", _M, 65535, True),
+    "gemini-2.5-pro": {**_legacy("Gemini 2.5 Pro", _M, 65535, True), "quota": False},
+    "claude-sonnet-4-5": _legacy("Claude Sonnet 4.5", 200000, 64000, False),
+    "claude-sonnet-4-5-thinking": _legacy("Claude Sonnet 4.5 (Thinking)", 200000, 64000, True),
+    "claude-opus-4-5-thinking": _legacy("Claude Opus 4.5 (Thinking)", 200000, 64000, True),
+    "chat_20706": {
+        "displayName": "chat_20706", "maxTokens": 32768, "maxOutputTokens": 8192,
+        "isInternal": True, "group": None,
+    },
 }
 
 _JSON = msgspec.json.Encoder()
@@ -614,6 +857,245 @@ class GoogleError(_Answer):
         super().__init__(code, _JSON.encode(self.error), headers=headers)
 
 
+# --------------------------------------------------------------------------- §9 error bodies
+
+_ERRORINFO = "type.googleapis.com/google.rpc.ErrorInfo"
+_RETRYINFO = "type.googleapis.com/google.rpc.RetryInfo"
+_HELP = "type.googleapis.com/google.rpc.Help"
+VERSION_MESSAGE = (
+    "This version of Antigravity is no longer supported. Please upgrade to receive the latest "
+    "features."
+)
+WEEKLY_QUOTA_MESSAGE = (
+    "Individual quota reached. Contact your administrator to enable overages. Resets in {delay}."
+)
+TOS_MESSAGE = (
+    "This service has been disabled in this account for violation of Terms of Service. Please "
+    "submit an appeal to continue using this product."
+)
+SUBSCRIPTION_MESSAGE = (
+    "You are currently configured to use a Google Cloud Project but lack a Gemini Code Assist "
+    "license. Please contact your administrator to request a license. (#3501)"
+)
+SERVICE_DISABLED_MESSAGE = (
+    "Cloud Code Private API has not been used in project {p} before or it is disabled. Enable it "
+    "by visiting https://console.developers.google.com/apis/api/cloudcode-pa.googleapis.com/"
+    "overview?project={p} then retry. If you enabled this API recently, wait a few minutes for "
+    "the action to propagate to our systems and retry."
+)
+VALIDATION_MESSAGE = "Verify your account to continue."
+DEFAULT_VALIDATION_URL = (
+    "https://accounts.google.com/signin/continue?sarp=1&scc=1&continue=https://developers.google"
+    ".com/gemini-code-assist/auth/auth_success_gemini&plt=AKgnsbvexample&flowName=GlifWebSignIn"
+    "&authuser"
+)
+LEARN_MORE_URL = "https://support.google.com/accounts?p=al_alert"
+APPEAL_URL = "https://forms.gle/hGzM9MEUv2azZsrb9"
+# UNVERIFIED (UPSTREAM.md §4.4, §12.4): only the ErrorInfo reason is known; the status and
+# message are the fake's choice.
+CREDITS_MESSAGE = "Insufficient Google One AI credits to complete this request."
+
+
+def _quota_body(
+    model: str, message: str, delay: str, stamp: str, retry: str, reason: str = "QUOTA_EXHAUSTED"
+) -> dict[str, Any]:
+    metadata = {"quotaResetDelay": delay, "quotaResetTimeStamp": stamp, "uiMessage": "true"}
+    metadata["model"] = model
+    return google_error_body(
+        429,
+        message,
+        details=[
+            {"@type": _ERRORINFO, "reason": reason, "domain": ERROR_DOMAIN, "metadata": metadata},
+            {"@type": _RETRYINFO, "retryDelay": retry},
+        ],
+    )
+
+
+def error_body(
+    kind: str,
+    *,
+    model: str | None = None,
+    project: str = "<project-id>",
+    validation_url: str = DEFAULT_VALIDATION_URL,
+    now: float | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """``(HTTP status, JSON body)`` of one of Google's error answers (UPSTREAM.md §9).
+
+    ``kind`` is a key of :data:`ERROR_BODIES`. ``model`` replaces the model the capture
+    named (in ``metadata.model`` and the capacity text), ``project`` the project of the
+    SERVICE_DISABLED text. With ``now`` (epoch seconds), ``quotaResetTimeStamp`` is
+    ``now + quotaResetDelay`` instead of the captured stamp (the fake injects bodies so).
+    """
+
+    def stamp(captured: str, seconds: float) -> str:
+        return captured if now is None else _rfc3339(now + seconds)
+
+    if kind == "QUOTA_EXHAUSTED":
+        return 429, _quota_body(
+            model or "claude-sonnet-4-5-thinking",
+            "You have exhausted your capacity on this model. Your quota will reset after 2h37m22s.",
+            "2h37m22.776060443s",
+            stamp("2026-01-11T09:42:18Z", 9442.776060443),
+            "9442.776060443s",
+        )
+    if kind == "QUOTA_EXHAUSTED_LONG":
+        return 429, _quota_body(
+            model or "claude-opus-4-6-thinking",
+            "You have exhausted your capacity on this model. Your quota will reset after 25h20m26s.",
+            "25h20m26.5s",
+            stamp("2026-04-28T10:00:00Z", 91226.5),
+            "91226.5s",
+        )
+    if kind == "QUOTA_EXHAUSTED_WEEKLY":
+        return 429, _quota_body(
+            model or "gpt-oss-120b-medium",
+            WEEKLY_QUOTA_MESSAGE.format(delay="71h15m27s"),
+            "71h15m27.791609974s",
+            stamp("2026-05-27T11:00:00Z", 256527.791609974),
+            "256527.791609974s",
+        )
+    if kind == "QUOTA_EXHAUSTED_SHORT":
+        return 429, {"error": {"status": "RESOURCE_EXHAUSTED", "message": "QUOTA_EXHAUSTED"}}
+    if kind == "RATE_LIMIT_EXCEEDED":
+        return 429, _quota_body(
+            model or "claude-opus-4-6-thinking",
+            "You have exhausted your capacity on this model. Your quota will reset after 0s.",
+            "479.417207ms",
+            stamp("2026-04-20T09:19:49Z", 0.479417207),
+            "0.479417207s",
+            reason="RATE_LIMIT_EXCEEDED",
+        )
+    if kind == "RESOURCE_EXHAUSTED":
+        return 429, google_error_body(429, "Resource has been exhausted (e.g. check quota).")
+    if kind in ("MODEL_CAPACITY_EXHAUSTED", "MODEL_CAPACITY_EXHAUSTED_429"):
+        code = 503 if kind == "MODEL_CAPACITY_EXHAUSTED" else 429
+        name = model or "gemini-3.1-flash-image"
+        info = {
+            "@type": _ERRORINFO,
+            "reason": "MODEL_CAPACITY_EXHAUSTED",
+            "domain": ERROR_DOMAIN,
+            "metadata": {"model": name},
+        }
+        text = f"No capacity available for model {name} on the server"
+        return code, google_error_body(code, text, details=[info])
+    if kind == "VERSION_UNSUPPORTED":
+        return 503, google_error_body(503, VERSION_MESSAGE)
+    if kind in ("VALIDATION_REQUIRED", "VALIDATION_REQUIRED_OLD"):
+        metadata = {
+            "validation_error_message": VALIDATION_MESSAGE,
+            "validation_url_link_text": "Verify your account",
+            "validation_url": validation_url,
+            "validation_learn_more_link_text": "Learn more",
+            "validation_learn_more_url": LEARN_MORE_URL,
+        }
+        message = VALIDATION_MESSAGE
+        if kind == "VALIDATION_REQUIRED_OLD":
+            message = (
+                f"To continue, verify your account at\n\n{validation_url}\n\nLearn more\n\n"
+                f"{LEARN_MORE_URL}\n"
+            )
+            metadata["validation_message_description"] = "To continue, verify your account at"
+        links = [
+            {"description": "Verify your account", "url": validation_url},
+            {"description": "Learn more", "url": LEARN_MORE_URL},
+        ]
+        details: list[dict[str, Any]] = [
+            {"@type": _ERRORINFO, "reason": "VALIDATION_REQUIRED", "domain": ERROR_DOMAIN,
+             "metadata": metadata},
+            {"@type": _HELP, "links": links},
+        ]
+        return 403, google_error_body(403, message, details=details)
+    if kind == "TOS_VIOLATION":
+        metadata = {
+            "uiMessage": "true",
+            "appeal_url_link_text": "Submit Appeal",
+            "appeal_url": APPEAL_URL,
+        }
+        info = {"@type": _ERRORINFO, "reason": "TOS_VIOLATION", "domain": ERROR_DOMAIN,
+                "metadata": metadata}
+        return 403, google_error_body(403, TOS_MESSAGE, details=[info])
+    if kind == "TOS_VIOLATION_OLD":
+        text = (
+            "This service has been disabled in this account for violation of Terms of\n\t\tService. "
+            "If you believe this is an error, contact gemini-code-assist-user-feedback@google.com."
+        )
+        return 403, google_error_body(403, text)
+    if kind == "SUBSCRIPTION_REQUIRED":
+        details = [
+            {"@type": _ERRORINFO, "reason": "SUBSCRIPTION_REQUIRED",
+             "domain": "cloudaicompanion.googleapis.com"},
+            {"@type": _HELP, "links": [{
+                "description": "Learn more",
+                "url": "https://cloud.google.com/gemini/docs/codeassist/request-license",
+            }]},
+        ]
+        return 403, google_error_body(403, SUBSCRIPTION_MESSAGE, details=details)
+    if kind == "SERVICE_DISABLED":
+        text = SERVICE_DISABLED_MESSAGE.format(p=project)
+        url = (
+            "https://console.developers.google.com/apis/api/cloudcode-pa.googleapis.com/"
+            f"overview?project={project}"
+        )
+        metadata = {
+            "activationUrl": url,
+            "serviceTitle": "Cloud Code Private API",
+            "service": "cloudcode-pa.googleapis.com",
+            "consumer": f"projects/{project}",
+            "containerInfo": project,
+        }
+        details = [
+            {"@type": _ERRORINFO, "reason": "SERVICE_DISABLED", "domain": "googleapis.com",
+             "metadata": metadata},
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+             "message": text},
+        ]
+        return 403, google_error_body(403, text, details=details)
+    if kind == "PERMISSION_DENIED":
+        return 403, google_error_body(403, PERMISSION_DENIED_MESSAGE)
+    if kind == "NOT_FOUND":
+        return 404, google_error_body(404, NOT_FOUND_MESSAGE)
+    if kind == "NOT_FOUND_OLD":
+        body = google_error_body(404, NOT_FOUND_MESSAGE)
+        body["error"]["errors"] = [
+            {"message": NOT_FOUND_MESSAGE, "domain": "global", "reason": "notFound"}
+        ]
+        return 404, body
+    if kind == "INVALID_ARGUMENT":
+        return 400, google_error_body(400, "Request contains an invalid argument.")
+    if kind == "UNAUTHENTICATED":
+        return 401, google_error_body(401, UNAUTHENTICATED_MESSAGE)
+    if kind == "INSUFFICIENT_G1_CREDITS_BALANCE":
+        info = {"@type": _ERRORINFO, "reason": "INSUFFICIENT_G1_CREDITS_BALANCE",
+                "domain": ERROR_DOMAIN, "metadata": {"model": model or "claude-opus-4-6-thinking"}}
+        return 429, google_error_body(429, CREDITS_MESSAGE, details=[info])
+    raise KeyError(f"unknown error kind {kind!r}; known: {sorted(ERROR_KINDS)}")
+
+
+#: The kinds :func:`error_body` and :meth:`FakeGoogle.fail_next` know.
+ERROR_KINDS = (
+    "QUOTA_EXHAUSTED", "QUOTA_EXHAUSTED_LONG", "QUOTA_EXHAUSTED_WEEKLY", "QUOTA_EXHAUSTED_SHORT",
+    "RATE_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "MODEL_CAPACITY_EXHAUSTED",
+    "MODEL_CAPACITY_EXHAUSTED_429", "VERSION_UNSUPPORTED", "VALIDATION_REQUIRED",
+    "VALIDATION_REQUIRED_OLD", "TOS_VIOLATION", "TOS_VIOLATION_OLD", "SUBSCRIPTION_REQUIRED",
+    "SERVICE_DISABLED", "PERMISSION_DENIED", "NOT_FOUND", "NOT_FOUND_OLD", "INVALID_ARGUMENT",
+    "UNAUTHENTICATED", "INSUFFICIENT_G1_CREDITS_BALANCE",
+)
+#: The bodies exactly as captured (UPSTREAM.md §9): kind -> JSON body. Status: ERROR_STATUS.
+ERROR_BODIES: dict[str, dict[str, Any]] = {k: error_body(k)[1] for k in ERROR_KINDS}
+ERROR_STATUS: dict[str, int] = {k: error_body(k)[0] for k in ERROR_KINDS}
+
+
+class _Failure:
+    """A queued error (``FakeGoogle.fail_next``)."""
+
+    __slots__ = ("kind", "left", "email", "model", "methods")
+
+    def __init__(
+        self, kind: str, left: int, email: str | None, model: str | None, methods: frozenset[str]
+    ) -> None:
+        self.kind, self.left, self.email, self.model, self.methods = kind, left, email, model, methods
+
+
 def _bad_request(messages: Sequence[str], fields: Sequence[tuple[str, str]] = ()) -> GoogleError:
     details = []
     if fields:
@@ -659,16 +1141,41 @@ def _plain(status: int, text: str) -> _Answer:
 # --------------------------------------------------------------------------- accounts
 
 
+#: Quota buckets of an account (UPSTREAM.md §4.2): group -> (weekly id, 5-hour id).
+BUCKETS = {"gemini": ("gemini-weekly", "gemini-5h"), "3p": ("3p-weekly", "3p-5h")}
+BUCKET_WINDOWS = {"gemini-weekly": 7 * 86400.0, "gemini-5h": 5 * 3600.0,
+                  "3p-weekly": 7 * 86400.0, "3p-5h": 5 * 3600.0}
+
+
+@dataclass
+class Bucket:
+    """One quota bucket: ``fraction`` remaining (0..1) until ``reset`` (epoch seconds)."""
+
+    fraction: float
+    reset: float
+
+
+def _fresh_buckets() -> dict[str, Bucket]:
+    now = time.time()
+    return {bid: Bucket(1.0, now + window) for bid, window in BUCKET_WINDOWS.items()}
+
+
 @dataclass
 class Account:
     """One fake Google account. Attributes are knobs: tests may change them at any time.
 
-    ``forbidden``: None, ``"VALIDATION_REQUIRED"``, ``"TOS"`` or any other
-    message — every v1internal call then answers 403. ``revoked``: the refresh
+    ``forbidden``: None, a kind of :data:`ERROR_BODIES` (e.g. ``"VALIDATION_REQUIRED"`` —
+    with this account's ``validation_url`` —, ``"TOS_VIOLATION"``), ``"TOS"`` (the old
+    knob: plain 403 "The caller does not have permission") or any other text (a 403 with
+    that message) — every v1internal call then answers that. ``revoked``: the refresh
     token answers invalid_grant and access tokens 401 (``fake.revoke(email)``).
     ``expires_in``: seconds of life of the access tokens issued from now on.
-    ``models``: model id -> model fields (see :data:`DEFAULT_MODELS`) plus
-    ``fraction``/``reset`` (epoch seconds) for its quota.
+    ``models``: the catalog, model id -> fetchAvailableModels entry (see
+    :data:`DEFAULT_MODELS`). ``buckets``: the four quota buckets (:data:`BUCKETS`).
+    ``project``: the managed project; ``""`` for an account that has not onboarded yet
+    (``onboard_project`` is what onboardUser will give it). ``credits``: Google One AI
+    credits (None: the account has none; shown in loadCodeAssist ``paidTier``), usable
+    while ``credits >= credits_minimum``.
     """
 
     email: str
@@ -684,6 +1191,12 @@ class Account:
     picture: str = ""
     id: str = ""
     token_calls: int = 0
+    buckets: dict[str, Bucket] = field(default_factory=_fresh_buckets)
+    onboard_project: str = ""
+    credits: int | None = None
+    credits_minimum: int = 50
+    # onboarding in progress: (operation name, not-done answers still to give)
+    operation: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.tier not in ("FREE", "PRO", "ULTRA"):
@@ -694,58 +1207,108 @@ class Account:
         self.name = self.name or local.replace(".", " ").title()
         self.picture = self.picture or f"https://lh3.googleusercontent.com/a/fake-{self.id}=s96-c"
         self.validation_url = self.validation_url or (
-            "https://accounts.google.com/signin/continue?sarp=1&scc=1&plt=" + digest[:32]
+            "https://accounts.google.com/signin/continue?sarp=1&scc=1&continue=https://developers"
+            ".google.com/gemini-code-assist/auth/auth_success_gemini&plt=" + digest[:32]
+            + "&flowName=GlifWebSignIn&authuser"
         )
+        self.onboard_project = self.onboard_project or self.project or f"proj-{local}"
+
+    def reset_quota(self) -> None:
+        """Every bucket back to full, with new windows."""
+        self.buckets = _fresh_buckets()
+
+    def group_of(self, model: str) -> str | None:
+        """The quota group of a model: ``"gemini"``, ``"3p"`` or None (not metered)."""
+        info = self.models.get(model, {})
+        if "group" in info:
+            group: str | None = info["group"]
+            return group
+        family = model_family(model)
+        if family == "gemini":
+            return "gemini"
+        if family == "claude" or model.startswith("gpt"):
+            return "3p"
+        return None
+
+    def bucket(self, bucket_id: str) -> Bucket:
+        """A bucket, refilled when its reset time has passed (a new window starts)."""
+        bucket = self.buckets[bucket_id]
+        now = time.time()
+        if bucket.reset <= now:
+            bucket.fraction, bucket.reset = 1.0, now + BUCKET_WINDOWS[bucket_id]
+        return bucket
+
+    def set_bucket(
+        self, bucket_id: str, fraction: float, reset_time: datetime | float | str | None = None
+    ) -> None:
+        """Set a quota bucket (``"gemini-5h"``, ``"gemini-weekly"``, ``"3p-5h"``,
+        ``"3p-weekly"``): remaining fraction and, optionally, reset time (datetime, epoch
+        seconds or RFC3339). A bucket at 0 makes every model of its group answer 429
+        QUOTA_EXHAUSTED (the weekly one with the "Individual quota reached" text)."""
+        if bucket_id not in self.buckets:
+            raise KeyError(f"no bucket {bucket_id!r}; buckets are {sorted(self.buckets)}")
+        bucket = self.bucket(bucket_id)
+        bucket.fraction = float(fraction)
+        if reset_time is not None:
+            bucket.reset = _to_epoch(reset_time)
 
     def set_quota(
         self, model: str, fraction: float, reset_time: datetime | float | str | None = None
     ) -> None:
-        """Set a model's ``remainingFraction`` (0..1) and optionally its reset time.
-
-        ``reset_time``: datetime, epoch seconds or RFC3339; None keeps the current one.
-        A fraction of 0 with a reset time in the future makes generate answer 429
-        QUOTA_EXHAUSTED for this account and model.
-        """
+        """Set the 5-hour bucket of a model's group (all Gemini ids share one, Claude and
+        GPT-OSS another: UPSTREAM.md §4.1), which is what its ``quotaInfo`` shows."""
         if model not in self.models:
             raise KeyError(f"{self.email} has no model {model!r}; it has {sorted(self.models)}")
-        info = self.models[model]
-        info["quota"] = True
-        info["fraction"] = float(fraction)
-        if reset_time is not None:
-            info["reset"] = _to_epoch(reset_time)
-        elif info.get("reset") is None:
-            info["reset"] = time.time() + DEFAULT_QUOTA_WINDOW.total_seconds()
+        group = self.group_of(model)
+        if group is None:
+            raise ValueError(f"{model} is not metered: it has no quota to set")
+        self.set_bucket(BUCKETS[group][1], fraction, reset_time)
 
     def quota(self, model: str) -> tuple[float, float] | None:
-        """``(fraction, reset epoch)`` of a model, or None when it has no quota data."""
-        info = self.models[model]
-        if not info.get("quota", True):
+        """``(fraction, reset epoch)`` of a model's 5-hour bucket, or None when it has none."""
+        group = self.group_of(model)
+        if group is None or not self.models[model].get("quota", True):
             return None
-        return info["fraction"], info["reset"]
+        bucket = self.bucket(BUCKETS[group][1])
+        return bucket.fraction, bucket.reset
+
+    def exhausted(self, model: str) -> str | None:
+        """The id of the empty bucket that blocks this model (weekly first), or None."""
+        group = self.group_of(model)
+        if group is None:
+            return None
+        for bucket_id in BUCKETS[group]:
+            if self.bucket(bucket_id).fraction <= 0:
+                return bucket_id
+        return None
 
 
-def _build_models(models: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    reset = time.time() + DEFAULT_QUOTA_WINDOW.total_seconds()
+def _build_models(
+    models: dict[str, dict[str, Any]] | None, catalog: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The table of an account: entries of ``catalog`` (the fake's default one) first, then
+    of :data:`DEFAULT_MODELS`, then of :data:`LEGACY_MODELS`, updated with ``models``."""
     table: dict[str, dict[str, Any]] = {}
     source = DEFAULT_MODELS if models is None else models
     for model_id, given in source.items():
-        base = dict(
-            DEFAULT_MODELS.get(model_id)
-            or _model(
-                model_id,
-                max_tokens=128000,
-                max_output=8192,
-                thinking=model_family(model_id) != "other",
-            )
+        known = (
+            (catalog or {}).get(model_id)
+            or DEFAULT_MODELS.get(model_id)
+            or LEGACY_MODELS.get(model_id)
         )
+        if known is not None:
+            base = dict(known)
+        else:
+            base = {"displayName": model_id, "maxTokens": 128000, "maxOutputTokens": 8192}
+            if model_family(model_id) != "other":
+                base["supportsThinking"] = True
         given = dict(given or {})
-        fraction = given.pop("fraction", given.pop("remainingFraction", 1.0))
-        reset_at = given.pop("reset", given.pop("resetTime", None))
+        # Old knobs: per-model fraction/reset now live in the group's buckets.
+        given.pop("fraction", None), given.pop("remainingFraction", None)
+        given.pop("reset", None), given.pop("resetTime", None)
         if "quotaInfo" in given and given.pop("quotaInfo") is None:
             given["quota"] = False
         base.update(given)
-        base["fraction"] = float(fraction)
-        base["reset"] = _to_epoch(reset_at) if reset_at is not None else reset
         table[model_id] = base
     return table
 
@@ -772,6 +1335,7 @@ class Call:
     body: Any = None
     status: int | None = None
     stream: bool = False
+    credits: bool = False  # the call was paid with Google One AI credits
 
 
 @dataclass(frozen=True)
@@ -819,6 +1383,13 @@ class Reply:
     raw_response: dict[str, Any] | None = None
     raw_events: list[dict[str, Any]] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    sources: tuple[tuple[str, str], ...] | None = None  # grounding (uri, title) pairs
+
+    @classmethod
+    def search(cls, text: str, sources: Iterable[tuple[str, str]], chunks: int = 2) -> Reply:
+        """A grounded answer (for requests with a googleSearch tool): ``sources`` are the
+        (uri, title) of its groundingChunks."""
+        return cls(answer=text, chunks=chunks, sources=tuple(sources))
 
     @classmethod
     def default(cls) -> Reply:
@@ -938,6 +1509,8 @@ class _Context:
     thinking: bool  # the model thinks for this request
     show_thoughts: bool  # thought text is returned
     request: dict[str, Any]
+    search: bool = False  # a googleSearch tool: the answer is grounded (UPSTREAM.md §5.4)
+    image: bool = False  # an image generation model (UPSTREAM.md §5.5)
 
 
 @dataclass
@@ -1127,6 +1700,98 @@ class _Validator:
         self.raise_if_any()
 
 
+#: Schema keys Claude refuses in tool schemas (UPSTREAM.md §6.3: "Claude rejects these"; the
+#: ones Gemini's Schema does not even have are refused earlier as unknown names).
+CLAUDE_REJECTED_SCHEMA_KEYS = frozenset(
+    "minLength maxLength pattern minItems maxItems format default".split()
+)
+CLAUDE_SCHEMA_MESSAGE = (
+    "tools.{n}.custom.input_schema: JSON schema is invalid. It must match JSON Schema draft "
+    "2020-12 (https://json-schema.org/draft/2020-12). Learn more about tool use at "
+    "https://docs.claude.com/en/docs/tool-use."
+)
+# UNVERIFIED text (UPSTREAM.md §7.1 only says never to send both).
+BOTH_THINKING_MESSAGE = "Thinking budget and thinking level cannot be set at the same time."
+THINKING_LEVELS = frozenset({"THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH"})
+INVALID_ARGUMENT_MESSAGE = "Request contains an invalid argument."
+
+
+def _check_generation(req: dict[str, Any], model: str, family: str, info: dict[str, Any]) -> None:
+    gen = req.get("generationConfig")
+    if not isinstance(gen, dict):
+        return
+    tc = gen.get("thinkingConfig")
+    if isinstance(tc, dict) and "thinkingLevel" in tc:
+        level = tc["thinkingLevel"]
+        # Both "low" and "LOW" reach the wire from working clients (UPSTREAM.md §7.1).
+        if not isinstance(level, str) or level.upper() not in THINKING_LEVELS:
+            where = "request.generation_config.thinking_config.thinking_level"
+            raise _invalid_value(where, "ThinkingLevel", level)
+        if "thinkingBudget" in tc:
+            raise GoogleError(400, BOTH_THINKING_MESSAGE)
+    limit = info.get("maxOutputTokens")
+    wanted = gen.get("maxOutputTokens")
+    if isinstance(limit, int) and isinstance(wanted, int) and wanted > limit:
+        # UPSTREAM.md §4.1: above the catalog maxOutputTokens is a 400 (PIA).
+        if family == "claude":
+            raise _anthropic_error(
+                f"max_tokens: {wanted} > {limit}, which is the maximum allowed number of output "
+                f"tokens for {model}"
+            )
+        raise GoogleError(
+            400,
+            f"Unable to submit request because it has a maxOutputTokens value of {wanted} but the "
+            f"supported range is from 1 (inclusive) to {limit + 1} (exclusive). Update the value "
+            "and try again.",
+        )
+
+
+def _claude_schema_ok(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return True
+    for key, value in schema.items():
+        if key in CLAUDE_REJECTED_SCHEMA_KEYS:
+            return False
+        if key == "properties" and isinstance(value, dict):
+            if not all(_claude_schema_ok(sub) for sub in value.values()):
+                return False
+        elif key == "items" and not _claude_schema_ok(value):
+            return False
+        elif key == "anyOf" and isinstance(value, list):
+            if not all(_claude_schema_ok(sub) for sub in value):
+                return False
+    return True
+
+
+def _check_tools(req: dict[str, Any], family: str) -> bool:
+    """Tool rules beyond the proto: no googleSearch next to functions (UPSTREAM.md §5.4) and,
+    for Claude, Anthropic's input_schema rules (§6.3). True when googleSearch is on."""
+    tools = req.get("tools")
+    if not isinstance(tools, list):
+        return False
+    tools = [t for t in tools if isinstance(t, dict)]
+    search = any("googleSearch" in t or "googleSearchRetrieval" in t for t in tools)
+    decls = [
+        d for t in tools for d in (t.get("functionDeclarations") or ()) if isinstance(d, dict)
+    ]
+    if search and decls:
+        raise GoogleError(400, INVALID_ARGUMENT_MESSAGE)
+    if family != "claude":
+        return search
+    fcc = (req.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    validated = fcc.get("mode") == "VALIDATED"
+    for n, decl in enumerate(decls):
+        if "parametersJsonSchema" in decl or not isinstance(decl.get("parameters"), dict):
+            raise _anthropic_error(f"tools.{n}.custom.input_schema: Field required")
+        params = decl["parameters"]
+        if not _claude_schema_ok(params):
+            raise _anthropic_error(CLAUDE_SCHEMA_MESSAGE.format(n=n))
+        if validated and not params.get("properties"):
+            # An empty schema in VALIDATED mode: the bare 400 (UPSTREAM.md §6.3 placeholders).
+            raise GoogleError(400, INVALID_ARGUMENT_MESSAGE)
+    return search
+
+
 def _check_gemini_signatures(
     contents: list[dict[str, Any]], issued: dict[bytes, SignatureInfo]
 ) -> None:
@@ -1300,7 +1965,11 @@ class FakeGoogle:
     Knobs put back by :meth:`reset`: ``token_delay``, ``token_fail_status``,
     ``consent_account``, ``consent_deny``, ``check_signatures``, ``outage`` (an
     HTTP status every v1internal call answers, before authentication — a dead
-    host). ``client_id`` and ``client_secret`` are constructor arguments (kept).
+    host), ``version_gate``, ``min_supported_version``, ``gated_min_version``,
+    ``gated_models``, ``onboard_pending``, ``deprecated_status``, queued
+    ``fail_next`` errors. ``client_id``, ``client_secret``, ``tls_cert``,
+    ``version_gate`` (its reset value) and ``default_models`` are constructor
+    arguments (kept).
     Records: ``calls``, ``token_calls``, ``streams_cancelled``,
     ``streams_open``, ``last_auth_params``, ``signatures`` (issued).
     """
@@ -1311,7 +1980,14 @@ class FakeGoogle:
         client_id: str = ANTIGRAVITY_CLIENT_ID,
         client_secret: str = DEFAULT_CLIENT_SECRET,
         tls_cert: str | None = None,
+        version_gate: bool = True,
+        default_models: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        # version_gate=False: no User-Agent checks at all (knob ``version_gate``, put back
+        # to this value by reset()). default_models: the catalog add_account gives when it
+        # is not told (e.g. LEGACY_MODELS for tests of the late-2025 ids).
+        self._version_gate_default = version_gate
+        self.default_models = default_models
         self.client_id = client_id
         self.client_secret = client_secret
         # A PEM file with the key and the certificate chain: serve https.
@@ -1342,6 +2018,25 @@ class FakeGoogle:
         # e.g. Claude Code's title generation, must not eat a scripted reply).
         self.unscripted_when: Callable[[dict[str, Any]], bool] | None = None
         self.last_auth_params: dict[str, str] | None = None
+        # Client version gates (UPSTREAM.md §2.2, §9.5), from the User-Agent
+        # (``antigravity/hub/X.Y.Z``, ``antigravity/cli/X.Y.Z``, legacy ``antigravity/X.Y.Z``).
+        # Versions are "X.Y.Z" strings, or dicts family ("hub", "cli", "legacy") -> version.
+        self.version_gate = self._version_gate_default
+        # Below it every inference call answers 503 "This version of Antigravity is no
+        # longer supported." (legacy 1.21.9 was refused in April 2026 and agy 1.0.13 in
+        # July; the hub 2.x floor is not known, 2.1.0 is the oldest hub version seen
+        # working after 2.0.x was refused).
+        self.min_supported_version: str | dict[str, str] = dict(MIN_SUPPORTED_VERSIONS)
+        # Below it the models of ``gated_models`` answer 404 NOT_FOUND.
+        self.gated_min_version: str | dict[str, str] = "2.9.0"
+        self.gated_models: set[str] = set(GATED_MODELS)
+        # onboardUser: how many ``done: false`` answers (re-POSTs or operation GETs) an
+        # onboarding gives before ``done: true``.
+        self.onboard_pending = 1
+        # A status (e.g. 400, as one peer saw) for requests naming a deprecatedModelIds
+        # old id; None: they work like any catalog id.
+        self.deprecated_status: int | None = None
+        self._failures: list[_Failure] = []
         self.calls: list[Call] = []
         self.token_calls = 0
         self.streams_cancelled = 0
@@ -1443,19 +2138,40 @@ class FakeGoogle:
         tier: str = "PRO",
         models: dict[str, dict[str, Any]] | None = None,
         expires_in: int = DEFAULT_EXPIRES_IN,
+        *,
+        fresh: bool = False,
+        credits: int | None = None,
     ) -> Account:
-        """Add (or replace) an account. ``models``: None for :data:`DEFAULT_MODELS`, else
-        model id -> fields (``{}`` for the defaults of a known id; ``fraction``,
-        ``reset``, ``quotaInfo: None`` for no quota data, any model field)."""
+        """Add (or replace) an account.
+
+        ``models``: None for the fake's default catalog (:data:`DEFAULT_MODELS`), else
+        model id -> fields (``{}`` for the catalog entry of a known id — this catalog's or
+        :data:`LEGACY_MODELS`' —, ``quotaInfo: None`` for no quota data, any model field;
+        ``fraction``/``reset`` set the 5-hour bucket of the model's group).
+        ``fresh``: the account has not onboarded yet — loadCodeAssist shows no project
+        until onboardUser gave it ``project`` (default ``proj-<local part>``).
+        ``credits``: Google One AI credits shown in ``paidTier.availableCredits``.
+        """
         local = email.split("@")[0]
+        project = project or f"proj-{local}"
+        source = models if models is not None else self.default_models
         account = Account(
             email=email,
             refresh_token=refresh_token or f"1//rt-{local}",
-            project=project or f"proj-{local}",
+            project="" if fresh else project,
             tier=tier,
-            models=_build_models(models),
+            models=_build_models(source, self.default_models),
             expires_in=expires_in,
+            onboard_project=project,
+            credits=credits,
         )
+        for model_id, given in (source or {}).items():
+            given = given or {}
+            fraction = given.get("fraction", given.get("remainingFraction"))
+            reset = given.get("reset", given.get("resetTime"))
+            current = account.quota(model_id)
+            if (fraction is not None or reset is not None) and current is not None:
+                account.set_quota(model_id, current[0] if fraction is None else fraction, reset)
         self.accounts[email] = account
         return account
 
@@ -1534,6 +2250,49 @@ class FakeGoogle:
         for account in self.accounts.values():
             account.token_calls = 0
 
+    def fail_next(
+        self,
+        kind: str,
+        n: int = 1,
+        *,
+        email: str | None = None,
+        model: str | None = None,
+        methods: Iterable[str] = INFERENCE_METHODS,
+    ) -> None:
+        """Answer the next ``n`` matching calls with a Google error of UPSTREAM.md §9.
+
+        ``kind``: a key of :data:`ERROR_BODIES` (e.g. ``"TOS_VIOLATION"``,
+        ``"RATE_LIMIT_EXCEEDED"``). Matching: the account ``email`` and/or ``model`` when
+        given, and one of ``methods`` (default: generateContent, streamGenerateContent,
+        countTokens). The body is :func:`error_body` with the requested model, the
+        account's validation URL and reset stamps counted from now. Queued errors are
+        checked after authentication and the envelope, before request validation.
+        """
+        error_body(kind)  # unknown kinds fail here, in the test
+        with self._lock:
+            self._failures.append(_Failure(kind, n, email, model, frozenset(methods)))
+
+    def _take_failure(self, method: str, account: Account, model: str | None) -> None:
+        with self._lock:
+            for failure in self._failures:
+                if (
+                    failure.left > 0
+                    and method in failure.methods
+                    and failure.email in (None, account.email)
+                    and failure.model in (None, model)
+                ):
+                    failure.left -= 1
+                    kind = failure.kind
+                    break
+            else:
+                return
+            self._failures = [f for f in self._failures if f.left > 0]
+        status, body = error_body(
+            kind, model=model, project=account.project or account.onboard_project,
+            validation_url=account.validation_url, now=time.time(),
+        )
+        raise _Answer(status, _JSON.encode(body))
+
     def calls_to(self, method: str) -> list[Call]:
         """The recorded calls of one method (e.g. ``"streamGenerateContent"``, ``"token"``)."""
         return [c for c in self.calls if c.method == method]
@@ -1556,6 +2315,8 @@ class FakeGoogle:
             more = message.get("more_body", False)
         if path.startswith("/v1internal:"):
             api, method = "v1internal", path[len("/v1internal:") :]
+        elif path.startswith("/v1internal/operations/"):
+            api, method = "v1internal", path[len("/v1internal/") :]
         elif path.startswith("/v1beta/models/"):
             api, method = "v1beta", path.rsplit(":", 1)[-1] if ":" in path else ""
         elif path == "/token":
@@ -1588,9 +2349,11 @@ class FakeGoogle:
                 )
                 raise _Answer(404, page.encode(), b"text/html; charset=UTF-8")
         except _Answer as answer:
-            await self._send(
-                send, call, answer.status, answer.body, answer.content_type, answer.headers
-            )
+            content_type = answer.content_type
+            if api == "v1internal" and method == "streamGenerateContent":
+                # Errors of stream calls are JSON labelled as SSE (UPSTREAM.md §6.1, §8.3).
+                content_type = _SSE
+            await self._send(send, call, answer.status, answer.body, content_type, answer.headers)
 
     async def _send(
         self,
@@ -1604,6 +2367,8 @@ class FakeGoogle:
         call.status = status
         raw = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
         raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        if call.api == "v1internal":
+            raw += _esf_headers(headers)
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
@@ -1831,122 +2596,231 @@ class FakeGoogle:
     ) -> None:
         if self.outage:
             raise GoogleError(self.outage)
-        if scope["method"] != "POST":
+        operation = method.startswith("operations/")
+        if scope["method"] != ("GET" if operation else "POST"):
             raise GoogleError(404, NOT_FOUND_MESSAGE)
         account = self._authenticate(headers)
         call.email = account.email
         body = _parse_json(raw)
         call.body = body
+        # UPSTREAM.md §1.4, §9.6d: with x-goog-user-project the call is billed to that
+        # project as a quota project, where the Cloud Code Private API is not enabled.
+        if "x-goog-user-project" in headers:
+            status, error = error_body(
+                "SERVICE_DISABLED", project=headers["x-goog-user-project"] or account.project
+            )
+            raise _Answer(status, _JSON.encode(error))
         if account.forbidden:
             raise self._forbidden(account)
-        if method == "loadCodeAssist":
-            await self._send(send, call, 200, _JSON.encode(self._load_code_assist(account)))
-        elif method == "fetchAvailableModels":
-            if not isinstance(body, dict) or body.get("project") != account.project:
-                project = body.get("project") if isinstance(body, dict) else None
-                raise GoogleError(403, f"Permission denied on resource project {project}.")
-            await self._send(send, call, 200, _JSON.encode(self._available_models(account)))
+        if operation:
+            answer = self._poll_operation(account, method)
+        elif method == "loadCodeAssist":
+            answer = self._load_code_assist(account, body)
+        elif method == "onboardUser":
+            answer = self._onboard_user(account, body)
+        elif method in ("fetchAvailableModels", "retrieveUserQuotaSummary", "retrieveUserQuota"):
+            _check_project_body(account, body)
+            if method == "fetchAvailableModels":
+                answer = self._available_models(account)
+            elif method == "retrieveUserQuota":
+                answer = _quota_per_model(account)
+            else:
+                answer = _quota_summary(account)
         elif method == "countTokens":
+            self._check_version(headers)
             request = body.get("request") if isinstance(body, dict) else None
             if not isinstance(request, dict):
                 raise GoogleError(400, "Invalid request: field 'request' is required.")
+            # UPSTREAM.md §8.4: the model is optional (CPA sends none).
             model = str(request.get("model") or body.get("model") or "").removeprefix("models/")
-            call.model = model
-            if model not in account.models:
-                raise GoogleError(404, NOT_FOUND_MESSAGE)
+            call.model = model or None
+            if model:
+                self._check_model(account, model, headers)
+            self._take_failure(method, account, model or None)
             req = to_camel(request)
             _Validator("request.").request(req)
-            await self._send(send, call, 200, _JSON.encode({"totalTokens": _count_normalised(req)}))
+            answer = {"totalTokens": _count_normalised(req)}
         elif method in ("generateContent", "streamGenerateContent"):
             stream = method == "streamGenerateContent"
             call.stream = stream
-            model, req = self._check_envelope(account, body, call)
+            self._check_version(headers)
+            model, req, envelope = self._check_envelope(account, body, call)
+            self._check_model(account, model, headers)
+            self._take_failure(method, account, model)
             info = account.models[model]
-            thinks = bool(info.get("supportsThinking", False))
-            ctx = self._validate(req, model, "request.", thinks, "v1internal", account.email)
-            quota = account.quota(model)
-            if quota is not None and quota[0] <= 0 and quota[1] > time.time():
-                delay = quota[1] - time.time()
-                raise _quota_error(model, go_duration(round(delay)), _rfc3339(quota[1]))
+            ctx = self._validate(req, model, "request.", info, "v1internal", account.email)
+            self._check_quota(account, model, envelope, call)
             reply = self._next_reply(account.email, req)
-            sse = "alt=sse" in query
-            await self._answer(reply, ctx, stream, sse, call, receive, send)
+            await self._answer(reply, ctx, stream, "alt=sse" in query, call, receive, send)
+            return
         else:
             raise GoogleError(404, NOT_FOUND_MESSAGE)
+        await self._send(send, call, 200, _JSON.encode(answer))
 
-    def _forbidden(self, account: Account) -> GoogleError:
+    # -- version gates (UPSTREAM.md §2.2)
+
+    def _check_version(self, headers: dict[str, str]) -> None:
+        """503 "no longer supported" for clients under ``min_supported_version``. A
+        User-Agent that is not an Antigravity one counts as too old: Google decides from
+        the version it reports."""
+        if not self.version_gate:
+            return
+        version = client_version(headers.get("user-agent", ""))
+        floor = _floor(self.min_supported_version, version[0] if version else "legacy")
+        if version is None or (floor is not None and version[1] < _version_tuple(floor)):
+            status, error = error_body("VERSION_UNSUPPORTED")
+            raise _Answer(status, _JSON.encode(error))
+
+    def _check_model(self, account: Account, model: str, headers: dict[str, str]) -> None:
+        if model not in account.models:
+            raise GoogleError(404, NOT_FOUND_MESSAGE)
+        if self.version_gate and model in self.gated_models:
+            version = client_version(headers.get("user-agent", ""))
+            floor = _floor(self.gated_min_version, version[0] if version else "legacy")
+            if version is None or (floor is not None and version[1] < _version_tuple(floor)):
+                raise GoogleError(404, NOT_FOUND_MESSAGE)
+        if self.deprecated_status is not None and model in CATALOG_META["deprecatedModelIds"]:
+            raise GoogleError(self.deprecated_status)
+
+    # -- quota (UPSTREAM.md §4.2, §9.1, §4.4)
+
+    def _check_quota(
+        self, account: Account, model: str, envelope: dict[str, Any], call: Call
+    ) -> None:
+        bucket_id = account.exhausted(model)
+        if bucket_id is None:
+            return
+        if "GOOGLE_ONE_AI" in (envelope.get("enabledCreditTypes") or ()):
+            # Credits pay when quota is gone (UPSTREAM.md §4.4).
+            if account.credits is not None and account.credits >= account.credits_minimum:
+                call.credits = True
+                return
+            status, error = error_body("INSUFFICIENT_G1_CREDITS_BALANCE", model=model)
+            raise _Answer(status, _JSON.encode(error))
+        bucket = account.bucket(bucket_id)
+        raise _quota_error(model, bucket.reset, weekly=bucket_id.endswith("weekly"))
+
+    # -- account methods
+
+    def _forbidden(self, account: Account) -> _Answer:
         reason = account.forbidden or ""
-        if reason == "VALIDATION_REQUIRED":
-            url = account.validation_url
-            message = (
-                "VALIDATION_REQUIRED: Verify your account to continue. Open this link to verify "
-                f"your account: {url}"
+        if reason == "TOS":  # the old knob's meaning: a bare permission denial
+            reason = "PERMISSION_DENIED"
+        if reason in ERROR_KINDS:
+            status, error = error_body(
+                reason, project=account.project or account.onboard_project,
+                validation_url=account.validation_url, now=time.time(),
             )
-            info = {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "VALIDATION_REQUIRED",
-                "domain": ERROR_DOMAIN,
-                "metadata": {"validation_url": url},
-            }
-            return GoogleError(403, message, details=[info])
-        if reason == "TOS":
-            return GoogleError(403, PERMISSION_DENIED_MESSAGE)
+            return _Answer(status, _JSON.encode(error))
         return GoogleError(403, reason)
 
-    def _load_code_assist(self, account: Account) -> dict[str, Any]:
-        standard = {
-            "id": "standard-tier",
-            "name": "Gemini Code Assist",
-            "description": "Unlimited coding assistant with the most powerful Gemini models",
-            "userDefinedCloudaicompanionProject": True,
-        }
+    def _load_code_assist(self, account: Account, body: Any) -> dict[str, Any]:
+        """The live answer of UPSTREAM.md §3.3: ``currentTier`` is ``free-tier`` for every
+        account, the plan is ``paidTier`` (absent for FREE); no ``cloudaicompanionProject``
+        before onboarding."""
+        if not isinstance(body, dict):
+            raise GoogleError(400, "Invalid JSON payload received. Expected an object.")
+        _check_keys_top(body, {"metadata", "cloudaicompanionProject", "mode"})
+        metadata = body.get("metadata")
+        if metadata is not None:
+            _check_metadata(metadata)
         answer: dict[str, Any] = {
-            "currentTier": standard,
-            "allowedTiers": [{**standard, "isDefault": True}],
-            "cloudaicompanionProject": account.project,
-            "gcpManaged": False,
+            "currentTier": {
+                **FREE_TIER,
+                "upgradeSubscriptionUri": (
+                    f"https://accounts.google.com/AccountChooser?Email={account.email}"
+                    "&continue=https%3A%2F%2Fone.google.com%2Fai"
+                ),
+                "upgradeSubscriptionText": (
+                    "Upgrade to get 1,500 model requests per day with Gemini CLI and Gemini Code "
+                    "Assist's agent mode with Google AI Pro."
+                ),
+                "upgradeSubscriptionType": "GOOGLE_ONE",
+            },
+            "allowedTiers": [{**FREE_TIER, "isDefault": True}, STANDARD_TIER],
         }
-        if account.tier == "PRO":
-            answer["paidTier"] = {
-                "id": "g1-pro-tier",
-                "name": "Google AI Pro",
-                "description": "Google AI Pro",
-            }
-        elif account.tier == "ULTRA":
-            answer["paidTier"] = {
-                "id": "g1-ultra-tier",
-                "name": "Google AI Ultra",
-                "description": "Google AI Ultra",
-            }
+        if account.project:
+            answer["cloudaicompanionProject"] = account.project
+        answer["gcpManaged"] = False
+        answer["upgradeSubscriptionUri"] = "https://codeassist.google.com/upgrade"
+        paid = PAID_TIERS.get(account.tier)
+        if paid is not None:
+            answer["paidTier"] = dict(paid)
+            if account.credits is not None:
+                answer["paidTier"]["availableCredits"] = [
+                    {
+                        "creditType": "GOOGLE_ONE_AI",
+                        "creditAmount": str(account.credits),
+                        "minimumCreditAmountForUsage": str(account.credits_minimum),
+                    }
+                ]
         return answer
+
+    def _onboard_user(self, account: Account, body: Any) -> dict[str, Any]:
+        """UPSTREAM.md §3.4: a tier id (``tierId`` or ``tier_id``) of ``allowedTiers`` and
+        ``metadata`` are required (else the bare 400); ``standard-tier`` needs the user's
+        own ``cloudaicompanionProject``. The first answer is a pending operation
+        (``onboard_pending`` knob), then ``done: true`` with the project."""
+        bare = GoogleError(400, "Request contains an invalid argument.")
+        if not isinstance(body, dict):
+            raise bare
+        tier = body.get("tierId", body.get("tier_id"))
+        metadata = body.get("metadata")
+        if tier not in ("free-tier", "standard-tier") or not isinstance(metadata, dict):
+            raise bare
+        _check_metadata(metadata)
+        user_project = body.get("cloudaicompanionProject", body.get("cloudaicompanion_project"))
+        if tier == "standard-tier" and not user_project:
+            raise bare
+        if account.project and account.operation is None:
+            # Already onboarded: done at once (the live capture).
+            return {"done": True, "response": _onboard_response(account.project)}
+        return self._advance(account)
+
+    def _advance(self, account: Account) -> dict[str, Any]:
+        if account.operation is None:
+            account.operation = ("operations/" + secrets.token_hex(12), self.onboard_pending)
+        name, left = account.operation
+        if left > 0 and not account.project:
+            account.operation = (name, left - 1)
+            return {"name": name, "done": False}
+        account.project = account.project or account.onboard_project
+        return {"name": name, "done": True, "response": _onboard_response(account.project)}
+
+    def _poll_operation(self, account: Account, name: str) -> dict[str, Any]:
+        """``GET /v1internal/operations/<id>`` (the long-running-operation polling style)."""
+        if account.operation is None or account.operation[0] != name:
+            raise GoogleError(404, NOT_FOUND_MESSAGE)
+        return self._advance(account)
 
     def _available_models(self, account: Account) -> dict[str, Any]:
         models: dict[str, Any] = {}
         for model_id, info in account.models.items():
             entry = {
-                "displayName": info["displayName"],
-                "maxTokens": info["maxTokens"],
-                "maxOutputTokens": info["maxOutputTokens"],
-                "supportsThinking": info["supportsThinking"],
-                "supportsImages": info["supportsImages"],
+                k: v
+                for k, v in info.items()
+                if k not in _PRIVATE_MODEL_KEYS and v is not False and v is not None
             }
-            if info.get("isInternal"):
-                entry["isInternal"] = True
-            quota = account.quota(model_id)
-            if quota is not None:
+            group = account.group_of(model_id)
+            if group is None:
+                entry["quotaInfo"] = {"remainingFraction": 1}
+            elif info.get("quota", True):
+                bucket = account.bucket(BUCKETS[group][1])
                 entry["quotaInfo"] = {
-                    "remainingFraction": quota[0],
-                    "resetTime": _rfc3339(quota[1]),
+                    "remainingFraction": bucket.fraction,
+                    "resetTime": _rfc3339(bucket.reset),
                 }
             models[model_id] = entry
-        return {"models": models, "deprecatedModelIds": {}}
+        return {"models": models, **_catalog_meta(set(models))}
 
     def _check_envelope(
         self, account: Account, body: Any, call: Call
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         if not isinstance(body, dict):
             raise GoogleError(400, "Invalid JSON payload received. Expected an object.")
-        project = body.get("project")
+        envelope: dict[str, Any] = {ENVELOPE_SNAKE.get(str(k), str(k)): v for k, v in body.items()}
+        _check_keys_top(envelope, ENVELOPE_KEYS)
+        project = envelope.get("project")
         if not project:
             raise GoogleError(400, "Invalid request: field 'project' is required.")
         if project != account.project:
@@ -1957,38 +2831,57 @@ class FakeGoogle:
                     f"'//cloudaicompanion.googleapis.com/projects/{project}/locations/global' "
                     "(or it may not exist).",
                 )
-            raise GoogleError(404, NOT_FOUND_MESSAGE)
-        for name in ("model", "requestId", "userAgent", "requestType"):
-            if not isinstance(body.get(name), str) or not body[name]:
+            # A project that is not this account's managed one is taken for a user GCP
+            # project, which has no Code Assist license (UPSTREAM.md §9.6c); this is also
+            # what an account that has not onboarded yet gets.
+            status, error = error_body("SUBSCRIPTION_REQUIRED")
+            raise _Answer(status, _JSON.encode(error))
+        # requestId is optional: CPA leaves it out of web_search calls (UPSTREAM.md §5.4).
+        for name in ("model", "userAgent", "requestType"):
+            if not isinstance(envelope.get(name), str) or not envelope[name]:
                 raise GoogleError(400, f"Invalid request: field '{name}' is required.")
-        model = body["model"].removeprefix("models/")
+        credit_types = envelope.get("enabledCreditTypes")
+        if credit_types is not None:
+            for i, value in enumerate(credit_types if isinstance(credit_types, list) else [0]):
+                if value not in ("GOOGLE_ONE_AI", "CREDIT_TYPE_UNSPECIFIED"):
+                    where = f"enabled_credit_types[{i}]"
+                    text = (
+                        f"Invalid value at '{where}' (type.googleapis.com/google.internal.cloud."
+                        f"code.v1internal.CreditType), {_JSON.encode(value).decode()}"
+                    )
+                    raise _bad_request([text], [(where, text)])
+        model = envelope["model"].removeprefix("models/")
         call.model = model
         if model not in account.models:
             raise GoogleError(404, NOT_FOUND_MESSAGE)
-        request = body.get("request")
+        request = envelope.get("request")
         if not isinstance(request, dict):
             raise GoogleError(400, "* GenerateContentRequest.contents: contents is not specified\n")
-        return model, request
+        return model, request, envelope
 
     def _validate(
         self,
         request: dict[str, Any],
         model: str,
         prefix: str,
-        supports_thinking: bool,
+        info: dict[str, Any],
         api: str,
         email: str | None,
     ) -> _Context:
         req = to_camel(request)
         _Validator(prefix).request(req)
         family = model_family(model)
+        supports_thinking = bool(info.get("supportsThinking", False))
+        _check_generation(req, model, family, info)
+        search = _check_tools(req, family)
         thinking, include, budget = _thinking_state(req, supports_thinking)
         if family == "claude":
             _check_claude(req, thinking, budget, self._signature_index, self.check_signatures)
         elif family == "gemini" and self.check_signatures:
             _check_gemini_signatures(req["contents"], self._signature_index)
         show = thinking if family == "claude" else (include and supports_thinking)
-        return _Context(api, model, email, family, thinking, show, req)
+        image = model in CATALOG_META["imageGenerationModelIds"]
+        return _Context(api, model, email, family, thinking, show, req, search, image)
 
     # ----------------------------------------------------------------- public Gemini API
 
@@ -2025,10 +2918,9 @@ class FakeGoogle:
             raise GoogleError(404, NOT_FOUND_MESSAGE)
         stream = method == "streamGenerateContent"
         call.stream = stream
-        supports = DEFAULT_MODELS.get(model, {}).get(
-            "supportsThinking", model_family(model) != "other"
-        )
-        ctx = self._validate(body, model, "", supports, "v1beta", None)
+        # The public API's own models think (the Antigravity catalog does not apply here).
+        info = {"supportsThinking": model_family(model) != "other"}
+        ctx = self._validate(body, model, "", info, "v1beta", None)
         reply = self._next_reply(None, body)
         await self._answer(reply, ctx, stream, "alt=sse" in query, call, receive, send)
 
@@ -2037,9 +2929,12 @@ class FakeGoogle:
     def _render(self, reply: Reply, ctx: _Context, stream: bool) -> _Rendered:
         trace = secrets.token_hex(8)  # one trace (and response id) per answer, as Google does
         response_id = _random_id(20)
+        headers = dict(reply.headers)
+        if ctx.api == "v1internal":
+            headers[_TRACE_HEADER] = trace
         if reply.kind == "error":
             return _Rendered(
-                reply.status, dict(reply.headers), body=_JSON.encode(_error_body(reply, ctx.model))
+                reply.status, dict(headers), body=_JSON.encode(_error_body(reply, ctx.model))
             )
         if reply.kind == "raw":
             assert reply.raw_response is not None
@@ -2047,11 +2942,11 @@ class FakeGoogle:
             if stream:
                 return _Rendered(
                     reply.status,
-                    dict(reply.headers),
+                    dict(headers),
                     events=[self._wrap(e, ctx, trace) for e in events],
                 )
             return _Rendered(
-                reply.status, dict(reply.headers), body=self._wrap(reply.raw_response, ctx, trace)
+                reply.status, dict(headers), body=self._wrap(reply.raw_response, ctx, trace)
             )
         base = {"modelVersion": ctx.model, "responseId": response_id}
         usage = {
@@ -2062,13 +2957,13 @@ class FakeGoogle:
         if reply.kind == "empty":
             usage["totalTokenCount"] = usage["promptTokenCount"]
             if stream:
-                return _Rendered(200, dict(reply.headers), events=[])
+                return _Rendered(200, dict(headers), events=[])
             response = {
                 "candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}],
                 "usageMetadata": usage,
             }
             return _Rendered(
-                200, dict(reply.headers), body=self._wrap({**response, **base}, ctx, trace)
+                200, dict(headers), body=self._wrap({**response, **base}, ctx, trace)
             )
 
         events, thought, answer, calls = self._parts(reply, ctx, stream)
@@ -2090,7 +2985,7 @@ class FakeGoogle:
                     + usage["candidatesTokenCount"]
                     + usage.get("thoughtsTokenCount", 0)
                 )
-        responses = []
+        responses: list[dict[str, Any]] = []
         for i, parts in enumerate(events):
             candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
             response: dict[str, Any] = {"candidates": [candidate]}
@@ -2099,17 +2994,23 @@ class FakeGoogle:
                 response["usageMetadata"] = usage
             response.update(base)
             responses.append(response)
+        if ctx.search:
+            last: dict[str, Any] = responses[-1]["candidates"][0]
+            last["groundingMetadata"] = _grounding(ctx.request, answer, reply.sources)
         if stream:
             return _Rendered(
-                200, dict(reply.headers), events=[self._wrap(r, ctx, trace) for r in responses]
+                200, dict(headers), events=[self._wrap(r, ctx, trace) for r in responses]
             )
-        return _Rendered(200, dict(reply.headers), body=self._wrap(responses[0], ctx, trace))
+        return _Rendered(200, dict(headers), body=self._wrap(responses[0], ctx, trace))
 
     def _parts(
         self, reply: Reply, ctx: _Context, stream: bool
     ) -> tuple[list[list[dict[str, Any]]], str, str, list[tuple[str, dict[str, Any], str | None]]]:
         """Parts grouped by stream event (non-stream: one group), plus thought/answer/calls."""
-        if reply.answer is None:
+        image = ctx.image and reply.answer is None and not reply.calls
+        if image:
+            answer = ""  # an image model answers an image (UPSTREAM.md §5.5)
+        elif reply.answer is None:
             answer = f"Hello from {ctx.model} ({ctx.email or 'gemini-api'})"
         else:
             answer = reply.answer
@@ -2147,6 +3048,8 @@ class FakeGoogle:
                 events += [[{"text": piece, "thought": True}] for piece in _split(thought, chunks)]
         text_events = [[{"text": piece}] for piece in _split(answer, chunks)]
         events += text_events
+        if image:
+            events.append([{"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}])
         if calls:
             call_parts = []
             for n, (name, args, call_id) in enumerate(calls):
@@ -2191,8 +3094,10 @@ class FakeGoogle:
             if reply.silent_for or reply.drop_at is not None:
                 await self._send_slow(reply, rendered, call, receive, send)
             else:
+                sse_error = stream and ctx.api == "v1internal"
+                content_type = _SSE if sse_error else b"application/json; charset=UTF-8"
                 await self._send(
-                    send, call, rendered.status, rendered.body, headers=rendered.headers
+                    send, call, rendered.status, rendered.body, content_type, rendered.headers
                 )
             return
         assert rendered.events is not None
@@ -2220,6 +3125,8 @@ class FakeGoogle:
             (b"content-length", str(len(body)).encode()),
         ]
         headers += [(k.encode(), v.encode()) for k, v in rendered.headers.items()]
+        if call.api == "v1internal":
+            headers += _esf_headers(rendered.headers)
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
             await send(
@@ -2253,6 +3160,8 @@ class FakeGoogle:
         call.status = rendered.status
         headers = [(b"content-type", content_type), (b"cache-control", b"no-cache")]
         headers += [(k.encode(), v.encode()) for k, v in rendered.headers.items()]
+        if call.api == "v1internal":
+            headers += _esf_headers(rendered.headers)
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         self.streams_open += 1
         cancelled = False
@@ -2286,6 +3195,50 @@ class FakeGoogle:
 # --------------------------------------------------------------------------- small builders
 
 
+#: A 1x1 PNG, what the image model answers by default.
+PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+_REDIRECT = "https://vertexaisearch.cloud.google.com/grounding-api-redirect/"
+
+
+def _grounding(
+    request: dict[str, Any], answer: str, sources: tuple[tuple[str, str], ...] | None
+) -> dict[str, Any]:
+    """groundingMetadata of a web-search answer: the query, the sources (redirect links, as
+    Google gives: UPSTREAM.md §5.4) and one support covering the answer."""
+    query = ""
+    for content in request.get("contents") or ():
+        for part in content.get("parts") or ():
+            if content.get("role", "user") == "user" and isinstance(part.get("text"), str):
+                query = part["text"]
+    if sources is None:
+        sources = ((_REDIRECT + "AUZIYQ" + hashlib.sha256(query.encode()).hexdigest()[:40],
+                    "example.com"),)
+    chunks = [{"web": {"uri": uri, "title": title}} for uri, title in sources]
+    support = {
+        "segment": {"endIndex": len(answer.encode()), "text": answer},
+        "groundingChunkIndices": list(range(len(chunks))),
+    }
+    return {
+        "webSearchQueries": [query],
+        "groundingChunks": chunks,
+        "groundingSupports": [support] if answer else [],
+    }
+
+
+_SSE = b"text/event-stream"
+_SERVER_ESF = (b"server", b"ESF")
+_TRACE_HEADER = "x-cloudaicompanion-trace-id"
+
+
+def _esf_headers(given: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    """``server: ESF`` and a trace id, as Cloud Code answers carry (UPSTREAM.md §1.4, §8.3)."""
+    if given and _TRACE_HEADER in given:
+        return [_SERVER_ESF]
+    return [_SERVER_ESF, (_TRACE_HEADER.encode(), secrets.token_hex(8).encode())]
+
+
 def _parse_json(raw: bytes) -> Any:
     if not raw:
         return {}
@@ -2304,21 +3257,250 @@ def _auth_info(reason: str) -> dict[str, Any]:
     }
 
 
-def _quota_error(model: str, delay: str, timestamp: str) -> GoogleError:
-    details = [
-        {
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": "QUOTA_EXHAUSTED",
-            "domain": ERROR_DOMAIN,
-            "metadata": {
-                "model": model,
-                "quotaResetDelay": delay,
-                "quotaResetTimeStamp": timestamp,
-            },
-        }
-    ]
-    message = QUOTA_MESSAGE.format(delay=delay)
-    return GoogleError(429, message, details=details)
+def _quota_error(model: str, reset: float, *, weekly: bool) -> _Answer:
+    """429 QUOTA_EXHAUSTED as UPSTREAM.md §9.1: the 5-hour text, or for the weekly bucket
+    the "Individual quota reached" text; delays counted to the bucket's reset."""
+    delay = max(reset - time.time(), 0.0)
+    shown = go_duration(int(delay))
+    message = (WEEKLY_QUOTA_MESSAGE if weekly else QUOTA_MESSAGE).format(delay=shown)
+    body = _quota_body(model, message, go_duration(delay), _rfc3339(reset), _proto_duration(delay))
+    return _Answer(429, _JSON.encode(body))
+
+
+def _floor(knob: str | dict[str, str], family: str) -> str | None:
+    return knob if isinstance(knob, str) else knob.get(family)
+
+
+FREE_TIER = {
+    "id": "free-tier",
+    "name": "Antigravity",
+    "description": "Gemini-powered code suggestions and chat in multiple IDEs",
+    "privacyNotice": {
+        "showNotice": True,
+        "noticeText": "This notice and our Privacy Policy describe how Antigravity handles your "
+        "data. You can opt out below.",
+    },
+}
+STANDARD_TIER = {
+    "id": "standard-tier",
+    "name": "Antigravity",
+    "description": "Unlimited coding assistant with the most powerful Gemini models",
+    "userDefinedCloudaicompanionProject": True,
+    "privacyNotice": {},
+    "usesGcpTos": True,
+}
+PAID_TIERS = {
+    "PRO": {
+        "id": "g1-pro-tier",
+        "name": "Google AI Pro",
+        "description": "Google AI Pro",
+        "upgradeSubscriptionUri": "https://antigravity.google/g1-upgrade",
+        "upgradeSubscriptionText": (
+            "You can upgrade to a Google AI Ultra plan to receive higher rate limits."
+        ),
+    },
+    "ULTRA": {"id": "g1-ultra-tier", "name": "Google AI Ultra", "description": "Google AI Ultra"},
+}
+ENVELOPE_KEYS = frozenset(
+    "project model userAgent requestType requestId request enabledCreditTypes".split()
+)
+ENVELOPE_SNAKE = {
+    "user_agent": "userAgent",
+    "request_type": "requestType",
+    "request_id": "requestId",
+    "enabled_credit_types": "enabledCreditTypes",
+}
+# ClientMetadata enums (UPSTREAM.md §3.3: names as ACP lists them; numbers accepted too).
+_METADATA_ENUMS = {
+    "ideType": (
+        "ide_type",
+        "IdeType",
+        frozenset(
+            "IDE_UNSPECIFIED VSCODE INTELLIJ VSCODE_CLOUD_SHELL CLOUD_SHELL PLUGINS ANTIGRAVITY "
+            "JETSKI".split()
+        ),
+    ),
+    "platform": (
+        "platform",
+        "Platform",
+        frozenset(
+            "PLATFORM_UNSPECIFIED DARWIN_AMD64 DARWIN_ARM64 LINUX_AMD64 LINUX_ARM64 "
+            "WINDOWS_AMD64".split()
+        ),
+    ),
+    "pluginType": (
+        "plugin_type",
+        "PluginType",
+        frozenset("PLUGIN_UNSPECIFIED PLUGIN_TYPE_UNSPECIFIED CLOUD_CODE GEMINI".split()),
+    ),
+}
+_METADATA_KEYS = frozenset(
+    "ideType ideVersion pluginVersion platform updateChannel duetProject pluginType ideName".split()
+)
+
+
+def _camel_simple(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def _unknown_name(name: str, where: str | None = None) -> GoogleError:
+    at = f" at '{where}'" if where else ""
+    text = f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.'
+    violation: dict[str, str] = {"field": where} if where else {}
+    violation["description"] = text
+    details = [{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}]
+    return GoogleError(400, text, details=details)
+
+
+def _check_keys_top(body: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+    for key in body:
+        if _camel_simple(key) not in allowed:
+            raise _unknown_name(key)
+
+
+def _check_metadata(metadata: Any) -> None:
+    """loadCodeAssist/onboardUser ``metadata``: a ClientMetadata, enums by name or number."""
+    if not isinstance(metadata, dict):
+        raise GoogleError(400, "Request contains an invalid argument.")
+    for key, value in metadata.items():
+        name = _camel_simple(key)
+        if name not in _METADATA_KEYS:
+            raise _unknown_name(key, "metadata")
+        enum = _METADATA_ENUMS.get(name)
+        if enum is None:
+            continue
+        snake, type_name, names = enum
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            continue
+        if isinstance(value, str) and value in names:
+            continue
+        where = f"metadata.{snake}"
+        text = (
+            f"Invalid value at '{where}' (type.googleapis.com/google.internal.cloud.code."
+            f"v1internal.ClientMetadata.{type_name}), {_JSON.encode(value).decode()}"
+        )
+        raise _bad_request([text], [(where, text)])
+
+
+def _onboard_response(project: str) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.internal.cloud.code.v1internal.OnboardUserResponse",
+        "cloudaicompanionProject": {"id": project, "name": project},
+        "releaseChannel": {"type": "EXPERIMENTAL", "name": "Preview Channel"},
+    }
+
+
+def _check_project_body(account: Account, body: Any) -> None:
+    """fetchAvailableModels / retrieveUserQuota*: ``{"project": p}`` or ``{}`` (UPSTREAM.md
+    §4.1-4.3); any other key is an unknown field (``metadata`` included, as live)."""
+    if not isinstance(body, dict):
+        raise GoogleError(400, "Invalid JSON payload received. Expected an object.")
+    for key in body:
+        if key != "project":
+            text = f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+            details = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"description": text}],
+                }
+            ]
+            raise GoogleError(400, text, details=details)
+    project = body.get("project")
+    if project is not None and project != account.project:
+        raise GoogleError(403, f"Permission denied on resource project {project}.")
+
+
+def _catalog_meta(ids: set[str]) -> dict[str, Any]:
+    """The top-level keys of fetchAvailableModels, keeping only ids the account has."""
+    meta: dict[str, Any] = {}
+    for key, value in CATALOG_META.items():
+        if key == "defaultAgentModelId":
+            if value in ids:
+                meta[key] = value
+        elif key == "agentModelSorts":
+            kept = [m for m in value[0]["groups"][0]["modelIds"] if m in ids]
+            meta[key] = [{"displayName": "Recommended", "groups": [{"modelIds": kept}]}]
+        elif key == "deprecatedModelIds":
+            meta[key] = {old: new for old, new in value.items() if old in ids}
+        elif key == "tieredModelIds":
+            meta[key] = {tier: [m for m in ms if m in ids] for tier, ms in value.items()}
+        elif key in ("experimentIds", "audioTranscriptionModelIds"):
+            meta[key] = value
+        else:
+            meta[key] = [m for m in value if m in ids]
+    return meta
+
+
+def _refresh_text(window: str, seconds: float) -> str:
+    """"it will fully refresh in 6 days, 21 hours" / "in 4 hours, 23 minutes" (§4.2)."""
+    minutes = int(seconds // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+
+    def unit(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    span = (
+        f"{unit(days, 'day')}, {unit(hours, 'hour')}"
+        if days
+        else f"{unit(hours, 'hour')}, {unit(mins, 'minute')}"
+    )
+    name = "weekly" if window == "weekly" else "5-hour"
+    return f"You have used some of your {name} limit, it will fully refresh in {span}."
+
+
+_GROUPS = (
+    ("gemini", "Gemini Models", "Models within this group: Gemini Flash, Gemini Pro"),
+    ("3p", "Claude and GPT models", "Models within this group: Claude Opus, Claude Sonnet, GPT-OSS"),
+)
+SUMMARY_DESCRIPTION = (
+    "Within each group, models share a weekly limit and a 5-hour limit. Quota is consumed "
+    "proportionally to the cost of the tokens. Thus, limits will last longer with shorter tasks "
+    "or using more cost-effective models. The 5-hour limit smooths out aggregate demand to fairly "
+    "distribute global capacity across all users, while your weekly limit is tied directly to "
+    "your individual tier."
+)
+
+
+def _quota_summary(account: Account) -> dict[str, Any]:
+    """retrieveUserQuotaSummary (UPSTREAM.md §4.2): a bucket untouched (fraction 1) has no
+    ``description``."""
+    now = time.time()
+    groups = []
+    for group, display, description in _GROUPS:
+        buckets = []
+        for bucket_id in BUCKETS[group]:
+            bucket = account.bucket(bucket_id)
+            window = "weekly" if bucket_id.endswith("weekly") else "5h"
+            entry: dict[str, Any] = {
+                "bucketId": bucket_id,
+                "displayName": "Weekly Limit" if window == "weekly" else "Five Hour Limit",
+                "window": window,
+                "resetTime": _rfc3339(bucket.reset),
+            }
+            if bucket.fraction < 1:
+                entry["description"] = _refresh_text(window, bucket.reset - now)
+            entry["remainingFraction"] = bucket.fraction
+            buckets.append(entry)
+        groups.append({"buckets": buckets, "displayName": display, "description": description})
+    return {"groups": groups, "description": SUMMARY_DESCRIPTION}
+
+
+def _quota_per_model(account: Account) -> dict[str, Any]:
+    """retrieveUserQuota (UPSTREAM.md §4.3): one bucket per catalog id, the 5-hour values.
+    The live ``tokenType`` was redacted; "REQUESTS" is the fake's choice."""
+    buckets = []
+    for model_id in sorted(account.models):
+        quota = account.quota(model_id)
+        entry: dict[str, Any] = {}
+        if quota is not None:
+            entry["resetTime"] = _rfc3339(quota[1])
+        entry["tokenType"] = "REQUESTS"
+        entry["modelId"] = model_id
+        entry["remainingFraction"] = quota[0] if quota is not None else 1
+        buckets.append(entry)
+    return {"buckets": buckets}
 
 
 def _error_body(reply: Reply, model: str) -> dict[str, Any]:
