@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 # other half to the upstream connections their requests open.
 FD_RESERVE = 64
 MIN_CONNECTIONS = 8
+# After a refusal the connection is half-closed and what the client still
+# sends is read and dropped for this long before the close: closing with
+# unread bytes makes the kernel send a reset, which can destroy the answer
+# before the client reads it (nginx's lingering_close does the same).
+LINGER_SECONDS = 1.0
 _encode = msgspec.json.Encoder().encode
 
 
@@ -78,6 +83,14 @@ def error_bytes(path: str, err: GatewayError) -> bytes:
             body,
         ]
     )
+
+
+def _close_after_answer(transport: asyncio.Transport) -> None:
+    if transport.can_write_eof():
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+    else:
+        transport.close()
 
 
 class ConnectionGuard:
@@ -144,7 +157,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 "or raise limits.max_connections"
             )
             transport.write(error_bytes("/", err))
-            transport.close()
+            _close_after_answer(transport)
             peer = transport.get_extra_info("peername")
             self._count("connections", err, str(peer[0]) if isinstance(peer, tuple) else "", "/")
             return
@@ -165,6 +178,12 @@ class GuardedProtocol(HttpToolsProtocol):
         self.done = True
         self._cancel_timer()
         self.transport.close()
+        err = TooManyConnections(
+            f"closed to make room for a new connection: {self.guard.cap()} are open, the limit "
+            "(limits.max_connections, and half the file descriptors left); this one was waiting "
+            "for a request head"
+        )
+        self._count("connections", err, self.client[0] if self.client else "", self._path_hint())
 
     def data_received(self, data: bytes) -> None:
         if self.done:
@@ -300,12 +319,14 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             can_write = cycle is None or cycle.response_complete
         path = self._path_hint()
-        if can_write:
-            self.transport.write(error_bytes(path, err))
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() sees the client gone
             cycle.message_event.set()
-        self.transport.close()
+        if can_write:
+            self.transport.write(error_bytes(path, err))
+            _close_after_answer(self.transport)
+        else:
+            self.transport.close()
         self._count(reason, err, self.client[0] if self.client else "", path)
 
     def _count(self, reason: str, err: GatewayError, client: str, path: str) -> None:

@@ -102,6 +102,7 @@ class Refusals:
         w = self._windows.get(key)
         if w is None and len(self._windows) >= MAX_PAIRS:
             key = (OVERFLOW_CLIENT, r.reason)
+            r.client = OVERFLOW_CLIENT
             w = self._windows.get(key)
         if w is not None and now - w.start < WINDOW:
             w.more += 1
