@@ -17,6 +17,7 @@ import msgspec
 
 from daemon.errors import ConfigError
 from daemon.fsutil import atomic_write
+from daemon.guards import host_entry_problem, key_problem, origin_entry_problem
 
 AuthMode = Literal["off", "strict", "all_except_health", "auto"]
 SchedulingMode = Literal["balance", "sticky", "fixed"]
@@ -60,8 +61,6 @@ class ProxyConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Seconds of upstream silence (e.g. long thinking) after which a stream
     # gets a keepalive (Anthropic `ping`, an SSE comment for OpenAI).
     stream_keepalive: float = 10.0
-    # Largest request body accepted from a client (images make bodies big).
-    max_body_bytes: int = 64 * 1024 * 1024
 
 
 class UpstreamConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -128,6 +127,36 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_bodies: bool = False
 
 
+class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What the proxy listener refuses (issue 17). Defaults follow nginx,
+    Envoy and uvicorn; every refusal names the key that raises its limit."""
+
+    # Request line + header block, bytes (431 past it). Envoy's
+    # max_request_headers_kb is 60 KiB, nginx's large_client_header_buffers 4 x 8k.
+    max_head_bytes: int = 64 * 1024
+    # Header lines per request (431 past it): Envoy's max_headers_count.
+    max_headers: int = 100
+    # Largest body on the model routes (images make them big); 413 past it.
+    # Was proxy.max_body_bytes, which still reads and sets this key.
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Largest body on every other route (nginx client_max_body_size: 1m).
+    max_other_body_bytes: int = 1024 * 1024
+    # Seconds for a whole request head to arrive (nginx client_header_timeout 60 s).
+    header_timeout: float = 30.0
+    # Seconds between two reads of a request body (nginx client_body_timeout).
+    body_timeout: float = 60.0
+    # Seconds an idle keep-alive connection stays open (nginx keepalive_timeout).
+    keepalive_timeout: int = 75
+    # Open client connections at most; also kept under half the file
+    # descriptors left after a reserve (the other half is for upstream calls).
+    max_connections: int = 1024
+    # Host names the proxy answers to besides IP literals and localhost;
+    # "name" or "name:port"; "*" turns the check off.
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    # Web origins (scheme://host[:port]) whose pages may call the proxy (CORS).
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
@@ -136,6 +165,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     models: dict[str, str] = msgspec.field(default_factory=dict)
     zai: ZaiConfig = msgspec.field(default_factory=ZaiConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
     def effective_auth_mode(self) -> str:
         mode = self.proxy.auth_mode
@@ -148,6 +178,44 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 SECRET_KEYS = {"proxy.api_key", "oauth.client_secret", "zai.api_key"}
+# Keys that moved: the old name still reads and sets the new one.
+MOVED_KEYS = {"proxy.max_body_bytes": "limits.max_body_bytes"}
+PROXY_KEY_MIN = 10
+# Other secrets: the shortest real ones (a z.ai key, an OAuth client secret)
+# are far longer; this catches a truncated paste.
+SECRET_MIN = 8
+# (key, lowest, highest) for the numeric [limits].
+_LIMIT_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("max_head_bytes", 1024, 16 * 1024 * 1024),
+    ("max_headers", 8, 10_000),
+    ("max_body_bytes", 1024, 4 * 1024 * 1024 * 1024),
+    ("max_other_body_bytes", 1024, 4 * 1024 * 1024 * 1024),
+    ("header_timeout", 1, 3600),
+    ("body_timeout", 1, 3600),
+    ("keepalive_timeout", 1, 3600),
+    ("max_connections", 1, 1_000_000),
+)
+
+
+def _check_key(key: str, value: str, min_length: int, fix: str) -> None:
+    problem = key_problem(value, min_length=min_length)
+    if problem is not None:
+        raise ConfigError(f"{key} {problem}; {fix}", param=key)
+
+
+def _validate_limits(lim: LimitsConfig) -> None:
+    for name, lo, hi in _LIMIT_RANGES:
+        val = getattr(lim, name)
+        if not lo <= val <= hi:
+            raise ConfigError(f"limits.{name} must be {lo:g}..{hi:g}, got {val}", param=f"limits.{name}")
+    for key, entries, check in (
+        ("limits.allowed_hosts", lim.allowed_hosts, host_entry_problem),
+        ("limits.allowed_origins", lim.allowed_origins, origin_entry_problem),
+    ):
+        for entry in entries:
+            problem = check(entry)
+            if problem is not None:
+                raise ConfigError(f"{key}: {problem}", param=key)
 
 
 def validate(cfg: Config) -> None:
@@ -155,11 +223,15 @@ def validate(cfg: Config) -> None:
     p = cfg.proxy
     if not (1 <= p.port <= 65535):
         raise ConfigError(f"proxy.port must be 1..65535, got {p.port}", param="proxy.port")
-    if not p.api_key.startswith("sk-") or len(p.api_key) < 10:
+    if not p.api_key.startswith("sk-") or len(p.api_key) < PROXY_KEY_MIN:
         raise ConfigError(
-            "proxy.api_key must start with 'sk-' and be at least 10 characters",
+            f"proxy.api_key must start with 'sk-' and be at least {PROXY_KEY_MIN} characters",
             param="proxy.api_key",
         )
+    _check_key("proxy.api_key", p.api_key, PROXY_KEY_MIN, "`agctl key rotate` makes a new one")
+    for key, value in (("zai.api_key", cfg.zai.api_key), ("oauth.client_secret", cfg.oauth.client_secret)):
+        if value:
+            _check_key(key, value, SECRET_MIN, f"paste it again with `agctl config set {key} VALUE`")
     if not (0.05 <= p.stream_keepalive <= 300):
         raise ConfigError("proxy.stream_keepalive must be 0.05..300 seconds", param="proxy.stream_keepalive")
     if p.request_timeout <= 0:
@@ -205,23 +277,45 @@ def validate(cfg: Config) -> None:
         raise ConfigError("scheduling.max_attempts must be >= 1", param="scheduling.max_attempts")
     if cfg.monitor.retention_days < 0:
         raise ConfigError("monitor.retention_days must be >= 0", param="monitor.retention_days")
+    _validate_limits(cfg.limits)
 
 
 def _decode_error(exc: msgspec.ValidationError | msgspec.DecodeError, where: str) -> ConfigError:
     return ConfigError(f"{where}: {exc}")
 
 
+def _move_keys(data: Any) -> bool:
+    """Old key names in a config file -> their new place (MOVED_KEYS); a key
+    already set in its new place wins. True when something moved."""
+    if not isinstance(data, dict):
+        return False
+    moved = False
+    for old, new in MOVED_KEYS.items():
+        osec, oname = old.split(".")
+        nsec, nname = new.split(".")
+        section = data.get(osec)
+        if isinstance(section, dict) and oname in section:
+            value = section.pop(oname)
+            target = data.setdefault(nsec, {})
+            if isinstance(target, dict):
+                target.setdefault(nname, value)
+            moved = True
+    return moved
+
+
 def load(path: Path) -> tuple[Config, bool]:
     """Load config; returns (config, changed) where changed means defaults were
-    filled in that must be persisted (a generated api_key)."""
+    filled in that must be persisted (a generated api_key, a moved key)."""
+    changed = False
     if path.exists():
         try:
-            cfg = msgspec.toml.decode(path.read_bytes(), type=Config)
+            data = msgspec.toml.decode(path.read_bytes())
+            changed = _move_keys(data)
+            cfg = msgspec.convert(data, type=Config)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise _decode_error(exc, str(path)) from None
     else:
         cfg = Config()
-    changed = False
     if cfg.upstream.user_agent == _OLD_DEFAULT_USER_AGENT:
         cfg.upstream.user_agent = ""
         changed = True
@@ -319,6 +413,7 @@ def keys() -> list[str]:
 
 
 def get_value(cfg: Config, key: str) -> Any:
+    key = MOVED_KEYS.get(key, key)
     data = msgspec.to_builtins(cfg)
     section, _, name = key.partition(".")
     if section not in data:
@@ -334,6 +429,7 @@ def get_value(cfg: Config, key: str) -> Any:
 
 def with_value(cfg: Config, key: str, raw: str) -> Config:
     """A new, validated Config with ``key`` set from the string ``raw``."""
+    key = MOVED_KEYS.get(key, key)
     data = msgspec.to_builtins(cfg)
     section, _, name = key.partition(".")
     if not name or section not in data:

@@ -13,6 +13,13 @@ that ``agctl`` turns into exit codes.
     ├── NotFound                  404
     │   └── ModelNotFound         404  no upstream model for that name
     ├── PayloadTooLarge           413
+    ├── Refused                   the listener's limits (issue 17):
+    │   ├── RequestTimeout        408  head or body too slow
+    │   ├── UnsupportedMediaType  415  not JSON on a model route
+    │   ├── MisdirectedRequest    421  a Host the proxy does not answer to
+    │   ├── CrossSiteRequest      403  a web page of another origin
+    │   ├── HeadersTooLarge       431  request head too big / too many headers
+    │   └── TooManyConnections    503  the connection cap
     ├── Conflict                  409  e.g. proxy already running
     ├── RateLimited               429  upstream quota / rate limit
     ├── NoAccountAvailable        503  nothing in the pool can serve
@@ -146,6 +153,43 @@ class InternalError(GatewayError):
     kind = "internal"
 
 
+class Refused(GatewayError):
+    """A limit of the proxy listener: the message names it and its config key."""
+
+    status = 400
+    kind = "refused"
+
+
+class RequestTimeout(Refused):
+    status = 408
+    kind = "request_timeout"
+
+
+class UnsupportedMediaType(Refused):
+    status = 415
+    kind = "unsupported_media_type"
+
+
+class MisdirectedRequest(Refused):
+    status = 421
+    kind = "misdirected_request"
+
+
+class CrossSiteRequest(Refused):
+    status = 403
+    kind = "cross_site"
+
+
+class HeadersTooLarge(Refused):
+    status = 431
+    kind = "headers_too_large"
+
+
+class TooManyConnections(Refused):
+    status = 503
+    kind = "too_many_connections"
+
+
 KINDS: dict[str, type[GatewayError]] = {
     cls.kind: cls
     for cls in (
@@ -164,6 +208,13 @@ KINDS: dict[str, type[GatewayError]] = {
         UpstreamUnavailable,
         Overloaded,
         InternalError,
+        Refused,
+        RequestTimeout,
+        UnsupportedMediaType,
+        MisdirectedRequest,
+        CrossSiteRequest,
+        HeadersTooLarge,
+        TooManyConnections,
     )
 }
 

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import socket
 import struct
 from collections.abc import Iterator
@@ -33,6 +34,24 @@ from daemon.fsutil import ensure_private_dir
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048
+# Where the hard limit is "unlimited" (macOS), the most a process may open.
+NOFILE_FALLBACK = 10240
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (issue 17: at the
+    limit, accept() fails for the admin socket too); returns the soft limit
+    in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for target in (hard, NOFILE_FALLBACK):
+        if target == resource.RLIM_INFINITY or target <= soft:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            continue
+        break
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class BindError(GatewayError):
@@ -147,10 +166,26 @@ class _Server(uvicorn.Server):
 class Listener:
     """One uvicorn server on one pre-bound socket, run as a task."""
 
-    def __init__(self, app: Any, sock: socket.socket, *, name: str, graceful: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        sock: socket.socket,
+        *,
+        name: str,
+        graceful: float = 10.0,
+        protocol: type[asyncio.Protocol] | None = None,
+    ) -> None:
+        """``protocol``: the HTTP protocol class (the proxy's enforces
+        ``[limits]``, daemon.proxy.connection); the default is httptools, and
+        the owner-only check on a Unix socket."""
         self.name = name
         self.sock = sock
         owner_only = sock.family == socket.AF_UNIX
+        http: type[asyncio.Protocol] | str = "httptools"
+        if protocol is not None:
+            http = protocol
+        elif owner_only:
+            http = _OwnerOnlyProtocol
         cfg = uvicorn.Config(
             app,
             log_config=None,
@@ -163,7 +198,7 @@ class Listener:
             # to be believed (it would name the client in the request log).
             proxy_headers=False,
             date_header=False,
-            http=_OwnerOnlyProtocol if owner_only else "httptools",
+            http=http,
             loop="none",
             ws="none",
         )

@@ -18,6 +18,7 @@ no raw client strings.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from daemon.dispatch import RequestCtx
+    from daemon.proxy.refusals import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ LATENCY_BUCKETS = (
 )
 LABEL_SETS_TTL = 1.0
 TOKEN_DIRECTIONS = ("input", "output", "thinking", "cached")
+_ACCOUNT_LABEL = re.compile(rb'account="([^"\\]*)"')
 
 
 def upstream_error_kind(status: int | None, error: str) -> str:
@@ -129,6 +132,12 @@ class Metrics:
             f"{PREFIX}_failovers",
             "Requests that needed more than one account attempt.",
             ("model",),
+            registry=reg,
+        )
+        self.refusals = Counter(
+            f"{PREFIX}_refusals",
+            "Requests and connections the listener refused, by reason (see daemon.proxy.refusals).",
+            ("reason",),
             registry=reg,
         )
         reg.register(_StateCollector(service))
@@ -210,8 +219,27 @@ class Metrics:
         if len(ctx.attempts) > 1:
             self.failovers.labels(model).inc()
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def refused(self, r: Refusal) -> None:
+        self._child(self.refusals, r.reason).inc()
+        self._child(self.requests, r.protocol, r.route, NONE, str(r.status)).inc()
+
+    def render(self, *, show_accounts: bool = True) -> bytes:
+        """The text format. ``show_accounts=False`` (a scrape without the
+        proxy key) names accounts by their id instead of their email."""
+        text: bytes = generate_latest(self.registry)
+        if show_accounts:
+            return text
+        ids: dict[bytes, bytes] = {
+            a.email.encode(): a.id.encode() for a in list(self.service.pool.accounts.values())
+        }
+
+        def swap(m: re.Match[bytes]) -> bytes:
+            value = m.group(1)
+            if value in (NONE.encode(), OTHER.encode(), ZAI.encode()):
+                return m.group(0)
+            return b'account="' + ids.get(value, OTHER.encode()) + b'"'
+
+        return _ACCOUNT_LABEL.sub(swap, text)
 
 
 class _StateCollector(Collector):

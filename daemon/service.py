@@ -21,11 +21,12 @@ from daemon.dispatch import Dispatcher
 from daemon.errors import Conflict, GatewayError, NoAccountAvailable
 from daemon.fsutil import ensure_private_dir, remove_stale_temps
 from daemon.gc_tuning import tune_after_start
-from daemon.listeners import Listener, bind_tcp, bind_unix
+from daemon.listeners import Listener, bind_tcp, bind_unix, raise_fd_limit
 from daemon.metrics import Metrics
 from daemon.monitor import Monitor
 from daemon.paths import Paths
 from daemon.protocols.signatures import SignatureStore
+from daemon.proxy.refusals import Refusals, monitor_writer
 from daemon.proxy.response_store import ResponseStore
 from daemon.proxy_state import ProxyState, State
 from daemon.sdnotify import Notifier
@@ -97,6 +98,9 @@ class Service:
         self.signatures = SignatureStore()
         self.metrics = Metrics(self)
         self.responses = ResponseStore()
+        # Refused requests: counted each, logged one row per client and reason a minute.
+        self.refusals = Refusals(monitor_writer(self), self.metrics.refused)
+        self.fd_limit = 1024
 
     # ------------------------------------------------------------ config
 
@@ -187,9 +191,17 @@ class Service:
             try:
                 sock = bind_tcp(host, port)
                 from daemon.proxy.app import create_proxy_app
+                from daemon.proxy.connection import ConnectionGuard
 
                 self.bound_host, self.bound_port = host, sock.getsockname()[1]
-                listener = Listener(create_proxy_app(self), sock, name="proxy", graceful=GRACE_SECONDS)
+                guard = ConnectionGuard(lambda: self._config.limits, self.refusals, self.fd_limit)
+                listener = Listener(
+                    create_proxy_app(self),
+                    sock,
+                    name="proxy",
+                    graceful=GRACE_SECONDS,
+                    protocol=guard.protocol_class(),
+                )
                 await listener.start()
             except GatewayError as exc:
                 self.proxy_state.to(State.FAILED, exc.message)
@@ -304,6 +316,8 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
+        self.fd_limit = raise_fd_limit()
+        log.debug("file descriptor limit %d", self.fd_limit)
         sock_path = self.admin_socket_path
         # First, so that a second daemon on the same home refuses (Conflict)
         # before it touches the accounts or the monitor database.
@@ -345,6 +359,7 @@ class Service:
             self._print_next_steps()
         self.pool.start_background()
         self.version_watcher.start()
+        self._spawn(self.refusals.run_sweeper())
         tune_after_start()
         if self.notifier.enabled:
             log.debug("sd_notify via %s", self.notifier.backend)
@@ -385,6 +400,7 @@ class Service:
             await self.admin_listener.stop()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.admin_socket_path)
+        self.refusals.sweep(everything=True)  # the counts not yet written
         await self.monitor.stop()
         await self.http.aclose()
         log.info("antigravityd stopped")

@@ -1,4 +1,5 @@
-"""The proxy app: auth in front (daemon.proxy.auth), then the hot routes
+"""The proxy app: the guard in front (daemon.proxy.guard), auth
+(daemon.proxy.auth), then the hot routes
 (daemon.proxy.hot_routes: the model traffic), then the Litestar app for the
 rest (models, health, metrics, near-miss 404s); errors in the caller's
 protocol shape everywhere."""
@@ -19,6 +20,8 @@ from litestar.exceptions import ValidationException as LitestarValidation
 from daemon.errors import BadRequest, GatewayError, InternalError, NotFound, PayloadTooLarge
 from daemon.proxy.auth import ASGIApp, AuthMiddleware
 from daemon.proxy.error_shapes import body_for, headers_for, protocol_for_path
+from daemon.proxy.guard import RequestGuard
+from daemon.proxy.refusals import Refusal
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -87,7 +90,10 @@ def _http_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     elif isinstance(exc, LitestarValidation):
         err = BadRequest(f"invalid request: {exc.detail}")
     elif isinstance(exc, HTTPException) and exc.status_code == 413:
-        err = PayloadTooLarge("request body is too large (proxy.max_body_bytes)")
+        err = PayloadTooLarge(
+            "the request body is too large (limits.max_other_body_bytes); send less, "
+            "or raise limits.max_other_body_bytes"
+        )
     elif isinstance(exc, HTTPException) and exc.status_code < 500:
         err = BadRequest(str(exc.detail))
     else:
@@ -130,7 +136,8 @@ def create_proxy_app(service: Service) -> ASGIApp:
             HTTPException: _http_handler,
             Exception: _internal_handler,
         },
-        request_max_body_size=service.config.proxy.max_body_bytes,
+        # A backstop: daemon.proxy.guard refuses bodies over the limits first.
+        request_max_body_size=service.config.limits.max_body_bytes,
         openapi_config=None,
         logging_config=None,
         debug=False,
@@ -139,23 +146,27 @@ def create_proxy_app(service: Service) -> ASGIApp:
     app.state.base_url = service.base_url()
 
     def on_reject(scope: Any, path: str, err: GatewayError) -> None:
-        """A refused request is in the request log too (who tried, with what)."""
-        from daemon.dispatch import RequestCtx
-        from daemon.proxy.serving import finish_ctx
-
+        """A refused request is in the request log too (who tried, with
+        what), aggregated per client and minute (daemon.proxy.refusals)."""
         client = scope.get("client")
         agent = next(
             (bytes(v).decode("latin-1") for k, v in scope.get("headers", ()) if k == b"user-agent"), ""
         )
-        ctx = RequestCtx(
-            request_id=scope["state"]["request_id"],
-            protocol=protocol_for_path(path),
-            route="unauthorized",  # not the path: metrics labels stay bounded
-            client=f"{client[0]}" if client else "",
-            user_agent=agent,
+        service.refusals.refuse(
+            Refusal(
+                reason="unauthorized",
+                status=err.status,
+                kind=err.kind,
+                message=err.message,
+                client=f"{client[0]}" if client else "",
+                protocol=protocol_for_path(path),
+                route="unauthorized",  # not the path: metrics labels stay bounded
+                request_id=scope["state"]["request_id"],
+                user_agent=agent[:300],
+            )
         )
-        ctx.fail(err)
-        finish_ctx(service, ctx)
 
-    # The routes that carry model traffic skip Litestar (daemon.proxy.exchange).
-    return AuthMiddleware(HotRoutes(cast(ASGIApp, app), service), service.auth_settings, on_reject)
+    # The routes that carry model traffic skip Litestar (daemon.proxy.exchange);
+    # the guard (Host, Origin, content type, body size) comes before auth.
+    auth = AuthMiddleware(HotRoutes(cast(ASGIApp, app), service), service.auth_settings, on_reject)
+    return RequestGuard(auth, service, service.refusals)

@@ -10,7 +10,7 @@ are served here, in front of the Litestar app, which keeps everything else.
 
 What Litestar did for these routes is done here, once:
 
-- the body, bounded by ``proxy.max_body_bytes`` (413 in the caller's shape);
+- the body, bounded by ``limits.max_body_bytes`` (413 in the caller's shape);
 - a stream is sent as it is produced; a client disconnect cancels the
   producing task (so the upstream call is cancelled) — one watcher task per
   stream, which also sends the protocol's keepalive when the stream has been
@@ -98,14 +98,14 @@ class Req:
         return state
 
     async def body(self) -> bytes:
-        """The whole body; PayloadTooLarge past ``proxy.max_body_bytes``
+        """The whole body; PayloadTooLarge past ``limits.max_body_bytes``
         (known from content-length without reading, else while reading)."""
-        limit = int(self.service.config.proxy.max_body_bytes)
+        limit = int(self.service.config.limits.max_body_bytes)
         declared = self.headers.get("content-length")
         if declared is not None:
             try:
                 if int(declared) > limit:
-                    raise PayloadTooLarge("request body is too large (proxy.max_body_bytes)")
+                    raise PayloadTooLarge(_too_large(limit))
             except ValueError:
                 raise BadRequest("invalid content-length header") from None
         chunks: list[bytes] = []
@@ -118,11 +118,18 @@ class Req:
             if chunk:
                 size += len(chunk)
                 if size > limit:
-                    raise PayloadTooLarge("request body is too large (proxy.max_body_bytes)")
+                    raise PayloadTooLarge(_too_large(limit))
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"the request body is over {limit} bytes (limits.max_body_bytes); "
+        "send less, or raise limits.max_body_bytes"
+    )
 
 
 class JsonOut:

@@ -24,6 +24,20 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Req], Awaitable[Out]]
 MODEL_PREFIXES = ("/v1beta/models/", "/v1alpha/models/", "/v1/models/")
+EXACT_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+)
+
+
+def is_model_route(path: str) -> bool:
+    """Is ``path`` (normalised) one of the routes served here (when POSTed)?"""
+    if path in EXACT_PATHS:
+        return True
+    for prefix in MODEL_PREFIXES:
+        if path.startswith(prefix):
+            rest = path[len(prefix) :]
+            return bool(rest) and "/" not in rest
+    return False
 
 
 def error_out(path: str, err: GatewayError) -> JsonOut:
