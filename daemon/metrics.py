@@ -168,7 +168,7 @@ class Metrics:
 
     def _known_models(self) -> set[str]:
         svc = self.service
-        known = set(svc.pool.available_models().keys())
+        known = set(svc.pool.catalog().models)
         cfg_models = svc.config.models
         known.update(cfg_models.keys())
         known.update(cfg_models.values())

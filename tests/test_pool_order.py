@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from daemon.accounts.pool import Pool
-from daemon.accounts.store import Account, ModelQuota
+from daemon.accounts.store import Account
 from daemon.config import Config
+from daemon.models import Catalog, ModelInfo
 
 MODEL = "gemini-3-flash"
 
@@ -15,7 +16,7 @@ def pool_of(*fractions: float) -> Pool:
     pool = Pool(None, Config, None)  # type: ignore[arg-type]  # no store or network needed
     for i, frac in enumerate(fractions):
         acct = Account(id=f"acct-{i}", email=f"u{i}@example.com", refresh_token="1//x")
-        acct.models[MODEL] = ModelQuota(remaining_fraction=frac)
+        acct.catalog = Catalog(models={MODEL: ModelInfo(id=MODEL, remaining_fraction=frac)})
         pool.accounts[acct.id] = acct
     return pool
 

@@ -55,6 +55,8 @@ class Pool:
         # Onboarding polls this often (tests make it short).
         self.onboard_poll_interval = onboarding.POLL_INTERVAL
         self._project_checked: dict[str, float] = {}
+        self._catalog_key: tuple[tuple[str, int, float], ...] | None = None
+        self._catalog_cache = models_mod.Catalog()
         self.accounts: dict[str, Account] = {}
         self.logins = oauth.LoginManager()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
@@ -467,8 +469,19 @@ class Pool:
             self.save(acct)
 
     def catalog(self) -> models_mod.Catalog:
-        """What the pool can serve: the union of the enabled accounts' catalogs."""
-        return models_mod.merge(a.catalog for a in self.accounts.values() if a.enabled and a.catalog.models)
+        """What the pool can serve: the union of the enabled accounts' catalogs
+        (kept until an account's catalog, state or the account set changes:
+        every request asks)."""
+        key = tuple(
+            (a.id, id(a.catalog), a.quota_updated_at)
+            for a in self.accounts.values()
+            if a.enabled and a.catalog.models
+        )
+        if key != self._catalog_key:
+            enabled = [a.catalog for a in self.accounts.values() if a.enabled and a.catalog.models]
+            self._catalog_cache = models_mod.merge(enabled)
+            self._catalog_key = key
+        return self._catalog_cache
 
     # ---------------------------------------------------------------- background
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from daemon import models as models_mod
 from daemon.dispatch import Attempt, RequestCtx
 from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
 from daemon.ids import hex_id
@@ -61,16 +62,14 @@ def _use_zai_first(svc: Any, client_model: str) -> bool:
 
 
 def _thinking_model(svc: Any, body: dict[str, Any], model: str) -> str:
-    """Claude Code asks for ``claude-sonnet-4-5-<date>`` with thinking on; the
-    upstream thinks only on the ``-thinking`` variant, so use it when the pool
-    has it (else thinking would silently never come back)."""
+    """With thinking on, a Claude id that has a ``-thinking`` twin in the
+    catalog is served by the twin (else thinking would silently never come
+    back); ``claude-sonnet-4-6`` thinks itself (UPSTREAM.md §4.1)."""
     th = body.get("thinking")
     if not isinstance(th, dict) or th.get("type") not in ("enabled", "adaptive"):
         return model
-    if not model.startswith("claude") or model.endswith("-thinking"):
-        return model
-    alt = model + "-thinking"
-    return alt if alt in svc.pool.available_models() else model
+    twin: str = models_mod.thinking_variant(svc.pool.catalog(), model)
+    return twin
 
 
 def _anthropic_error(exc: GatewayError) -> GatewayError:

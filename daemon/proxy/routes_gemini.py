@@ -43,11 +43,11 @@ def _model_entry(mid: str, q: Any) -> dict[str, Any]:
 @get(["/v1beta/models", "/v1alpha/models"])
 async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
     svc = service_of(request)
-    avail = svc.pool.available_models()
+    catalog = svc.pool.catalog()
     from daemon.models import client_names
 
-    names = client_names(svc.config.models, avail.keys())
-    return json_response({"models": [_model_entry(m, avail.get(m)) for m in names]})
+    names = client_names(svc.config.models, catalog)
+    return json_response({"models": [_model_entry(m, catalog.get(m)) for m in names]})
 
 
 async def generate(req: Req) -> Out:
@@ -98,9 +98,8 @@ async def get_model(request: Request[Any, Any, Any], model: str) -> Response[byt
 
 async def model_info(request: Request[Any, Any, Any], model: str) -> Response[bytes]:
     svc = service_of(request)
-    avail = svc.pool.available_models()
     resolved = svc.dispatcher.resolve_model(model)
-    entry = _model_entry(resolved, avail.get(resolved))
+    entry = _model_entry(resolved, svc.pool.catalog().get(resolved))
     entry["name"] = f"models/{model}"
     return json_response(entry)
 

@@ -37,7 +37,7 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
         listed: Response[bytes] = await gemini_list.fn(request)
         return listed
     svc = service_of(request)
-    names = client_names(svc.config.models, svc.pool.available_models().keys())
+    names = client_names(svc.config.models, svc.pool.catalog())
     created = int(svc.started_at)
     return json_response(
         {
@@ -57,7 +57,7 @@ async def get_model(request: Request[Any, Any, Any], model: str) -> Response[byt
 
         return await model_info(request, model)
     svc = service_of(request)
-    names = client_names(svc.config.models, svc.pool.available_models().keys())
+    names = client_names(svc.config.models, svc.pool.catalog())
     if model not in names:
         svc.dispatcher.resolve_model(model)  # raises ModelNotFound with the list
     return json_response(
