@@ -556,17 +556,16 @@ def _tools(body: Json, ctx: _Ctx) -> tuple[list[Json], list[str]]:
                     + ", ".join(anthropic_tools.KNOWN)
                     + " (or declare it as a custom tool with an input_schema)",
                 )
-            name, desc, schema = typed
-            decls.append(_declaration(name, desc, schema, path, seen, ctx))
+            typed_name, typed_desc, schema = typed
+            decls.append(_declaration(typed_name, typed_desc, schema, path, seen, ctx))
             continue
         name = _str_field(tool, "name", path)
         if "input_schema" not in tool:
             raise _bad(f"{path}.input_schema", "Field required")
-        desc = tool.get("description")
+        given = tool.get("description")
+        desc = given if isinstance(given, str) else None
         # defer_loading tools are sent too: the upstream has no tool search.
-        decls.append(
-            _declaration(name, desc if isinstance(desc, str) else None, tool["input_schema"], path, seen, ctx)
-        )
+        decls.append(_declaration(name, desc, tool["input_schema"], path, seen, ctx))
     return decls, ignored
 
 
