@@ -13,8 +13,12 @@ freeform apply_patch) become a declaration with one string parameter
 ``googleSearch`` only for Gemini models and only when no function tools are
 present (Gemini refuses search next to function declarations: multiple
 tools must all be search tools; Codex always sends function tools, so its
-web_search is dropped); every other built-in tool is skipped and listed in
-``call.extra["ignored_tools"]``.
+web_search is dropped); ``namespace`` tools (Codex's MCP servers and
+``multi_agent_v1``) are flattened to ``<namespace>__<tool>`` declarations and
+their calls answered as ``function_call`` items carrying ``namespace`` and the
+tool's own ``name`` (see ``_namespace``); every other built-in tool is
+skipped and listed in ``call.extra["ignored_tools"]``. Log probabilities
+(``top_logprobs``, ``include: ["message.output_text.logprobs"]``) are a 400.
 
 Reasoning: thought text becomes a reasoning item whose summary is that text
 (shown whether or not ``reasoning.summary`` was asked for: the upstream has
@@ -29,7 +33,8 @@ items the proxy did not issue are dropped.
 
 ``call.extra``: reads ``id`` (the route should set it: it keys the history
 store), ``created``; writes ``echo`` (request fields the response object
-repeats), ``tool_names``, ``tool_kinds``, ``ignored_tools``, ``ignored_items``,
+repeats), ``tool_names``, ``tool_kinds``, ``tool_namespaces`` (upstream name ->
+[namespace, tool name]), ``ignored_tools``, ``ignored_items``,
 ``include_encrypted``, ``store``, ``previous_response_id``, ``notes``.
 """
 
