@@ -464,7 +464,17 @@ def test_session_key_forms() -> None:
         ({"type": "adaptive"}, "high", 800, None),  # no room for 1024 thinking tokens
         ({"type": "enabled", "budget_tokens": 512}, None, 4000, None),  # below the minimum
         ({"type": "disabled"}, "high", 4000, None),
-        (None, "high", 4000, None),  # effort alone does not turn thinking on
+        # Effort alone on a Gemini model: its thinking budget, thoughts kept out
+        # of the answer (the client did not ask for thinking blocks).
+        (None, "high", 4000, {"includeThoughts": False, "thinkingBudget": 24576}),
+        (None, "low", 4000, {"includeThoughts": False, "thinkingBudget": 1024}),
+        # An explicit budget wins over the effort.
+        (
+            {"type": "enabled", "budget_tokens": 2048},
+            "max",
+            4000,
+            {"includeThoughts": True, "thinkingBudget": 2048},
+        ),
     ],
 )
 def test_thinking_budgets(
@@ -480,7 +490,16 @@ def test_thinking_budgets(
         req["output_config"] = {"effort": effort}
     call = A.to_gemini(req, model="gemini-3-pro-high", store=SignatureStore())
     assert call.request["generationConfig"].get("thinkingConfig") == expected
-    assert call.thinking == (expected is not None)
+    assert call.thinking == bool(expected and expected["includeThoughts"])
+
+
+def test_effort_alone_on_claude_turns_nothing_on() -> None:
+    """Claude would answer with thinking blocks the client never asked for
+    (and could not send back in a tool loop): effort alone changes nothing."""
+    req = body(max_tokens=4000, output_config={"effort": "high"})
+    call = A.to_gemini(req, model="claude-sonnet-4-6", store=SignatureStore())
+    assert "thinkingConfig" not in call.request["generationConfig"]
+    assert not call.thinking
 
 
 def test_claude_thinking_drops_sampling_anthropic_refuses() -> None:

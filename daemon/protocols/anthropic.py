@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.errors import BadRequest, GatewayError
-from daemon.protocols import GeminiCall, common, shared_extra
+from daemon.protocols import GeminiCall, anthropic_tools, common, shared_extra
 from daemon.protocols.signatures import SignatureStore
 
 # ------------------------------------------------------------------ constants
@@ -72,6 +72,7 @@ EXTRA_THINKING_DISPLAY = "thinking_display"  # "omitted" / "summarized" if asked
 EXTRA_THINKING_OFF = "thinking_off"  # why requested thinking was turned off
 EXTRA_DROPPED_PREFILL = "dropped_prefill"  # True when a trailing assistant turn was dropped
 EXTRA_DROPPED_THINKING = "dropped_thinking"  # claude: thinking blocks not verifiable, not sent
+EXTRA_STOP_SEQUENCES = "stop_sequences"  # the request's stop_sequences (for stop_reason)
 
 # Anthropic ``output_config.effort`` -> thinking budget. "max" has no Gemini
 # counterpart above the largest shared budget.
@@ -539,28 +540,47 @@ def _tools(body: Json, ctx: _Ctx) -> tuple[list[Json], list[str]]:
         path = f"tools.{i}"
         if not isinstance(tool, dict):
             raise _bad(path, "Input should be a valid dictionary")
-        name = _str_field(tool, "name", path)
-        if tool.get("type") not in (None, "custom"):
-            # Server tools (web_search_20250305, bash_20250124, …) run on
-            # Anthropic's side; the upstream has nothing to run them.
-            ignored.append(name)
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            if not isinstance(kind, str):
+                raise _bad(f"{path}.type", "Input should be a valid string")
+            if anthropic_tools.is_server_tool(kind):
+                # Run on Anthropic's side; the upstream has nothing to run them.
+                ignored.append(str(tool.get("name") or kind))
+                continue
+            typed = anthropic_tools.declaration_parts(tool)
+            if typed is None:
+                raise _bad(
+                    f"{path}.type",
+                    f"the tool type {kind!r} is not supported by this proxy; known typed tools: "
+                    + ", ".join(anthropic_tools.KNOWN)
+                    + " (or declare it as a custom tool with an input_schema)",
+                )
+            typed_name, typed_desc, schema = typed
+            decls.append(_declaration(typed_name, typed_desc, schema, path, seen, ctx))
             continue
+        name = _str_field(tool, "name", path)
         if "input_schema" not in tool:
             raise _bad(f"{path}.input_schema", "Field required")
-        desc = tool.get("description")
+        given = tool.get("description")
+        desc = given if isinstance(given, str) else None
         # defer_loading tools are sent too: the upstream has no tool search.
-        decl = common.function_declaration(
-            name, desc if isinstance(desc, str) else None, tool["input_schema"]
-        )
-        if decl["name"] in seen and seen[decl["name"]] != name:
-            raise _bad(
-                f"{path}.name",
-                f"{name!r} and {seen[decl['name']]!r} map to the same upstream tool name",
-            )
-        seen[decl["name"]] = name
-        ctx.upstream_name(name)
-        decls.append(decl)
+        decls.append(_declaration(name, desc, tool["input_schema"], path, seen, ctx))
     return decls, ignored
+
+
+def _declaration(
+    name: str, desc: str | None, schema: Any, path: str, seen: dict[str, str], ctx: _Ctx
+) -> Json:
+    decl = common.function_declaration(name, desc, schema)
+    if decl["name"] in seen and seen[decl["name"]] != name:
+        raise _bad(
+            f"{path}.name",
+            f"{name!r} and {seen[decl['name']]!r} map to the same upstream tool name",
+        )
+    seen[decl["name"]] = name
+    ctx.upstream_name(name)
+    return decl
 
 
 def _tool_config(body: Json, ctx: _Ctx, declared: set[str]) -> tuple[Json | None, bool]:
@@ -638,6 +658,26 @@ def _effort(body: Json) -> str | None:
     if effort not in EFFORT_BUDGETS:
         raise _bad("output_config.effort", "Input should be " + ", ".join(repr(e) for e in EFFORT_BUDGETS))
     return str(effort)
+
+
+def _hidden_effort(body: Json, max_tokens: int | None) -> tuple[Json | None, int | None]:
+    """``output_config.effort`` without thinking asked for, on a Gemini model.
+
+    Anthropic's effort steers how much work the model does whether or not
+    thinking blocks are shown. Gemini models think in any case, so the effort
+    becomes their thinking budget with the thoughts kept out of the answer
+    (``includeThoughts: false``); ``rules.apply`` then fits the budget (or a
+    level) to the model. Claude models get nothing: thinking the client did
+    not ask for would put thinking blocks into its tool loops, which it could
+    not send back. An explicit ``thinking: {"type": "disabled"}`` wins.
+    """
+    effort = _effort(body)
+    if effort is None or body.get("thinking") is not None:
+        return None, max_tokens
+    config, max_out = common.thinking_config(EFFORT_BUDGETS[effort], max_tokens)
+    if config is not None:
+        config["includeThoughts"] = False
+    return config, max_out
 
 
 def _thinking_budget(body: Json, max_tokens: int | None) -> tuple[int | None, str | None]:
@@ -787,7 +827,10 @@ def _translate(body: Any, *, model: str, store: SignatureStore, for_count: bool)
     stops = _stop_sequences(body)
     if stops:
         generation["stopSequences"] = stops
+        extra[EXTRA_STOP_SEQUENCES] = stops
     think_cfg, max_out = common.thinking_config(budget if thinking else None, max_tokens)
+    if think_cfg is None and not ctx.claude:
+        think_cfg, max_out = _hidden_effort(body, max_tokens)
     if max_out is not None:
         generation["maxOutputTokens"] = max_out
     if think_cfg is not None:
@@ -872,10 +915,29 @@ def _usage(meta: dict[str, Any] | None) -> Json:
 def _stop_reason(resp_finish: str | None, *, had_tool_calls: bool, blocked: bool) -> str:
     if blocked:
         return "refusal"
-    # Gemini does not say whether a stop sequence ended the text: a STOP is
-    # reported as end_turn and stop_sequence stays null.
     neutral = common.finish_reason(resp_finish, had_tool_calls=had_tool_calls)
     return _STOP_REASONS[neutral]
+
+
+def _stop(
+    call: GeminiCall, resp_finish: str | None, *, had_tool_calls: bool, blocked: bool
+) -> tuple[str, str | None]:
+    """(stop_reason, stop_sequence).
+
+    Gemini answers finishReason STOP both for a natural end and for a matched
+    stop sequence, and leaves the sequence out of the text, so which one
+    happened cannot be read from the answer. The decision: when the request
+    gave stop_sequences and the turn ended with STOP without tool calls, it
+    is reported as ``stop_sequence`` (a client that sets them is waiting for
+    one, and a turn that ends early is far more often the sequence than the
+    model's own end); ``stop_sequence`` names the sequence when there was only
+    one, else it is null (which one matched cannot be told).
+    """
+    reason = _stop_reason(resp_finish, had_tool_calls=had_tool_calls, blocked=blocked)
+    stops = call.extra.get(EXTRA_STOP_SEQUENCES) or []
+    if reason == "end_turn" and stops and (resp_finish or "STOP") == "STOP":
+        return "stop_sequence", stops[0] if len(stops) == 1 else None
+    return reason, None
 
 
 class _Blocks:
@@ -1018,7 +1080,8 @@ def from_gemini(resp: Json, *, call: GeminiCall, store: SignatureStore) -> Json:
         for event in machine.part(part):
             _fold(blocks, event)
     machine.close()
-    stop = _stop_reason(
+    stop, sequence = _stop(
+        call,
         common.finish_of(resp),
         had_tool_calls=machine.had_tool_calls,
         blocked=bool(common.prompt_blocked(resp)),
@@ -1030,7 +1093,7 @@ def from_gemini(resp: Json, *, call: GeminiCall, store: SignatureStore) -> Json:
         "model": call.client_model,
         "content": blocks,
         "stop_reason": stop,
-        "stop_sequence": None,
+        "stop_sequence": sequence,
         "usage": _usage(resp.get("usageMetadata")),
     }
 
@@ -1100,11 +1163,13 @@ class StreamTranslator:
             return b""
         self._done = True
         events = self._message_start() + self._blocks.close()
-        stop = _stop_reason(self._finish, had_tool_calls=self._blocks.had_tool_calls, blocked=self._blocked)
+        stop, sequence = _stop(
+            self._call, self._finish, had_tool_calls=self._blocks.had_tool_calls, blocked=self._blocked
+        )
         events.append(
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "delta": {"stop_reason": stop, "stop_sequence": sequence},
                 "usage": _usage(self._meta),
             }
         )

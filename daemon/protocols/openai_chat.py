@@ -91,6 +91,30 @@ def stop_sequences(value: Any, *, param: str = "stop") -> list[str] | None:
     raise BadRequest(f"{param} must be a string or a list of strings", param=param)
 
 
+_NO_LOGPROBS = (
+    "log probabilities are not available through this proxy (the upstream does not return them);"
+    " leave {param} out"
+)
+
+
+def refuse_logprobs(body: dict[str, Any], *, flag: str | None, top: str | None) -> None:
+    """A 400 naming the field when log probabilities are asked for.
+
+    Answering without them would look like success to a client that reads
+    them. ``flag`` is the on/off (Chat: a boolean; Completions: a count,
+    where 0 still asks for the chosen token's), ``top`` the count of
+    alternatives (0 asks for none). ``false`` / ``null`` / 0 alternatives pass.
+    """
+    if flag is not None:
+        value = body.get(flag)
+        if value is not None and value is not False:
+            raise BadRequest(_NO_LOGPROBS.format(param=flag), param=flag)
+    if top is not None:
+        value = body.get(top)
+        if value is not None and value != 0:
+            raise BadRequest(_NO_LOGPROBS.format(param=top), param=top)
+
+
 def sampling_config(body: dict[str, Any], *, max_tokens_keys: tuple[str, ...]) -> dict[str, Any]:
     """generationConfig from the sampling knobs Chat and Completions share."""
     gen: dict[str, Any] = {}
@@ -464,6 +488,7 @@ def to_gemini(body: dict[str, Any], *, model: str, store: SignatureStore) -> Gem
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list of message objects", param="messages")
+    refuse_logprobs(body, flag="logprobs", top="top_logprobs")
     decls, names, ignored = _function_tools(body.get("tools"))
 
     conv = _Conversation(store, model)

@@ -2,8 +2,9 @@
 
 The prompt becomes one user turn; the answer is a ``text_completion`` (the
 same object shape streamed, then ``data: [DONE]``). Thinking text is never
-part of ``text``. ``echo``, ``suffix``, ``logprobs`` and ``best_of`` are
-ignored. ``call.extra``: reads ``id``, ``created``; writes ``include_usage``.
+part of ``text``. ``echo``, ``suffix`` and ``best_of`` are ignored;
+``logprobs`` (any count) is a 400: the upstream has none to give.
+``call.extra``: reads ``id``, ``created``; writes ``include_usage``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from daemon.protocols.openai_chat import (
     new_timestamp,
     openai_error,
     openai_finish,
+    refuse_logprobs,
     require_object,
     sampling_config,
     usage_object,
@@ -39,6 +41,7 @@ def _prompt(body: dict[str, Any]) -> str:
 
 def to_gemini(body: dict[str, Any], *, model: str, store: SignatureStore) -> GeminiCall:
     body = require_object(body)
+    refuse_logprobs(body, flag="logprobs", top=None)
     prompt = _prompt(body)
     request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
     gen = sampling_config(body, max_tokens_keys=("max_tokens",))

@@ -13,8 +13,12 @@ freeform apply_patch) become a declaration with one string parameter
 ``googleSearch`` only for Gemini models and only when no function tools are
 present (Gemini refuses search next to function declarations: multiple
 tools must all be search tools; Codex always sends function tools, so its
-web_search is dropped); every other built-in tool is skipped and listed in
-``call.extra["ignored_tools"]``.
+web_search is dropped); ``namespace`` tools (Codex's MCP servers and
+``multi_agent_v1``) are flattened to ``<namespace>__<tool>`` declarations and
+their calls answered as ``function_call`` items carrying ``namespace`` and the
+tool's own ``name`` (see ``_namespace``); every other built-in tool is
+skipped and listed in ``call.extra["ignored_tools"]``. Log probabilities
+(``top_logprobs``, ``include: ["message.output_text.logprobs"]``) are a 400.
 
 Reasoning: thought text becomes a reasoning item whose summary is that text
 (shown whether or not ``reasoning.summary`` was asked for: the upstream has
@@ -29,7 +33,8 @@ items the proxy did not issue are dropped.
 
 ``call.extra``: reads ``id`` (the route should set it: it keys the history
 store), ``created``; writes ``echo`` (request fields the response object
-repeats), ``tool_names``, ``tool_kinds``, ``ignored_tools``, ``ignored_items``,
+repeats), ``tool_names``, ``tool_kinds``, ``tool_namespaces`` (upstream name ->
+[namespace, tool name]), ``ignored_tools``, ``ignored_items``,
 ``include_encrypted``, ``store``, ``previous_response_id``, ``notes``.
 """
 
@@ -52,6 +57,7 @@ from daemon.protocols.openai_chat import (
     new_timestamp,
     number_param,
     openai_finish,
+    refuse_logprobs,
     require_object,
     thinking_on,
     tool_config,
@@ -132,8 +138,49 @@ class _Tools:
         self.decls: list[dict[str, Any]] = []
         self.names: dict[str, str] = {}  # sanitized -> client name
         self.kinds: dict[str, str] = {}  # sanitized -> "function" | "custom"
+        self.namespaces: dict[str, list[str]] = {}  # upstream name -> [namespace, tool name]
         self.search = False
         self.ignored: list[str] = []
+
+    def add(self, param: str, tool: dict[str, Any], namespace: str | None = None) -> None:
+        kind, name = tool.get("type"), tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"{param}.name is required", param=f"{param}.name")
+        upstream = namespaced_name(namespace, name) if namespace else name
+        if kind == "function":
+            desc = tool.get("description")
+            decl = common.function_declaration(
+                upstream, desc if isinstance(desc, str) else None, tool.get("parameters")
+            )
+        else:
+            decl = _custom_declaration(tool, upstream)
+        if decl["name"] in self.kinds:
+            return  # declared twice: the first declaration stands
+        self.decls.append(decl)
+        self.kinds[decl["name"]] = str(kind)
+        if namespace:
+            self.namespaces[decl["name"]] = [namespace, name]
+        else:
+            self.names[decl["name"]] = name
+
+
+# Upstream function names: at most 64 characters of [A-Za-z0-9_.:-]
+# (UPSTREAM.md §6.3); a namespaced tool is flattened as "<namespace>__<tool>".
+_MAX_NAME = 64
+
+
+def namespaced_name(namespace: str, name: str) -> str:
+    """The upstream function name of tool ``name`` in ``namespace``: the two
+    joined by ``__`` (Codex's MCP tools become ``mcp__server__tool``), made
+    safe for the upstream; a long name keeps its head and gets a hash of the
+    whole, so two long names never meet. The same input always gives the
+    same name: calls in the history map the same way as the declarations."""
+    joined = f"{namespace}__{name}"
+    clean = common.sanitize_tool_name(joined)
+    if len(joined) > _MAX_NAME:
+        digest = shared_extra.derived_hex(joined, "ns", 8)
+        clean = common.sanitize_tool_name(joined[: _MAX_NAME - 9]) + "_" + digest
+    return clean
 
 
 def _custom_declaration(tool: dict[str, Any], name: str) -> dict[str, Any]:
@@ -158,23 +205,14 @@ def _tools(raw: Any, model: str) -> _Tools:
     if not isinstance(raw, list):
         raise BadRequest("tools must be a list", param="tools")
     for i, tool in enumerate(raw):
+        param = f"tools[{i}]"
         if not isinstance(tool, dict):
-            raise BadRequest(f"tools[{i}] must be an object", param=f"tools[{i}]")
+            raise BadRequest(f"{param} must be an object", param=param)
         kind = tool.get("type")
         if kind in ("function", "custom"):
-            name = tool.get("name")
-            if not isinstance(name, str) or not name:
-                raise BadRequest(f"tools[{i}].name is required", param=f"tools[{i}].name")
-            if kind == "function":
-                desc = tool.get("description")
-                decl = common.function_declaration(
-                    name, desc if isinstance(desc, str) else None, tool.get("parameters")
-                )
-            else:
-                decl = _custom_declaration(tool, name)
-            out.decls.append(decl)
-            out.names[decl["name"]] = name
-            out.kinds[decl["name"]] = kind
+            out.add(param, tool)
+        elif kind == "namespace":
+            _namespace(out, param, tool)
         elif kind in _WEB_SEARCH and common.is_gemini(model):
             out.search = True
         else:
@@ -183,6 +221,38 @@ def _tools(raw: Any, model: str) -> _Tools:
         out.search = False
         out.ignored.append("web_search")
     return out
+
+
+def _namespace(out: _Tools, param: str, tool: dict[str, Any]) -> None:
+    """A ``namespace`` tool (Codex: one per MCP server, ``mcp__<server>``, and
+    ``multi_agent_v1``): its function and custom tools become declarations
+    named ``<namespace>__<tool>``; the namespace's description is prefixed
+    to each tool's, so the model still reads what the group is for.
+
+    Published shape (OpenAI Responses ``NamespaceTool``): ``{"type":
+    "namespace", "name", "description", "tools": [function or custom tools]}``;
+    a call to one of them is a ``function_call`` item whose ``name`` is the
+    tool's own name and whose ``namespace`` is the namespace's name (Codex
+    reads the pair back as the tool to run).
+    """
+    name = tool.get("name")
+    members = tool.get("tools")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"{param}.name is required", param=f"{param}.name")
+    if not isinstance(members, list):
+        raise BadRequest(f"{param}.tools must be a list", param=f"{param}.tools")
+    group = tool.get("description") if isinstance(tool.get("description"), str) else ""
+    for j, member in enumerate(members):
+        mparam = f"{param}.tools[{j}]"
+        if not isinstance(member, dict):
+            raise BadRequest(f"{mparam} must be an object", param=mparam)
+        if member.get("type") not in ("function", "custom"):
+            out.ignored.append(f"{name}.{member.get('type')}")
+            continue
+        if group:
+            own = member.get("description") if isinstance(member.get("description"), str) else ""
+            member = {**member, "description": f"{group}\n\n{own}" if own else group}
+        out.add(mparam, member, namespace=name)
 
 
 def _text_value(item: dict[str, Any], key: str, param: str) -> str:
@@ -271,7 +341,7 @@ class _Conversation:
         for _, item in items:
             if isinstance(item, dict) and item.get("type") in ("function_call", "custom_tool_call"):
                 if isinstance(item.get("call_id"), str) and isinstance(item.get("name"), str):
-                    self.call_names[item["call_id"]] = item["name"]
+                    self.call_names[item["call_id"]] = _call_name(item)
 
     # --- turns
     def _turn(self, role: str) -> list[dict[str, Any]]:
@@ -325,6 +395,7 @@ class _Conversation:
             raise BadRequest(f"{param}.call_id is required", param=f"{param}.call_id")
         if not isinstance(name, str) or not name:
             raise BadRequest(f"{param}.name is required", param=f"{param}.name")
+        name = _call_name(item)
         if custom:
             args = {"input": item.get("input") if isinstance(item.get("input"), str) else ""}
         else:
@@ -380,6 +451,14 @@ class _Conversation:
             text = self.store.thinking(signature) or _joined_text(item.get("summary"))
         if text:
             self._turn("model").append(shared_extra.thought_part(text, signature))
+
+
+def _call_name(item: dict[str, Any]) -> str:
+    """The upstream name of a call item: a call into a namespace (``namespace``
+    set, as Codex sends MCP calls back) is named like its declaration."""
+    namespace = item.get("namespace")
+    name = str(item["name"])
+    return namespaced_name(namespace, name) if isinstance(namespace, str) and namespace else name
 
 
 def _joined_text(parts: Any) -> str:
@@ -438,6 +517,14 @@ def to_gemini(
     history: list[dict[str, Any]] | None = None,
 ) -> GeminiCall:
     body = require_object(body)
+    refuse_logprobs(body, flag=None, top="top_logprobs")
+    include = body.get("include")
+    if isinstance(include, list) and "message.output_text.logprobs" in include:
+        raise BadRequest(
+            "log probabilities are not available through this proxy (the upstream does not"
+            " return them); leave message.output_text.logprobs out of include",
+            param="include",
+        )
     items = [(f"history[{i}]", it) for i, it in enumerate(history or [])]
     items += [(f"input[{i}]", it) for i, it in enumerate(input_items(body))]
     if not items:
@@ -466,11 +553,11 @@ def to_gemini(
         request["generationConfig"] = gen
     notes = finish_request(request, conv.contents, model=model, param="input")
 
-    include = body.get("include")
     extra: dict[str, Any] = {
         "echo": _echo(body),
         "tool_names": tools.names,
         "tool_kinds": tools.kinds,
+        "tool_namespaces": tools.namespaces,
         "include_encrypted": isinstance(include, list) and "reasoning.encrypted_content" in include,
         "store": body.get("store") is not False,  # OpenAI stores unless told not to
     }
@@ -536,6 +623,7 @@ class _Assembler:
         self.recorder = SignatureRecorder(store, self.family)
         self.encrypted = bool(call.extra.get("include_encrypted"))
         self.kinds: dict[str, str] = call.extra.get("tool_kinds") or {}
+        self.namespaces: dict[str, list[str]] = call.extra.get("tool_namespaces") or {}
         self.events: list[dict[str, Any]] = []
         self.items: list[dict[str, Any]] = []  # finished items
         self.open: dict[str, Any] | None = None  # the reasoning / message item being written
@@ -691,8 +779,14 @@ class _Assembler:
             self._attach(encode_reasoning(self.family, piece.signature, None))
         self.close()
         name = client_tool_name(self.call, piece.name)
+        where = self.namespaces.get(piece.name)
+        namespace: dict[str, str] = {}
+        if where:
+            # A namespaced tool comes back under its own name with its
+            # namespace beside it, as the Responses API answers it.
+            namespace, name = {"namespace": where[0]}, where[1]
         if self.kinds.get(piece.name) == "custom":
-            self._custom_call(call_id, name, piece.args)
+            self._custom_call(call_id, name, piece.args, namespace)
             return
         arguments = shared_extra.arguments_json(piece.args)
         item = {
@@ -700,6 +794,7 @@ class _Assembler:
             "type": "function_call",
             "status": "in_progress",
             "call_id": call_id,
+            **namespace,
             "name": name,
             "arguments": "",
         }
@@ -709,13 +804,14 @@ class _Assembler:
         self.emit("response.function_call_arguments.done", **ref, arguments=arguments)
         self._done({**item, "arguments": arguments, "status": "completed"})
 
-    def _custom_call(self, call_id: str, name: str, args: dict[str, Any]) -> None:
+    def _custom_call(self, call_id: str, name: str, args: dict[str, Any], namespace: dict[str, str]) -> None:
         raw = args.get("input")
         value = raw if isinstance(raw, str) else shared_extra.arguments_json(args)
         item = {
             "id": self._item_id("ctc"),
             "type": "custom_tool_call",
             "call_id": call_id,
+            **namespace,
             "name": name,
             "input": "",
         }

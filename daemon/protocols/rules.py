@@ -163,6 +163,14 @@ def _thinking(
         tc["thinkingBudget"] = budget = floor
     if claude:
         max_out = gen.get("maxOutputTokens")
+        if max_out is None and budget > 0:
+            # §6.4: maxOutputTokens must exceed the budget; an effort-only
+            # request (OpenAI reasoning_effort) names no length, and the
+            # upstream's own default is unknown: send the model's cap.
+            cap = SAFE_MAX_OUTPUT
+            if limits is not None and limits.max_output_tokens:
+                cap = min(cap, limits.max_output_tokens)
+            gen["maxOutputTokens"] = max_out = cap
         if isinstance(max_out, int) and budget >= max_out:
             budget = max_out - 1
             if budget < CLAUDE_MIN_BUDGET:
