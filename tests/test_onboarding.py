@@ -30,7 +30,13 @@ def test_plan_is_paid_tier() -> None:
 
 @pytest.mark.parametrize(
     ("value", "project"),
-    [("proj-a", "proj-a"), ({"id": "proj-b"}, "proj-b"), ({"projectId": "proj-c"}, "proj-c"), (None, ""), (7, "")],
+    [
+        ("proj-a", "proj-a"),
+        ({"id": "proj-b"}, "proj-b"),
+        ({"projectId": "proj-c"}, "proj-c"),
+        (None, ""),
+        (7, ""),
+    ],
 )
 def test_project_of(value: Any, project: str) -> None:
     assert onboarding.project_of({"cloudaicompanionProject": value}) == project
