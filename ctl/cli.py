@@ -18,29 +18,8 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from ctl.client import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AdminClient, CtlError
-
-
-class Ctx:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.json = bool(args.json)
-        self._client: AdminClient | None = None
-
-    @property
-    def client(self) -> AdminClient:
-        if self._client is None:
-            from daemon.paths import find_socket
-
-            sock = Path(self.args.socket) if self.args.socket else find_socket()
-            self._client = AdminClient(sock)
-        return self._client
-
-    def out(self, data: Any, text: str | None = None) -> None:
-        if self.json:
-            print(json.dumps(data, indent=2, default=str))
-        elif text is not None:
-            print(text)
+from ctl.client import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CtlError
+from ctl.context import Ctx
 
 
 def _console() -> Any:

@@ -21,7 +21,7 @@ from daemon.accounts import local_logins
 from daemon.accounts.local_logins import FoundLogin, Search
 
 if TYPE_CHECKING:
-    from ctl.cli import Ctx
+    from ctl.context import Ctx
 
 
 def _say(ctx: Ctx, text: str) -> None:

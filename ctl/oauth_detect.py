@@ -26,7 +26,7 @@ from ctl.client import EXIT_FAILED, EXIT_OK, CtlError
 from daemon.config import ANTIGRAVITY_CLIENT_ID
 
 if TYPE_CHECKING:
-    from ctl.cli import Ctx
+    from ctl.context import Ctx
 
 # The id without its domain: a bundle may build the full id from two strings.
 _ID_CORE = ANTIGRAVITY_CLIENT_ID.split(".", 1)[0].encode()

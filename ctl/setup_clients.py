@@ -34,7 +34,7 @@ from ctl.client import EXIT_FAILED, EXIT_OK, CtlError
 from daemon.fsutil import PRIVATE_FILE, atomic_write, ensure_private_dir
 
 if TYPE_CHECKING:
-    from ctl.cli import Ctx
+    from ctl.context import Ctx
 
 CLIENTS = ("claude", "codex", "gemini", "opencode")
 NAMES = {"claude": "Claude Code", "codex": "Codex", "gemini": "the Gemini CLI", "opencode": "opencode"}

@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import msgspec
 from litestar import Litestar, Request, Response, get, post, put
 from litestar.exceptions import HTTPException
 
 from daemon import config as config_mod
+from daemon.admin_http import _svc, body_json
+from daemon.app_deps import AdminDeps
 from daemon.errors import BadRequest, GatewayError, InternalError, NotFound, PayloadTooLarge
-
-if TYPE_CHECKING:
-    from daemon.service import Service
 
 log = logging.getLogger(__name__)
 
 
-def _svc(request: Request[Any, Any, Any]) -> Service:
-    svc: Service = request.app.state.service
-    return svc
 
 
 def _error(exc: GatewayError) -> Response[Any]:
@@ -55,19 +50,6 @@ def _http_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("admin error on %s %s", request.method, request.url.path, exc_info=exc)
     return _error(InternalError(f"internal error: {type(exc).__name__}; see the daemon log"))
-
-
-async def body_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        data = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
 
 
 @get("/status")
@@ -131,7 +113,7 @@ async def key_rotate(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"api_key": _svc(request).rotate_key()}
 
 
-def create_admin_app(service: Service) -> Litestar:
+def create_admin_app(service: AdminDeps) -> Litestar:
     from daemon.accounts import admin_routes
     from daemon.monitor_routes import handlers as monitor_handlers
 

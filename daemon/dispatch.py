@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 
@@ -22,6 +21,7 @@ from daemon import models as models_mod
 from daemon.accounts.oauth import InvalidGrant
 from daemon.accounts.pool import Pool
 from daemon.accounts.store import Account
+from daemon.config import Config
 from daemon.errors import (
     GatewayError,
     ModelNotFound,
@@ -30,59 +30,17 @@ from daemon.errors import (
     UpstreamTimeout,
 )
 from daemon.protocols import GeminiCall, rules
-from daemon.protocols.common import Usage, usage_from_gemini
+from daemon.protocols.common import usage_from_gemini
+from daemon.records import Attempt, RequestCtx
 from daemon.upstream.classify import Verdict, refuses_client_version
 from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, session_id, sse_events
 from daemon.upstream.http import Reply
-
-if TYPE_CHECKING:
-    from daemon.service import Service
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE = 0.1
 BACKOFF_MAX = 2.0
 _encode = msgspec.json.Encoder().encode
-
-
-class Attempt(msgspec.Struct, kw_only=True):
-    account: str
-    status: int | None = None
-    error: str = ""
-
-
-class RequestCtx(msgspec.Struct, kw_only=True):
-    """What one proxied request did (feeds the monitor)."""
-
-    request_id: str
-    protocol: str
-    route: str
-    client_model: str = ""
-    model: str = ""
-    stream: bool = False
-    account: str = ""
-    attempts: list[Attempt] = msgspec.field(default_factory=list)
-    status: int = 200
-    error_kind: str = ""
-    error: str = ""
-    started: float = msgspec.field(default_factory=time.time)
-    t0: float = msgspec.field(default_factory=time.perf_counter)
-    ttfb_ms: float | None = None
-    latency_ms: float | None = None
-    usage: Usage = msgspec.field(default_factory=Usage)
-    client: str = ""
-    user_agent: str = ""
-    request_body: bytes = b""
-    response_body: bytes = b""
-
-    def mark_first_byte(self) -> None:
-        if self.ttfb_ms is None:
-            self.ttfb_ms = (time.perf_counter() - self.t0) * 1000
-
-    def fail(self, err: GatewayError) -> None:
-        self.status = err.status
-        self.error_kind = err.kind
-        self.error = err.message
 
 
 def _is_empty(resp: dict[str, Any]) -> bool:
@@ -109,20 +67,23 @@ def final_error(exc: UpstreamHTTPError | GatewayError) -> GatewayError:
 
 
 class Dispatcher:
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    """Serves translated calls from the pool; it knows the pool and the
+    config, nothing of the apps above it."""
+
+    def __init__(self, pool: Callable[[], Pool], config: Callable[[], Config]) -> None:
+        self._pool = pool
+        self._config = config
 
     @property
     def pool(self) -> Pool:
-        pool: Pool = self.service.pool
-        return pool
+        return self._pool()
 
     def resolve(self, client_model: str) -> models_mod.Resolved:
         """The upstream model for a client's name, from the pool's live
         catalog (UPSTREAM.md §4.1); a name nobody serves raises ModelNotFound
         listing what is served. A substitute is logged, and every answer
         names the model that served it (``x-antigravity-model``)."""
-        res = models_mod.resolve(client_model, self.service.config.models, self.pool.catalog())
+        res = models_mod.resolve(client_model, self._config().models, self.pool.catalog())
         if res.changed:
             log.info("model: %s", res.note)
         return res
@@ -161,7 +122,7 @@ class Dispatcher:
         """The failover loop shared by every method; ``body_for(acct)`` builds
         the upstream body; returns the account and what the method returned."""
         pool = self.pool
-        cfg = self.service.config.scheduling
+        cfg = self._config().scheduling
         tried: set[str] = set()
         last: UpstreamHTTPError | GatewayError | None = None
         model = call.model
@@ -280,7 +241,7 @@ class Dispatcher:
         """Apply the upstream's rules for the serving model (once per call);
         returns the tools that got a placeholder parameter."""
         if "_rules" not in call.extra:
-            cfg = self.service.config
+            cfg = self._config()
             info = models_mod.model_info(self.pool.catalog(), call.model)
             notes = rules.apply(
                 call.request, model=call.model, limits=info, gemini_thinking=cfg.upstream.gemini_thinking

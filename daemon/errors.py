@@ -2,7 +2,7 @@
 
 Every layer (config, accounts, upstream, dispatch, protocols, admin) raises
 from here, and each client protocol maps these to its own error shape in
-``daemon.proxy.error_shapes``. The admin API maps them to stable error codes
+``daemon.protocols.error_shapes``. The admin API maps them to stable error codes
 that ``agctl`` turns into exit codes.
 
     GatewayError                  base: status, kind, message, retry_after

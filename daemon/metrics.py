@@ -28,8 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from daemon.dispatch import RequestCtx
-    from daemon.proxy.refusals import Refusal
+    from daemon.records import Refusal, RequestCtx
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from daemon.errors import redact
 from daemon.fsutil import ensure_private_dir
 
 if TYPE_CHECKING:
-    from daemon.dispatch import RequestCtx
+    from daemon.records import RequestCtx
 
 log = logging.getLogger(__name__)
 

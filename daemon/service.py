@@ -94,7 +94,7 @@ class Service:
         self.monitor.extra_secrets = lambda: [
             t for a in list(self.pool.accounts.values()) for t in (a.access_token, a.refresh_token) if t
         ]
-        self.dispatcher = Dispatcher(self)
+        self.dispatcher = Dispatcher(lambda: self.pool, lambda: self._config)
         self.signatures = SignatureStore()
         self.metrics = Metrics(self)
         self.responses = ResponseStore()

@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from daemon.config import Config, MonitorConfig, ProxyConfig, ZaiConfig
-from daemon.dispatch import Attempt, RequestCtx
 from daemon.monitor import (
     BODY_QUEUE_MAX,
     Monitor,
@@ -33,6 +32,7 @@ from daemon.monitor import (
     percentile,
 )
 from daemon.protocols.common import Usage
+from daemon.records import Attempt, RequestCtx
 from tests.conftest import (
     AdminError,
     Daemon,

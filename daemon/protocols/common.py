@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from daemon.errors import BadRequest
+from daemon.records import Usage
 
 # ---------------------------------------------------------------- model family
 
@@ -288,17 +289,6 @@ def finish_reason(gemini_reason: str | None, *, had_tool_calls: bool) -> FinishR
 
 
 # ----------------------------------------------------------------------- usage
-
-
-class Usage(msgspec.Struct, kw_only=True):
-    input_tokens: int = 0  # includes cached
-    output_tokens: int = 0  # visible + thinking
-    thinking_tokens: int = 0
-    cached_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 def usage_from_gemini(meta: dict[str, Any] | None) -> Usage:

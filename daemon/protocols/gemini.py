@@ -384,7 +384,7 @@ def from_gemini(resp: dict[str, Any], *, call: GeminiCall, store: SignatureStore
 
 
 def error_body(err: GatewayError) -> dict[str, Any]:
-    from daemon.proxy.error_shapes import gemini_body
+    from daemon.protocols.error_shapes import gemini_body
 
     return gemini_body(err)
 

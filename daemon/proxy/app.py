@@ -18,13 +18,13 @@ from litestar.exceptions import (
 from litestar.exceptions import ValidationException as LitestarValidation
 
 from daemon.errors import BadRequest, GatewayError, InternalError, NotFound, PayloadTooLarge
+from daemon.protocols.error_shapes import body_for, headers_for, protocol_for_path
 from daemon.proxy.auth import ASGIApp, AuthMiddleware
-from daemon.proxy.error_shapes import body_for, headers_for, protocol_for_path
 from daemon.proxy.guard import RequestGuard
-from daemon.proxy.refusals import Refusal
+from daemon.records import Refusal
 
 if TYPE_CHECKING:
-    from daemon.service import Service
+    from daemon.app_deps import ProxyDeps
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def claude_code_side(rest: str) -> dict[str, Any]:
     return {}
 
 
-def create_proxy_app(service: Service) -> ASGIApp:
+def create_proxy_app(service: ProxyDeps) -> ASGIApp:
     from daemon.proxy import routes_gemini, routes_metrics, routes_openai
     from daemon.proxy.hot_routes import HotRoutes
 

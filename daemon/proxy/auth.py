@@ -17,7 +17,7 @@ import msgspec
 
 from daemon.errors import AuthenticationError, BadRequest, GatewayError
 from daemon.ids import sortable_id
-from daemon.proxy.error_shapes import body_for, headers_for, protocol_for_path
+from daemon.protocols.error_shapes import body_for, headers_for, protocol_for_path
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -42,8 +42,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from daemon.config import LimitsConfig
 from daemon.errors import GatewayError, HeadersTooLarge, RequestTimeout, TooManyConnections
-from daemon.proxy.error_shapes import body_for, protocol_for_path
-from daemon.proxy.refusals import Refusal, Refusals
+from daemon.protocols.error_shapes import body_for, protocol_for_path
+from daemon.proxy.refusals import Refusals
+from daemon.records import Refusal
 
 log = logging.getLogger(__name__)
 

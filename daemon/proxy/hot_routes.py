@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from daemon.errors import BadRequest, GatewayError, InternalError
-from daemon.proxy.error_shapes import body_for, headers_for, protocol_for_path
+from daemon.protocols.error_shapes import body_for, headers_for, protocol_for_path
 from daemon.proxy.exchange import ClientGone, JsonOut, Out, Receive, Req, Scope, Send, send_out
 
 log = logging.getLogger(__name__)

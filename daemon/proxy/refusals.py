@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.ids import sortable_id
+from daemon.records import Refusal, RequestCtx
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +48,6 @@ REASONS = (
     "body_timeout",
     "connections",
 )
-
-
-@dataclass(slots=True)
-class Refusal:
-    """One refused request, as much as is known when it was refused."""
-
-    reason: str
-    status: int
-    kind: str
-    message: str
-    client: str = ""
-    protocol: str = "openai"
-    route: str = "refused"
-    request_id: str = ""
-    user_agent: str = ""
 
 
 @dataclass(slots=True)
@@ -159,7 +145,6 @@ class Refusals:
 
 def monitor_writer(service: Any) -> Callable[[Refusal, int, float], None]:
     """Rows for the service's request log (``daemon.monitor``)."""
-    from daemon.dispatch import RequestCtx
 
     def write(r: Refusal, n: int, span: float) -> None:
         ctx = RequestCtx(

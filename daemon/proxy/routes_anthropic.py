@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from daemon import models as models_mod
-from daemon.dispatch import Attempt, RequestCtx
 from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
 from daemon.ids import hex_id
 from daemon.protocols import anthropic
@@ -26,6 +25,7 @@ from daemon.proxy.serving import (
     shape_errors,
     store_of,
 )
+from daemon.records import Attempt, RequestCtx
 from daemon.upstream.zai import Zai
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ async def _serve_zai(req: Req, body: dict[str, Any], ctx: RequestCtx) -> Out:
             except GatewayError as exc:
                 ctx.fail(exc)
                 from daemon.protocols.common import sse_json
-                from daemon.proxy.error_shapes import anthropic_body
+                from daemon.protocols.error_shapes import anthropic_body
 
                 yield sse_json(anthropic_body(exc), "error")
             finally:

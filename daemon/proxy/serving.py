@@ -21,11 +21,11 @@ from typing import Any, Protocol
 import msgspec
 from litestar import Request, Response
 
-from daemon.dispatch import RequestCtx
 from daemon.errors import BadRequest, GatewayError, InternalError
 from daemon.protocols import GeminiCall
 from daemon.protocols.signatures import SignatureStore
 from daemon.proxy.exchange import ClientGone, JsonOut, Out, Req, StreamOut, until_disconnect
+from daemon.records import RequestCtx
 
 log = logging.getLogger(__name__)
 
