@@ -51,7 +51,8 @@ def base_config(fake: FakeGoogle | None, port: int, **sections: dict[str, Any]) 
         "scheduling": {"quota_refresh_interval": 0},
     }
     if fake is not None:
-        cfg["upstream"] = {"endpoints": [fake.endpoint]}
+        # No updater-manifest check: tests never reach out past the fake.
+        cfg["upstream"] = {"endpoints": [fake.endpoint], "version_check": False}
         cfg["oauth"] = {
             "client_secret": CLIENT_SECRET,
             "auth_url": fake.auth_url,

@@ -107,9 +107,22 @@ def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(request, InternalError(f"internal error (request {rid}); see the daemon log"))
 
 
-@get(["/healthz", "/health"], sync_to_thread=False)
+@route(["/healthz", "/health"], http_method=["GET", "HEAD"], sync_to_thread=False)
 def health() -> dict[str, str]:
+    """HEAD answers like GET without a body (monitors and clients probe with it)."""
     return {"status": "ok"}
+
+
+@route("/", http_method=["GET", "HEAD"], sync_to_thread=False)
+def root(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """What this port is, for a person who opens it in a browser or a client
+    that probes the base URL."""
+    base = request.app.state.base_url
+    return {
+        "status": "ok",
+        "service": "antigravity",
+        "base_urls": {"openai": f"{base}/v1", "anthropic": base, "gemini": base},
+    }
 
 
 @route("/api/{rest:path}", http_method=["GET", "HEAD", "POST"], sync_to_thread=False)
@@ -126,6 +139,7 @@ def create_proxy_app(service: ProxyDeps) -> ASGIApp:
     app = Litestar(
         route_handlers=[
             health,
+            root,
             claude_code_side,
             *routes_openai.handlers,
             *routes_gemini.handlers,

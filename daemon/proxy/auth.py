@@ -24,7 +24,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-HEALTH_PATHS = frozenset({"/healthz", "/health"})
+HEALTH_PATHS = frozenset({"/healthz", "/health", "/"})
 _encode = msgspec.json.Encoder().encode
 _MAX_DECODE_ROUNDS = 4
 
