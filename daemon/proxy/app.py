@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
-from litestar import Litestar, Request, Response, get, route
+from litestar import Litestar, Request, Response, route
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
