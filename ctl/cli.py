@@ -84,6 +84,12 @@ def cmd_status(ctx: Ctx) -> int:
     if p.get("restart_pending"):
         lines.append("         config changed: run `agctl restart` to apply the new port / LAN setting")
     lines.append(f"accounts {a['active']} active / {a['total']} total")
+    cr = st.get("credits")
+    if cr and (cr["enabled"] or cr["balance"]):
+        lines.append(
+            f"credits  {'on' if cr['enabled'] else 'off'}, cap {cr['daily_limit']}/account/day, "
+            f"balance {cr['balance']:g}, {cr['requests_today']} paid request(s) today"
+        )
     client = (st.get("upstream") or {}).get("client")
     if client:
         lines.append(f"client   {client['user_agent']}  ({client['source']})")
@@ -209,6 +215,13 @@ def _accounts_table(accounts: list[dict[str, Any]]) -> None:
             state = "cooling down: " + "; ".join(parts)
         # The 5-hour and weekly windows of each quota group (UPSTREAM.md §4.2).
         quota = (acc.get("quota_line") or "-").replace(" | ", "\n")
+        credits = acc.get("credits") or {}
+        if credits.get("balance") is not None:
+            quota += f"\ncredits {credits['balance']:g}" + (
+                f" (spent today {credits['spent_today']:g})" if credits.get("spent_today") else ""
+            )
+            if credits.get("exhausted"):
+                quota += " out"
         if quota == "-" and acc["models"]:
             fracs = [
                 q["remaining_fraction"]
@@ -518,6 +531,39 @@ def cmd_stats(ctx: Ctx) -> int:
     return EXIT_OK
 
 
+def cmd_credits(ctx: Ctx) -> int:
+    """``agctl credits [on|off]``: the AI-credit fallback, always with the cap that applies."""
+    state = ctx.args.state
+    if state is not None:
+        ctx.client.request(
+            "PUT", "/config/credits.enabled", json={"value": "true" if state == "on" else "false"}
+        )
+    cfg = ctx.client.request("GET", "/config/credits")["value"]
+    accounts = ctx.client.request("GET", "/accounts")["accounts"]
+    lines = [
+        f"credits  {'on' if cfg['enabled'] else 'off'}: when every account is out of quota for a model, "
+        "one retry is paid with Google One AI credits"
+        if cfg["enabled"]
+        else "credits  off: never spent",
+        f"cap      {cfg['daily_limit']} credits per account per day (credits.daily_limit); "
+        f"accounts {', '.join(cfg['accounts'])}; groups {', '.join(cfg['groups'])}",
+    ]
+    for acc in accounts:
+        c = acc.get("credits") or {}
+        if c.get("balance") is None:
+            continue
+        state_text = " (out: waits for a new balance)" if c.get("exhausted") else ""
+        lines.append(
+            f"         {acc['email']}: balance {c['balance']:g}, spent today {c['spent_today']:g} "
+            f"in {c['requests_today']} request(s){state_text}"
+        )
+    ctx.out(
+        {"credits": cfg, "accounts": [{"email": a["email"], **(a.get("credits") or {})} for a in accounts]},
+        "\n".join(lines),
+    )
+    return EXIT_OK
+
+
 def cmd_monitor(ctx: Ctx) -> int:
     state = ctx.args.state
     if state is None:
@@ -763,6 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     mon = add("monitor", "the request log: show its state, or turn it on or off")
     mon.add_argument("state", nargs="?", choices=["on", "off"])
 
+    cred = add("credits", "the AI-credit fallback when quota is spent: show it, or turn it on or off")
+    cred.add_argument("state", nargs="?", choices=["on", "off"])
+
     oauth = add("oauth", "the OAuth client used for Google sign-in")
     osub = oauth.add_subparsers(dest="oauth_cmd", required=True, parser_class=_Parser)
     det = osub.add_parser(
@@ -808,6 +857,7 @@ COMMANDS = {
     "logs": cmd_logs,
     "stats": cmd_stats,
     "monitor": cmd_monitor,
+    "credits": cmd_credits,
     "service": cmd_service,
     "oauth": cmd_oauth,
     "setup": cmd_setup,

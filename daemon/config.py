@@ -157,6 +157,22 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_origins: list[str] = msgspec.field(default_factory=list)
 
 
+CreditGroup = Literal["gemini", "claude", "gpt-oss"]
+
+
+class CreditsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Google One AI credits as a fallback when quota is spent (UPSTREAM.md
+    §4.4). Off by default: spending money must never surprise anyone."""
+
+    enabled: bool = False
+    # Which accounts may spend credits: ["*"] or a list of emails.
+    accounts: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    # At most this many credits per account per day (local midnight).
+    daily_limit: int = 50
+    # Which model groups may spend them.
+    groups: list[CreditGroup] = msgspec.field(default_factory=lambda: ["gemini", "claude"])
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
@@ -166,6 +182,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     zai: ZaiConfig = msgspec.field(default_factory=ZaiConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    credits: CreditsConfig = msgspec.field(default_factory=CreditsConfig)
 
     def effective_auth_mode(self) -> str:
         mode = self.proxy.auth_mode
@@ -268,6 +285,9 @@ def validate(cfg: Config) -> None:
             "upstream.user_agent must be printable ASCII (at most 256 characters)",
             param="upstream.user_agent",
         )
+    if cfg.credits.daily_limit < 0:
+        raise ConfigError("credits.daily_limit must be >= 0 (credits per account per day)",
+                          param="credits.daily_limit")
     if not cfg.upstream.endpoints:
         raise ConfigError("upstream.endpoints must list at least one URL", param="upstream.endpoints")
     for url in cfg.upstream.endpoints:

@@ -26,6 +26,7 @@ from daemon.errors import (
     GatewayError,
     ModelNotFound,
     NoAccountAvailable,
+    RateLimited,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE = 0.1
 BACKOFF_MAX = 2.0
 _encode = msgspec.json.Encoder().encode
+# The one credit type known (UPSTREAM.md §4.4).
+CREDIT_TYPE = "GOOGLE_ONE_AI"
 
 
 def _is_empty(resp: dict[str, Any]) -> bool:
@@ -73,6 +76,7 @@ class Dispatcher:
     def __init__(self, pool: Callable[[], Pool], config: Callable[[], Config]) -> None:
         self._pool = pool
         self._config = config
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @property
     def pool(self) -> Pool:
@@ -117,6 +121,59 @@ class Dispatcher:
         await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_BASE * (2**attempt)))
 
     async def _run(
+        self, call: GeminiCall, ctx: RequestCtx, method: str, body_for: Any
+    ) -> tuple[Account, Any]:
+        """The pool's accounts first; when every one that could serve is out
+        of quota for the model, one retry paid with AI credits ([credits])."""
+        try:
+            return await self._run_pool(call, ctx, method, body_for)
+        except (NoAccountAvailable, RateLimited) as exc:
+            if method == "countTokens":
+                raise
+            served = await self._run_credits(call, ctx, method, body_for)
+            if served is None:
+                raise exc from None
+            return served
+
+    async def _run_credits(
+        self, call: GeminiCall, ctx: RequestCtx, method: str, body_for: Any
+    ) -> tuple[Account, Any] | None:
+        """One attempt with ``enabledCreditTypes`` (UPSTREAM.md §4.4).
+
+        DISAGREE in the evidence on when to send it: one peer sends it on
+        every request, one retries with it after a quota answer. Only the
+        retry here: spending money must never surprise anyone, so credits go
+        only to a request that free quota can no longer serve, only with
+        ``credits.enabled``, and never past ``credits.daily_limit``."""
+        pool = self.pool
+        model = call.model
+        cands = [a for a in pool.credit_candidates(model) if pool.quota_blocked(a, model)]
+        if not cands:
+            return None
+        acct = cands[0]
+        record = Attempt(account=acct.email, error="paid with AI credits")
+        ctx.attempts.append(record)
+        try:
+            token = await pool.access_token(acct)
+            result = await self._method(method, token, body_for(acct, credits=True), model)
+        except UpstreamHTTPError as exc:
+            record.status, record.error = exc.status, f"credits: {exc.verdict}: {exc.message}"[:300]
+            pool.note_http_error(acct, model, exc)
+            return None
+        except GatewayError as exc:
+            record.status, record.error = exc.status, f"credits: {exc.message}"[:300]
+            return None
+        record.status = 200
+        ctx.account = acct.email
+        ctx.credits = True
+        pool.note_credit_use(acct)
+        log.info("request %s to %s paid with AI credits of %s", ctx.request_id, model, acct.email)
+        task = asyncio.ensure_future(pool.refresh_credits(acct))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return acct, result
+
+    async def _run_pool(
         self, call: GeminiCall, ctx: RequestCtx, method: str, body_for: Any
     ) -> tuple[Account, Any]:
         """The failover loop shared by every method; ``body_for(acct)`` builds
@@ -257,14 +314,16 @@ class Dispatcher:
             # Stable per conversation (§5.2): the client's session key, else
             # the first user text.
             call.request["sessionId"] = session_id(call.session_key or _first_text(call.request))
-        cache: dict[str, bytes] = {}
+        cache: dict[tuple[str, bool], bytes] = {}
 
-        def body_for(acct: Account) -> bytes:
-            if acct.project not in cache:
-                cache[acct.project] = _encode(
-                    envelope(project=acct.project, model=call.model, request=call.request)
-                )
-            return cache[acct.project]
+        def body_for(acct: Account, credits: bool = False) -> bytes:
+            key = (acct.project, credits)
+            if key not in cache:
+                env = envelope(project=acct.project, model=call.model, request=call.request)
+                if credits:
+                    env["enabledCreditTypes"] = [CREDIT_TYPE]
+                cache[key] = _encode(env)
+            return cache[key]
 
         return body_for
 
@@ -325,7 +384,7 @@ class Dispatcher:
             if key in call.request:
                 req[key] = call.request[key]
         body = _encode({"request": req})
-        _, data = await self._run(call, ctx, "countTokens", lambda acct: body)
+        _, data = await self._run(call, ctx, "countTokens", lambda acct, credits=False: body)
         total = data.get("totalTokens") if isinstance(data, dict) else None
         if not isinstance(total, int):
             raise UpstreamError("the upstream countTokens answer has no totalTokens")

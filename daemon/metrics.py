@@ -139,6 +139,12 @@ class Metrics:
             ("reason",),
             registry=reg,
         )
+        self.credit_requests = Counter(
+            f"{PREFIX}_credit_requests",
+            "Requests paid with Google One AI credits ([credits]), by account.",
+            ("account",),
+            registry=reg,
+        )
         reg.register(_StateCollector(service))
         self._sets_at = -LABEL_SETS_TTL
         self._models: set[str] = set()
@@ -217,6 +223,8 @@ class Metrics:
             self.upstream_errors.labels(ctx.error_kind, account).inc()
         if len(ctx.attempts) > 1:
             self.failovers.labels(model).inc()
+        if ctx.credits:
+            child(self.credit_requests, account).inc()
 
     def refused(self, r: Refusal) -> None:
         self._child(self.refusals, r.reason).inc()
@@ -284,8 +292,17 @@ class _StateCollector(Collector):
                 for bucket in (group.five_hour, group.weekly):
                     if bucket is not None:
                         windows.add_metric((acct.email, group.key, bucket.window), bucket.remaining_fraction)
+        credits = GaugeMetricFamily(
+            f"{PREFIX}_account_credits",
+            "Google One AI credit balance per account, from the last loadCodeAssist.",
+            labels=("account",),
+        )
+        for acct in list(pool.accounts.values()):
+            if acct.credits.balance is not None:
+                credits.add_metric((acct.email,), acct.credits.balance)
         for state, n in counts.items():
             states.add_metric((state,), n)
+        yield credits
         yield states
         yield quota
         yield windows

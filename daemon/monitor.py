@@ -94,6 +94,7 @@ COLUMNS = (
     "cached_tokens",
     "client",
     "user_agent",
+    "credits",
     "request_body",
     "response_body",
 )
@@ -106,7 +107,8 @@ CREATE TABLE IF NOT EXISTS requests (
   client_model TEXT, model TEXT, account TEXT, stream INTEGER, status INTEGER,
   error_kind TEXT, error TEXT, attempts TEXT, latency_ms REAL, ttfb_ms REAL,
   input_tokens INTEGER, output_tokens INTEGER, thinking_tokens INTEGER,
-  cached_tokens INTEGER, client TEXT, user_agent TEXT, request_body BLOB, response_body BLOB
+  cached_tokens INTEGER, client TEXT, user_agent TEXT, request_body BLOB, response_body BLOB,
+  credits INTEGER DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
 CREATE INDEX IF NOT EXISTS requests_rid ON requests(request_id);
@@ -127,6 +129,11 @@ def connect(path: Path) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     con.executescript(SCHEMA)
+    # Databases of earlier releases lack later columns: add them (SQLite adds
+    # a column without rewriting the table).
+    have = {row[1] for row in con.execute("PRAGMA table_info(requests)")}
+    if "credits" not in have:
+        con.execute("ALTER TABLE requests ADD COLUMN credits INTEGER DEFAULT 0")
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         try:
             p.chmod(0o600)
@@ -347,6 +354,7 @@ class Monitor:
             ctx.usage.cached_tokens,
             ctx.client,
             ctx.user_agent[:UA_CAP],
+            int(ctx.credits),
             # Raw bytes: redacted by the writer, off the event loop.
             req_body,
             resp_body,

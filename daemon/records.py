@@ -54,6 +54,7 @@ class RequestCtx(msgspec.Struct, kw_only=True):
     user_agent: str = ""
     request_body: bytes = b""
     response_body: bytes = b""
+    credits: bool = False  # paid with AI credits ([credits])
 
     def mark_first_byte(self) -> None:
         if self.ttfb_ms is None:

@@ -282,6 +282,16 @@ class Service:
             "upstream": {"client": self.identity.public(), "endpoints": list(cfg.upstream.endpoints)},
             "paths": self.paths_status(),
             "zai": {"enabled": cfg.zai.enabled, "dispatch_mode": cfg.zai.dispatch_mode},
+            "credits": {
+                "enabled": cfg.credits.enabled,
+                "daily_limit": cfg.credits.daily_limit,
+                "balance": sum(a.credits.balance or 0 for a in self.pool.accounts.values()),
+                "requests_today": sum(
+                    a.credits.requests_today
+                    for a in self.pool.accounts.values()
+                    if a.credits.day == time.strftime("%Y-%m-%d")
+                ),
+            },
         }
 
     def paths_status(self) -> dict[str, str]:

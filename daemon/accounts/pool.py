@@ -34,6 +34,17 @@ REFRESH_FAILURE_HOLD = 1.0
 RECHECK_MIN_INTERVAL = 60.0
 # A QUOTA_EXHAUSTED 429 that names no reset time: re-check the quota after this long.
 QUOTA_RECHECK_AFTER = 1800.0
+
+
+def credit_group(model: str) -> str:
+    """The ``credits.groups`` name of a model."""
+    if model.startswith("claude"):
+        return "claude"
+    if model.startswith("gpt-oss"):
+        return "gpt-oss"
+    return "gemini"
+
+
 # A SUBSCRIPTION_REQUIRED / permission 403 again within this long after the
 # project was re-read is the account's state, not a stale project (§9.6c, e).
 PROJECT_RECHECK_WINDOW = 600.0
@@ -192,6 +203,7 @@ class Pool:
         )
         acct.tier = onboarding.tier_label(load)
         acct.plan = onboarding.plan_of(load)
+        self._read_credits(acct, load)
         self._project_checked[acct.id] = time.time()
         await self._fetch_quota_with(acct, token)
 
@@ -234,6 +246,8 @@ class Pool:
         """Tokens + project + quota now (``agctl accounts refresh``)."""
         self._refresh_failed.pop(acct.id, None)  # asked for now: try now
         token = await self.access_token(acct, force=True)
+        if self._config().credits.enabled:
+            await self.refresh_credits(acct)
         try:
             if not acct.project:
                 await self._fetch_project_and_quota(acct)
@@ -244,6 +258,93 @@ class Pool:
             raise GatewayError(f"{acct.email}: {exc.message}") from None
         self.save(acct)
         return acct
+
+    # ---------------------------------------------------------------- credits
+
+    def _read_credits(self, acct: Account, load: dict[str, Any]) -> None:
+        """The GOOGLE_ONE_AI balance in ``paidTier.availableCredits`` (§4.4:
+        amounts are decimal strings; usable when at least the minimum)."""
+        tier = load.get("paidTier")
+        entries = tier.get("availableCredits") if isinstance(tier, dict) else None
+        balance: float | None = None
+        minimum = 0.0
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict) or entry.get("creditType") != "GOOGLE_ONE_AI":
+                continue
+            try:
+                balance = float(entry.get("creditAmount") or 0)
+                minimum = float(entry.get("minimumCreditAmountForUsage") or 0)
+            except (TypeError, ValueError):
+                continue
+        c = acct.credits
+        self._roll_day(acct)
+        if c.balance is not None and balance is not None and balance < c.balance and c.requests_today:
+            # What went since the last reading, while this gateway spent
+            # credits today, counts against the daily cap.
+            c.spent_today += c.balance - balance
+        c.balance, c.minimum, c.seen_at = balance, minimum, time.time()
+        if balance is not None and balance >= minimum and c.exhausted:
+            c.exhausted = False  # the balance is seen again (§4.4)
+            log.info("account %s has credits again (%s)", acct.email, balance)
+
+    @staticmethod
+    def _roll_day(acct: Account) -> None:
+        today = time.strftime("%Y-%m-%d")
+        if acct.credits.day != today:
+            acct.credits.day, acct.credits.spent_today, acct.credits.requests_today = today, 0.0, 0
+
+    def credit_candidates(self, model: str) -> list[Account]:
+        """Accounts that may pay for ``model`` with credits now ([credits]):
+        enabled, listed, a usable balance, under today's cap; most credits
+        first."""
+        cfg = self._config().credits
+        if not cfg.enabled or credit_group(model) not in cfg.groups:
+            return []
+        allowed = {e.lower() for e in cfg.accounts}
+        out = []
+        for a in self.accounts.values():
+            if not a.enabled or ("*" not in allowed and a.email.lower() not in allowed):
+                continue
+            self._roll_day(a)
+            c = a.credits
+            if c.usable() and c.spent_today < cfg.daily_limit:
+                out.append(a)
+        return sorted(out, key=lambda a: -(a.credits.balance or 0))
+
+    def quota_blocked(self, acct: Account, model: str) -> bool:
+        """True when ``acct`` cannot serve ``model`` for want of quota (not
+        disabled, not a short rate limit)."""
+        if not acct.enabled:
+            return False
+        now = time.time()
+        cd = acct.cooldown_for(model, now)
+        if cd is not None:
+            return cd.reason == "QUOTA_EXHAUSTED"
+        return self.blocked(acct, model, now)[0]
+
+    def note_credit_use(self, acct: Account) -> None:
+        self._roll_day(acct)
+        acct.credits.requests_today += 1
+        self.save(acct)
+
+    def stop_credits(self, acct: Account, why: str) -> None:
+        acct.credits.exhausted = True
+        self.save(acct)
+        log.warning("account %s: no more credit use until its balance is seen again (%s)", acct.email, why)
+
+    async def refresh_credits(self, acct: Account) -> None:
+        """Read the balance again (after credits were spent)."""
+        try:
+            token = await self.access_token(acct)
+            load = await self.cloudcode.call(
+                "loadCodeAssist", token, {"metadata": dict(onboarding.CLIENT_METADATA)}
+            )
+        except (GatewayError, UpstreamHTTPError) as exc:
+            log.info("credit balance of %s not read: %s", acct.email, exc)
+            return
+        if isinstance(load, dict):
+            self._read_credits(acct, load)
+            self.save(acct)
 
     # ---------------------------------------------------------------- health
 
@@ -316,6 +417,8 @@ class Pool:
         elif effect is Effect.COOL_MODEL and model and c.retry is not Retry.SAME_ACCOUNT_AFTER_WAIT:
             wait = c.cooldown if c.cooldown is not None else float(cfg.rate_limit_cooldown)
             self.set_cooldown(acct, model, wait, c.verdict.value.upper())
+        elif effect is Effect.STOP_CREDITS:
+            self.stop_credits(acct, c.message)
         elif effect in (Effect.DISABLE, Effect.NEEDS_RELOGIN):
             url = exc.error.validation_url or exc.error.appeal_url
             self.disable(acct, c.account_note or c.message, url)

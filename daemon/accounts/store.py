@@ -27,6 +27,24 @@ class Cooldown(msgspec.Struct, kw_only=True):
     reason: str = ""
 
 
+class Credits(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An account's Google One AI credits (UPSTREAM.md §4.4) and what this
+    gateway spent of them today."""
+
+    balance: float | None = None  # paidTier.availableCredits GOOGLE_ONE_AI creditAmount; None: none seen
+    minimum: float = 0.0  # minimumCreditAmountForUsage
+    seen_at: float = 0.0  # when the balance was read
+    # An INSUFFICIENT_G1_CREDITS_BALANCE answer stops credit use until a
+    # balance at or above the minimum is seen again.
+    exhausted: bool = False
+    day: str = ""  # the local date the counts below are for (YYYY-MM-DD)
+    spent_today: float = 0.0  # credits, from the balance before and after
+    requests_today: int = 0  # requests paid with credits
+
+    def usable(self) -> bool:
+        return not self.exhausted and self.balance is not None and self.balance >= max(self.minimum, 1e-9)
+
+
 class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     email: str
@@ -45,6 +63,7 @@ class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
     # quota fetch fills these.
     catalog: Catalog = msgspec.field(default_factory=Catalog)
     quota: QuotaSummary | None = None
+    credits: Credits = msgspec.field(default_factory=Credits)
     cooldowns: dict[str, Cooldown] = msgspec.field(default_factory=dict)
     added_at: float = msgspec.field(default_factory=time.time)
     last_used: float = 0.0
@@ -87,6 +106,13 @@ class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
             "validation_url": self.validation_url,
             "cooldowns": cooling,
             "plan": self.plan,
+            "credits": {
+                "balance": self.credits.balance,
+                "minimum": self.credits.minimum,
+                "exhausted": self.credits.exhausted,
+                "spent_today": self.credits.spent_today if self.credits.day == _today() else 0.0,
+                "requests_today": self.credits.requests_today if self.credits.day == _today() else 0,
+            },
             "quota": msgspec.to_builtins(self.quota) if self.quota is not None else None,
             "quota_line": describe(self.quota, now) if self.quota is not None else "",
             "models": {
@@ -104,6 +130,10 @@ class Account(msgspec.Struct, kw_only=True, omit_defaults=True):
             "quota_updated_at": self.quota_updated_at or None,
             "token_expires_at": self.expires_at or None,
         }
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d")
 
 
 def group_key(group: str) -> str:

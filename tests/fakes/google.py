@@ -1195,6 +1195,7 @@ class Account:
     onboard_project: str = ""
     credits: int | None = None
     credits_minimum: int = 50
+    credits_per_call: int = 10
     # onboarding in progress: (operation name, not-done answers still to give)
     operation: tuple[str, int] | None = None
 
@@ -2694,6 +2695,9 @@ class FakeGoogle:
             # Credits pay when quota is gone (UPSTREAM.md §4.4).
             if account.credits is not None and account.credits >= account.credits_minimum:
                 call.credits = True
+                # Each paid call costs ``credits_per_call`` (the real price
+                # depends on the tokens; a fixed one keeps tests exact).
+                account.credits -= account.credits_per_call
                 return
             status, error = error_body("INSUFFICIENT_G1_CREDITS_BALANCE", model=model)
             raise _Answer(status, _JSON.encode(error))
