@@ -117,7 +117,9 @@ def test_out_of_credits_stops_the_fallback_until_a_balance_is_seen(
     assert _ask(d).status_code in (429, 503)
     # No credit attempt for an account whose balance answer said it is out.
     assert not [
-        c for c in fake.calls[calls:] if c.email == EMAIL and isinstance(c.body, dict) and c.body.get("enabledCreditTypes")
+        c
+        for c in fake.calls[calls:]
+        if c.email == EMAIL and isinstance(c.body, dict) and c.body.get("enabledCreditTypes")
     ]
     acct.credits = 500
     assert d.ctl("accounts", "refresh", EMAIL).returncode == 0
