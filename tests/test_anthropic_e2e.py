@@ -139,7 +139,10 @@ def test_messages_non_stream_usage(proxy: Daemon, fake: FakeGoogle) -> None:
     assert msg.id.startswith("msg_")
     assert [b.type for b in msg.content] == ["text"]
     assert msg.content[0].text == "Hi there."  # type: ignore[union-attr]
-    assert msg.stop_reason == "end_turn"
+    # Gemini says STOP for a natural end and for a matched stop sequence alike;
+    # with stop_sequences given, the gateway reports the sequence (the decision
+    # in daemon.protocols.anthropic._stop), naming it when there is only one.
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "END"
     sent = upstream_request(fake)
     prompt = count_tokens(sent)
     # Anthropic's input_tokens exclude cache reads.
@@ -767,8 +770,10 @@ def test_claude_code_request_shape(proxy: Daemon, fake: FakeGoogle) -> None:
     assert delta2["delta"]["stop_reason"] == "end_turn"
     assert delta2["usage"]["output_tokens"] > 0
     sent2 = upstream_request(fake)
-    # thinking asked: the -thinking model
-    assert fake.calls_to("streamGenerateContent")[-1].model == THINKING_MODEL
+    # thinking asked: Claude Code's Sonnet name is served by the live Sonnet,
+    # which thinks itself (no -thinking twin in the 2026-08 catalog, UPSTREAM.md §4.1)
+    assert fake.calls_to("streamGenerateContent")[-1].model == "claude-sonnet-4-6"
+    assert sent2["generationConfig"]["thinkingConfig"]["includeThoughts"] is True
     model_turn = sent2["contents"][1]
     assert (
         model_turn["parts"][0]["thought"] is True and model_turn["parts"][0]["text"] == blocks[0]["thinking"]
@@ -989,7 +994,8 @@ def test_error_unknown_model(proxy: Daemon) -> None:
 
 def test_error_rate_limited_on_every_account(proxy: Daemon, fake: FakeGoogle) -> None:
     for email in ACCOUNTS:
-        fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="2s")], email=email)
+        # 20 s: a sub-3 s rate limit would be waited out on the same account (UPSTREAM.md §9.2).
+        fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="20s")], email=email)
     with pytest.raises(anthropic.RateLimitError) as info:
         client(proxy).messages.create(
             model="gemini-2.5-flash", max_tokens=10, messages=[{"role": "user", "content": "x"}]
@@ -1000,7 +1006,7 @@ def test_error_rate_limited_on_every_account(proxy: Daemon, fake: FakeGoogle) ->
         "type": "error",
         "error": {"type": "rate_limit_error", "message": err.body["error"]["message"]},  # type: ignore[index]
     }
-    assert 1 <= int(err.response.headers["retry-after"]) <= 3
+    assert 19 <= int(err.response.headers["retry-after"]) <= 20
     assert len(fake.calls_to("generateContent")) == len(ACCOUNTS)
     # Now every account is cooling down: the pool itself answers, as a 429 too.
     with pytest.raises(anthropic.RateLimitError) as again:
@@ -1047,4 +1053,5 @@ def test_model_echo_and_aliases(proxy: Daemon, fake: FakeGoogle) -> None:
         model="claude-haiku-4-5-20251001", max_tokens=10, messages=[{"role": "user", "content": "title?"}]
     )
     assert msg.model == "claude-haiku-4-5-20251001"
-    assert fake.calls_to("generateContent")[-1].model == "claude-sonnet-4-5"
+    # The 2026-08 catalog has no Haiku: the cheapest Claude served is the live Sonnet.
+    assert fake.calls_to("generateContent")[-1].model == "claude-sonnet-4-6"

@@ -23,8 +23,9 @@ from tests.conftest import ACCOUNTS, Daemon
 from tests.fakes.google import SCHEMA_KEYS, SKIP_SIGNATURE, FakeGoogle, Reply, signature_bytes
 
 GEMINI = "gemini-3-flash"
-CLAUDE = "claude-sonnet-4-5"
-CLAUDE_THINKING = "claude-sonnet-4-5-thinking"
+# Ids of the 2026-08-22 catalog (UPSTREAM.md §4.1): Sonnet 4.6 thinks itself, Opus has a -thinking id.
+CLAUDE = "claude-sonnet-4-6"
+CLAUDE_THINKING = "claude-opus-4-6-thinking"
 
 # A 1x1 PNG.
 PNG_B64 = (
@@ -182,18 +183,27 @@ def sse_events(text: str) -> list[tuple[str | None, Any]]:
 # ---------------------------------------------------------------- chat: basics
 
 
-@pytest.mark.parametrize("model", [GEMINI, CLAUDE])
-def test_plain_chat(client: OpenAI, fake: FakeGoogle, model: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "serving"),
+    [
+        pytest.param(GEMINI, GEMINI, id=GEMINI),
+        pytest.param(CLAUDE, CLAUDE, id=CLAUDE),
+        # A retired Claude name is served by the live model of its family and
+        # echoed as the client sent it (UPSTREAM.md §9.7: claude-sonnet-4-5 is gone).
+        pytest.param("claude-sonnet-4-5", CLAUDE, id="claude-sonnet-4-5"),
+    ],
+)
+def test_plain_chat(client: OpenAI, fake: FakeGoogle, model: str, serving: str) -> None:
     r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}])
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     assert r.model == model
     msg = r.choices[0].message
-    assert msg.role == "assistant" and msg.content and f"Hello from {model}" in msg.content
+    assert msg.role == "assistant" and msg.content and f"Hello from {serving}" in msg.content
     assert r.choices[0].finish_reason == "stop"
     assert r.usage is not None and r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     sent = generate_calls(fake)[-1]
-    assert sent.body["model"] == model and not sent.stream
+    assert sent.body["model"] == serving and not sent.stream
     assert sent.body["request"]["contents"] == [{"role": "user", "parts": [{"text": "Hello"}]}]
 
     fake.script([Reply.text("one two three", chunks=3)])
@@ -521,7 +531,11 @@ def test_missing_signature_is_what_google_rejects(client: OpenAI, fake: FakeGoog
                 ]
             },
         },
-        headers={"authorization": generate_calls(fake)[-1].headers["authorization"]},
+        headers={
+            "authorization": generate_calls(fake)[-1].headers["authorization"],
+            # The daemon's own client identity: Google refuses unknown versions (§2.2).
+            "user-agent": generate_calls(fake)[-1].headers["user-agent"],
+        },
     )
     assert raw.status_code == 400 and "missing a thought_signature" in raw.text
 
@@ -1070,7 +1084,9 @@ def test_codex_shaped_session(proxy: Daemon, key: str, fake: FakeGoogle, model: 
         {"text": "<permissions>workspace-write</permissions>"},
     ]
     assert req["generationConfig"]["thinkingConfig"]["includeThoughts"] is True
-    assert req["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
+    # Claude through v1internal: VALIDATED whenever tools are given (UPSTREAM.md §6.2).
+    mode = "AUTO" if model == GEMINI else "VALIDATED"
+    assert req["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
 
     # Turn 2: store=false, so Codex sends everything back, reasoning (encrypted) included.
     fake.script([Reply.text("Fixed the typo.")])

@@ -180,5 +180,7 @@ def test_gemini_cli_tool_loop(proxy: Daemon, fake: FakeGoogle, workdir: Path) ->
     calls = generate_calls(fake)
     assert len(calls) >= 2
     assert any("gemini-42" in json.dumps(r) for r in function_responses(calls[-1]))
-    # The CLI rewrites model names; the pool's family fallback served it.
-    assert all(c.model == "gemini-3-flash" for c in calls)
+    # The CLI rewrites model names (`-m gemini-3-flash` goes out as gemini-3.8-flash,
+    # CLIENTS.md), which no catalog serves: the family fallback picks the best Flash
+    # of the 2026-08-22 catalog, the newest version at its highest effort.
+    assert {c.model for c in calls} == {"gemini-3.7-flash-high"}

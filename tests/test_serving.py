@@ -163,14 +163,20 @@ def test_failover_two_of_three_fail(proxy: Daemon, fake: FakeGoogle) -> None:
         assert r.status_code == 200, r.text
         served.add(served_by(r))
     assert a not in served
-    # a is cooling down for this model only, visible in the accounts list.
+    # QUOTA_EXHAUSTED empties the whole quota group (UPSTREAM.md §9.1): a cools
+    # down for every Gemini model, visible in the accounts list.
     acct = account(proxy, a)
-    assert acct["state"] == "cooling_down" and "gemini-3-flash" in acct["cooldowns"]
-    until = acct["cooldowns"]["gemini-3-flash"]["until"]
+    assert acct["state"] == "cooling_down" and set(acct["cooldowns"]) == {"group:gemini"}
+    until = acct["cooldowns"]["group:gemini"]["until"]
     assert 3500 < until - time.time() <= 3600
-    # Another model still uses it.
+    # Another Gemini model does not use it either ...
+    other = {
+        served_by(post(proxy, "/v1beta/models/gemini-2.5-flash:generateContent", body())) for _ in range(3)
+    }
+    assert a not in other
+    # ... but a model of the other group (Claude) still does.
     fake.script([Reply.text("fine")], email=a)
-    ok = [post(proxy, "/v1beta/models/gemini-2.5-flash:generateContent", body()) for _ in range(3)]
+    ok = [post(proxy, "/v1beta/models/claude-sonnet-4-6:generateContent", body()) for _ in range(3)]
     assert all(r.status_code == 200 for r in ok)
     assert any(r.json()["candidates"][0]["content"]["parts"][0]["text"] == "fine" for r in ok)
     res = proxy.ctl("accounts", "reset", a)
@@ -178,16 +184,30 @@ def test_failover_two_of_three_fail(proxy: Daemon, fake: FakeGoogle) -> None:
     assert account(proxy, a)["state"] == "active"
 
 
+def test_short_rate_limit_waits_for_the_same_account(proxy: Daemon, fake: FakeGoogle) -> None:
+    """A rate limit under 3 seconds is waited out on the same account, which
+    gets no cooldown (UPSTREAM.md §9.2)."""
+    for email in ACCOUNTS:
+        fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="0.5s")], email=email)
+    r = post(proxy, GEN, body())
+    assert r.status_code == 200, r.text
+    gens = fake.calls_to("generateContent")
+    assert [c.email for c in gens[-2:]] == [served_by(r)] * 2  # the same account, twice
+    assert all(account(proxy, e)["state"] == "active" for e in ACCOUNTS)
+
+
 def test_cooldown_expires_on_time(proxy: Daemon, fake: FakeGoogle) -> None:
     a = ACCOUNTS[0]
+    # 3 s or more: no longer waited out on the account, a per-model cooldown (§9.2).
     for email in ACCOUNTS:
-        fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="1.5s")], email=email)
+        fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="3.2s")], email=email)
     r = post(proxy, GEN, body())
     assert r.status_code in (429, 503)
     assert r.json()["error"]["status"] in ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
-    assert "retry-after" in r.headers and 1 <= int(r.headers["retry-after"]) <= 2
-    assert account(proxy, a)["state"] == "cooling_down"
-    time.sleep(1.7)
+    assert "retry-after" in r.headers and 3 <= int(r.headers["retry-after"]) <= 4
+    acct = account(proxy, a)
+    assert acct["state"] == "cooling_down" and set(acct["cooldowns"]) == {"gemini-3-flash"}
+    time.sleep(3.4)
     assert account(proxy, a)["state"] == "active"
     r = post(proxy, GEN, body())
     assert r.status_code == 200
@@ -346,7 +366,11 @@ def test_sticky_keeps_conversation_and_returns_after_failover(sticky: Daemon, fa
     assert all(_who(post(sticky, GEN, conv)) == first for _ in range(4))
     other = {_who(post(sticky, GEN, body(f"another conversation {i}"))) for i in range(6)}
     assert len(other) >= 2  # new conversations spread over the pool
-    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="1s")], email=first)
+    # A short rate limit is waited out on the conversation's account (§9.2).
+    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="0.5s")], email=first)
+    assert _who(post(sticky, GEN, conv)) == first
+    # An empty quota moves the conversation, until the quota is back.
+    fake.script([Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="1s")], email=first)
     moved = _who(post(sticky, GEN, conv))
     assert moved != first
     time.sleep(1.2)
@@ -368,7 +392,7 @@ def test_cooldowns_survive_restart(fake: FakeGoogle, make_daemon: Any, short_tmp
     d2 = make_daemon(None, home=home)
     acct = d2.admin("GET", "/accounts")["accounts"][0]
     assert acct["state"] == "cooling_down"
-    assert 1700 < acct["cooldowns"]["gemini-3-flash"]["until"] - time.time() <= 1800
+    assert 1700 < acct["cooldowns"]["group:gemini"]["until"] - time.time() <= 1800
 
 
 def test_many_concurrent_streams(proxy: Daemon, fake: FakeGoogle) -> None:
@@ -409,7 +433,7 @@ def test_quota_rechecked_after_reset(fake: FakeGoogle, make_daemon: Any) -> None
     assert r.status_code in (429, 503)  # fixed mode: only q1, and it is still empty
     assert len(fake.calls_to("fetchAvailableModels")) == before + 1
     acct = next(a for a in d.admin("GET", "/accounts")["accounts"] if a["email"] == "q1@example.com")
-    assert 3500 < acct["cooldowns"]["gemini-3-flash"]["until"] - time.time() <= 3600
+    assert 3500 < acct["cooldowns"]["group:gemini"]["until"] - time.time() <= 3600
     assert int(r.headers["retry-after"]) > 3000
     # The quota comes back early (an admin refresh sees it): usable at once.
     fake.account("q1@example.com").set_quota("gemini-3-flash", 0.8)

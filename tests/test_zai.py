@@ -78,10 +78,11 @@ def test_off_never_calls_zai(mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk:
         msg = c.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=HELLO)
         assert not is_zai(msg)
     with c.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=HELLO) as s:
-        assert "Hello from claude-sonnet-4-5" in s.get_final_text()
+        assert "Hello from claude-sonnet-4-6" in s.get_final_text()  # the live Sonnet (§4.1)
     assert c.messages.count_tokens(model="claude-sonnet-4-5", messages=HELLO).input_tokens > 0
     # Even with every Google account rate limited, z.ai stays out of it.
-    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="1s") for _ in GOOGLE])
+    # 30 s: a sub-3 s rate limit would be waited out on the same account (UPSTREAM.md §9.2).
+    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="30s") for _ in GOOGLE])
     with pytest.raises(anthropic.RateLimitError):
         c.messages.create(model="gemini-3-flash", max_tokens=50, messages=HELLO)
     assert zai.requests == []
@@ -214,7 +215,7 @@ def test_pooled_fails_over_to_google_when_zai_fails(
                 text = s.get_final_text()
         else:
             text = c.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO).content[0].text  # type: ignore[union-attr]
-        assert "Hello from claude-sonnet-4-5" in text
+        assert "Hello from claude-sonnet-4-6" in text  # served by the live Sonnet (§4.1)
     assert [r.status for r in zai.messages_calls()] == [500]
     assert len(google_calls(fake)) == 3
 
@@ -253,7 +254,8 @@ def test_fallback_uses_zai_only_when_google_cannot_serve(
 def test_fallback_when_zai_fails_too(mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk: Any) -> None:
     d = _mode(mixed, fake, zai, "fallback")
     c = sdk(d)
-    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="1s") for _ in GOOGLE])
+    # 30 s: a sub-3 s rate limit would be waited out on the same account (UPSTREAM.md §9.2).
+    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="30s") for _ in GOOGLE])
     zai.script([ZaiReply.error(429, "z.ai busy too", retry_after=3)])
     with pytest.raises(anthropic.RateLimitError) as info:
         c.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
@@ -267,7 +269,8 @@ def test_fallback_keeps_googles_error_for_models_zai_has_not(
     """A gemini model has no glm-* counterpart: the client hears why Google
     could not serve (a 429), not a 404 from a fallback it never asked for."""
     d = _mode(mixed, fake, zai, "fallback")
-    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="1s") for _ in GOOGLE])
+    # 30 s: a sub-3 s rate limit would be waited out on the same account (UPSTREAM.md §9.2).
+    fake.script([Reply.error(429, reason="RATE_LIMIT_EXCEEDED", retry_delay="30s") for _ in GOOGLE])
     with pytest.raises(anthropic.RateLimitError) as info:
         sdk(d).messages.create(model="gemini-2.5-flash", max_tokens=10, messages=HELLO)
     assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
