@@ -612,5 +612,9 @@ def cmd_doctor(ctx: Ctx) -> int:
         print(json.dumps({"ok": not failed, "checks": [c.public() for c in doc.checks]}, indent=2))
     else:
         print("\n".join(c.line() for c in doc.checks))
-        print("all well" if not failed else "something failed: see the FAIL lines above, each with its fix")
+        warned = sum(c.status == WARN for c in doc.checks)
+        if failed:
+            print("something failed: see the FAIL lines above, each with its fix")
+        else:
+            print("all well" + (f" ({warned} warning{'s' if warned > 1 else ''})" if warned else ""))
     return EXIT_FAILED if failed else EXIT_OK

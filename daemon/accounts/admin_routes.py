@@ -14,6 +14,8 @@ from daemon.admin import _svc, body_json
 from daemon.errors import BadRequest, ConfigError, GatewayError, UpstreamError
 from daemon.upstream.cloudcode import UpstreamHTTPError
 
+CHECK_CONCURRENCY = 4
+
 
 def _upstream(exc: UpstreamHTTPError) -> GatewayError:
     return UpstreamError(f"Google answered {exc.status}: {exc.message}", upstream_status=exc.status)
@@ -207,13 +209,16 @@ async def accounts_check(request: Request[Any, Any, Any]) -> dict[str, Any]:
     cannot undo what disabled it. Errors keep their kind, so the caller can
     tell "Google cannot be reached" from "Google said no". Never a token."""
     pool = _svc(request).pool
+    # A few at a time: a big pool must not burst Google's token endpoint.
+    gate = asyncio.Semaphore(CHECK_CONCURRENCY)
 
     async def check(acct: Account) -> dict[str, Any]:
         error: dict[str, Any] | None = None
         checked = acct.enabled
         if checked:
             try:
-                await pool.refresh_account(acct)
+                async with gate:
+                    await pool.refresh_account(acct)
             except UpstreamHTTPError as exc:
                 error = {"kind": "upstream", "message": exc.message, "upstream_status": exc.status}
             except GatewayError as exc:
