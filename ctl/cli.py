@@ -678,6 +678,12 @@ def cmd_setup(ctx: Ctx) -> int:
     return run(ctx)
 
 
+def cmd_doctor(ctx: Ctx) -> int:
+    from ctl.doctor import cmd_doctor as run
+
+    return run(ctx)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -832,6 +838,8 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
     setup.add_argument("--model", help="the model the client should use (default: the best the pool serves)")
 
+    add("doctor", "check everything, one line each with its fix (exit 1 when anything failed)")
+
     svc = add("service", "install or remove the systemd user unit or LaunchAgent")
     ssub = svc.add_subparsers(dest="service_cmd", required=True, parser_class=_Parser)
     for name, h in (
@@ -861,6 +869,7 @@ COMMANDS = {
     "service": cmd_service,
     "oauth": cmd_oauth,
     "setup": cmd_setup,
+    "doctor": cmd_doctor,
 }
 
 

@@ -280,6 +280,16 @@ class Service:
             },
             "accounts": {"active": self.pool.active_count(), "total": len(self.pool.accounts)},
             "upstream": {"client": self.identity.public(), "endpoints": list(cfg.upstream.endpoints)},
+            # Where the OAuth client secret comes from (never the secret): the
+            # daemon's environment is not agctl's, so only the daemon can say.
+            "oauth": {
+                "client_id": cfg.oauth.client_id,
+                "secret_source": "config"
+                if cfg.oauth.client_secret
+                else "env"
+                if os.environ.get(config_mod.SECRET_ENV)
+                else "",
+            },
             "paths": self.paths_status(),
             "zai": {"enabled": cfg.zai.enabled, "dispatch_mode": cfg.zai.dispatch_mode},
             "credits": {

@@ -14,6 +14,8 @@ from daemon.admin_http import _svc, body_json
 from daemon.errors import BadRequest, ConfigError, GatewayError, UpstreamError
 from daemon.upstream.cloudcode import UpstreamHTTPError
 
+CHECK_CONCURRENCY = 4
+
 
 def _upstream(exc: UpstreamHTTPError) -> GatewayError:
     return UpstreamError(f"Google answered {exc.status}: {exc.message}", upstream_status=exc.status)
@@ -198,6 +200,40 @@ async def accounts_refresh_all(request: Request[Any, Any, Any]) -> dict[str, Any
     return {"results": results}
 
 
+@post("/accounts-check", status_code=200)
+async def accounts_check(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """What ``agctl doctor`` reports per account. Each enabled account is
+    refreshed now, as ``agctl accounts refresh`` does (token, project, quota
+    windows; a rotated refresh token is saved, a dead one disables the account
+    as any refresh would); a disabled one is shown as it is, since a refresh
+    cannot undo what disabled it. Errors keep their kind, so the caller can
+    tell "Google cannot be reached" from "Google said no". Never a token."""
+    pool = _svc(request).pool
+    # A few at a time: a big pool must not burst Google's token endpoint.
+    gate = asyncio.Semaphore(CHECK_CONCURRENCY)
+
+    async def check(acct: Account) -> dict[str, Any]:
+        error: dict[str, Any] | None = None
+        checked = acct.enabled
+        if checked:
+            try:
+                async with gate:
+                    await pool.refresh_account(acct)
+            except UpstreamHTTPError as exc:
+                error = {"kind": "upstream", "message": exc.message, "upstream_status": exc.status}
+            except GatewayError as exc:
+                error = {"kind": exc.kind, "message": exc.message, "upstream_status": exc.upstream_status}
+        return {
+            "account": acct.public(),
+            "checked": checked,
+            "ok": error is None,
+            "error": error,
+        }
+
+    results = await asyncio.gather(*(check(a) for a in list(pool.accounts.values())))
+    return {"results": list(results), "broken_files": pool.store.broken}
+
+
 handlers = [
     accounts_list,
     accounts_add,
@@ -210,4 +246,5 @@ handlers = [
     accounts_remove,
     accounts_action,
     accounts_refresh_all,
+    accounts_check,
 ]
