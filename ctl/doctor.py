@@ -36,7 +36,7 @@ from daemon import config as config_mod
 from daemon.errors import ConfigError, redact
 
 if TYPE_CHECKING:
-    from ctl.cli import Ctx
+    from ctl.context import Ctx
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LABELS = {OK: "ok", WARN: "warn", FAIL: "FAIL"}
