@@ -179,6 +179,23 @@ class Service:
             return True
         return self.pool.active_count() > 0
 
+    async def account_added(self) -> None:
+        """The first usable account arrived: a proxy that waited only for it
+        starts now (``proxy.auto_start``), as it would have at daemon start."""
+        st = self.proxy_state
+        if (
+            self._config.proxy.auto_start
+            and st.state == State.STOPPED
+            and st.reason == NO_ACCOUNT_MESSAGE
+            and self.can_serve()
+        ):
+            try:
+                await self.start_proxy()
+            except GatewayError as exc:
+                log.warning("proxy not started after the first account: %s", exc.message)
+            else:
+                log.info("the first account is in: proxy started")
+
     async def start_proxy(self) -> None:
         async with self._proxy_lock:
             if self.proxy_state.state == State.RUNNING:

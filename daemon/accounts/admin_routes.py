@@ -24,14 +24,17 @@ def _upstream(exc: UpstreamHTTPError) -> GatewayError:
 async def _add(request: Request[Any, Any, Any], refresh_token: str, what: str, **kw: Any) -> Account:
     """Add (or update) an account; a failure says what failed and that nothing
     was saved (the pool writes the account file only once everything worked)."""
+    svc = _svc(request)
     try:
-        return await _svc(request).pool.add_refresh_token(refresh_token, **kw)
+        acct = await svc.pool.add_refresh_token(refresh_token, **kw)
     except UpstreamHTTPError as exc:
         raise _not_added(_upstream(exc), what) from None
     except ConfigError:
         raise  # already says exactly what to set
     except GatewayError as exc:
         raise _not_added(exc, what) from None
+    await svc.account_added()
+    return acct
 
 
 def _not_added(exc: GatewayError, what: str) -> GatewayError:
