@@ -4,7 +4,7 @@ with one sealed compaction item; that item coming back as the summary in the
 upstream conversation; context overflow in each client's own shape.
 
 One daemon for the module, with its own account whose catalog gives
-``gemini-3-flash`` and ``claude-sonnet-4-6`` a small input limit.
+``gemini-3.1-flash-lite`` and ``claude-sonnet-4-6`` a small input limit.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from google import genai
 from google.genai import errors as genai_errors
 from openai import OpenAI
 
+from daemon.protocols.openai_compaction import SUMMARY_INSTRUCTION
 from tests.conftest import Daemon, pooled_daemon
 from tests.fakes.google import FakeGoogle, Reply
+from tests.test_real_clients import client_bin, function_responses, run
 
 EMAIL = "compaction@example.com"
 GEMINI = "gemini-3-flash"
 CLAUDE = "claude-sonnet-4-6"
-LIMIT = 8000  # tokens, both models (the fake's catalog maxTokens)
+SMALL = "gemini-3.1-flash-lite"
+LIMIT = 8000  # tokens: the input limit of SMALL and CLAUDE in this account's catalog
 SUMMARY = "SUMMARY: the user is fixing the parser in src/parse.py; tests 3 and 7 still fail."
 TRIGGER = {"type": "compaction_trigger"}
 CONVERSATION: list[dict[str, Any]] = [
@@ -44,7 +47,9 @@ CONVERSATION: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def daemon(fake: FakeGoogle) -> Iterator[Daemon]:
-    fake.add_account(email=EMAIL, models={GEMINI: {"maxTokens": LIMIT}, CLAUDE: {"maxTokens": LIMIT}})
+    fake.add_account(
+        email=EMAIL, models={GEMINI: {}, SMALL: {"maxTokens": LIMIT}, CLAUDE: {"maxTokens": LIMIT}}
+    )
     with pooled_daemon(fake, [EMAIL], "ag-cmp-") as d:
         yield d
 
@@ -243,13 +248,13 @@ BIG = "word " * (LIMIT * 2)  # 5 bytes a word: about 2.5 x LIMIT tokens at bytes
 
 def test_openai_context_length_exceeded(client: OpenAI, fake: FakeGoogle) -> None:
     with pytest.raises(openai.BadRequestError) as chat:
-        client.chat.completions.create(model=GEMINI, messages=[{"role": "user", "content": BIG}])
+        client.chat.completions.create(model=SMALL, messages=[{"role": "user", "content": BIG}])
     assert chat.value.code == "context_length_exceeded" and chat.value.type == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as resp:
-        client.responses.create(model=GEMINI, input=BIG)
+        client.responses.create(model=SMALL, input=BIG)
     assert resp.value.code == "context_length_exceeded" and str(LIMIT) in resp.value.message
     with pytest.raises(openai.BadRequestError) as streamed:
-        client.responses.create(model=GEMINI, input=BIG, stream=True)
+        client.responses.create(model=SMALL, input=BIG, stream=True)
     assert streamed.value.code == "context_length_exceeded"
     assert not generate_calls(fake)  # refused before any account was asked
 
@@ -269,7 +274,7 @@ def test_anthropic_prompt_is_too_long(proxy: Daemon, fake: FakeGoogle) -> None:
 def test_gemini_input_token_count(proxy: Daemon, fake: FakeGoogle) -> None:
     client = genai.Client(api_key=proxy.api_key, http_options={"base_url": proxy.base_url})
     with pytest.raises(genai_errors.ClientError) as err:
-        client.models.generate_content(model=GEMINI, contents=BIG)
+        client.models.generate_content(model=SMALL, contents=BIG)
     assert err.value.code == 400 and err.value.status == "INVALID_ARGUMENT"
     assert f"exceeds the maximum number of tokens allowed ({LIMIT})" in str(err.value.message)
 
@@ -304,3 +309,58 @@ def test_count_tokens_is_never_refused(proxy: Daemon) -> None:
         timeout=30,
     )
     assert r.status_code == 200 and r.json()["input_tokens"] > 0
+
+
+# ------------------------------------------------------------ the real Codex
+
+
+def _asks_for_summary(req: dict[str, Any]) -> bool:
+    contents = req.get("contents") or []
+    last = contents[-1] if contents else {}
+    return any(SUMMARY_INSTRUCTION in str(p.get("text", "")) for p in last.get("parts", []))
+
+
+def test_real_codex_compacts_remotely(proxy: Daemon, fake: FakeGoogle, short_tmp: Any) -> None:
+    """Codex with a provider named "OpenAI" compacts remotely (compaction v2);
+    a tiny auto-compact limit makes it compact mid-task, after its tool call.
+    The session must complete, and the turn after the compaction must carry
+    the summary (the fake's default answer to the summary request)."""
+    exe = client_bin("codex")
+    if not exe:
+        pytest.skip("Codex is not installed (npm install @openai/codex)")
+    work = short_tmp / "work"
+    home = work / "codex"
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text(
+        f'model = "{GEMINI}"\nmodel_provider = "ag"\napproval_policy = "never"\n'
+        'sandbox_mode = "danger-full-access"\nmodel_auto_compact_token_limit = 2000\n\n'
+        '[model_providers.ag]\nname = "OpenAI"\n'
+        f'base_url = "{proxy.base_url}/v1"\nenv_key = "AG_KEY"\nwire_api = "responses"\n'
+    )
+    # Summary requests get the fake's default answer ("Hello from <model> ..."):
+    # whenever Codex compacts, the scripted task replies stay in order.
+    fake.unscripted_when = _asks_for_summary
+    fake.script(
+        [
+            Reply.function_call("exec_command", {"cmd": "echo compacted-$((6*7))"}),
+            Reply.text("It printed compacted-42."),
+        ]
+    )
+    res = run(
+        [exe, "exec", "--skip-git-repo-check", "Run echo compacted-$((6*7)) and report the output"],
+        {"CODEX_HOME": str(home), "AG_KEY": proxy.api_key, "HOME": str(work)},
+        work,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "compacted-42" in res.stdout
+    calls = [c for c in generate_calls(fake) if c.status == 200]
+    summaries = [c for c in calls if _asks_for_summary(c.body["request"])]
+    assert summaries, "Codex never compacted"
+    # A turn after a compaction carried the summary back (opened from the item).
+    later = [c for c in calls[calls.index(summaries[0]) + 1 :] if not _asks_for_summary(c.body["request"])]
+    assert later and any(
+        "Summary of the earlier part" in t and "Hello from" in t for t in upstream_texts(later[0])
+    )
+    # The tool ran before the compaction: its output was in what got summarised
+    # (Codex keeps only user messages and the compaction item afterwards).
+    assert any("compacted-42" in str(r) for r in function_responses(summaries[0]))
