@@ -364,3 +364,30 @@ def test_real_codex_compacts_remotely(proxy: Daemon, fake: FakeGoogle, short_tmp
     # The tool ran before the compaction: its output was in what got summarised
     # (Codex keeps only user messages and the compaction item afterwards).
     assert any("compacted-42" in str(r) for r in function_responses(summaries[0]))
+
+
+# ------------------------------------------------------------ units
+
+
+def test_sealer_opens_only_its_own_blobs(tmp_path: Any) -> None:
+    from daemon.compaction import Sealer
+
+    a, b = Sealer(tmp_path / "a" / "compaction.key"), Sealer(tmp_path / "b" / "compaction.key")
+    blob = a.seal("the summary")
+    assert a.open(blob) == "the summary"
+    assert Sealer(tmp_path / "a" / "compaction.key").open(blob) == "the summary"  # key reread
+    assert b.open(blob) is None  # another key
+    raw = bytearray(base64.urlsafe_b64decode(blob))
+    raw[0] = 2
+    assert a.open(base64.urlsafe_b64encode(bytes(raw)).decode()) is None  # another version
+    assert a.open("") is None and a.open("***") is None
+
+
+def test_token_counts_from_upstream_texts() -> None:
+    from daemon.errors import token_counts
+
+    assert token_counts("prompt is too long: 202007 tokens > 200000 maximum") == (202007, 200000)
+    assert token_counts(
+        "The input token count (1234567) exceeds the maximum number of tokens allowed (1048576)."
+    ) == (1234567, 1048576)
+    assert token_counts("Request payload size exceeds the limit") == (None, None)
