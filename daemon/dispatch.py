@@ -23,12 +23,14 @@ from daemon.accounts.pool import Pool
 from daemon.accounts.store import Account
 from daemon.config import Config
 from daemon.errors import (
+    ContextTooLong,
     GatewayError,
     ModelNotFound,
     NoAccountAvailable,
     RateLimited,
     UpstreamError,
     UpstreamTimeout,
+    token_counts,
 )
 from daemon.protocols import GeminiCall, rules
 from daemon.protocols.common import usage_from_gemini
@@ -98,6 +100,10 @@ class Dispatcher:
     def _client_error(self, exc: UpstreamHTTPError, model: str) -> GatewayError:
         """The caller's own error (400, 404, a prompt too long), from the classifier."""
         err = exc.classified.gateway_error()
+        if exc.verdict is Verdict.CONTEXT_TOO_LONG:
+            # Answered in each client's context-overflow shape (error_shapes).
+            tokens, limit = token_counts(exc.message)
+            return ContextTooLong(err.message, tokens=tokens, limit=limit, upstream_status=exc.status)
         if exc.verdict is Verdict.NOT_FOUND:
             served = ", ".join(m.id for m in models_mod.listed_models(self.pool.catalog())) or "none yet"
             return ModelNotFound(f"{err.message} Served now: {served}.", param="model")

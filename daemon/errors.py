@@ -7,7 +7,10 @@ that ``agctl`` turns into exit codes.
 
     GatewayError                  base: status, kind, message, retry_after
     ├── BadRequest                400  the caller's request is wrong
-    │   └── ConfigError           400  a config key/value is wrong
+    │   ├── ConfigError           400  a config key/value is wrong
+    │   ├── ContextTooLong        400  the prompt is over the model's input limit
+    │   │                              (each protocol's own context-overflow shape)
+    │   └── UnreadableCompaction  400  a compaction item this gateway cannot open
     ├── AuthenticationError       401  missing/wrong client key
     ├── PermissionDenied          403
     ├── NotFound                  404
@@ -87,6 +90,70 @@ class BadRequest(GatewayError):
 
 class ConfigError(BadRequest):
     kind = "config"
+
+
+_COUNTS_RE = re.compile(r"\d[\d,]*")
+
+
+def token_counts(text: str) -> tuple[int | None, int | None]:
+    """(prompt tokens, limit) from an upstream "too long" text: the first two
+    numbers of at least three digits, in that order, as both wordings give
+    them ("prompt is too long: 202007 tokens > 200000 maximum", "The input
+    token count (1234567) exceeds the maximum number of tokens allowed
+    (1048576)"); (None, None) when the text holds no such pair."""
+    numbers = [int(n.replace(",", "")) for n in _COUNTS_RE.findall(text)]
+    numbers = [n for n in numbers if n >= 100]
+    if len(numbers) < 2:
+        return None, None
+    return numbers[0], numbers[1]
+
+
+class ContextTooLong(BadRequest):
+    """The prompt is larger than the model takes. Clients compact the
+    conversation on this error, each recognising its own shape
+    (``daemon.proxy.error_shapes``): OpenAI's ``context_length_exceeded`` code,
+    Anthropic's "prompt is too long: N tokens > M maximum", Gemini's
+    INVALID_ARGUMENT with the token counts. Never an account's fault.
+    ``tokens`` / ``limit``: the counts when known."""
+
+    kind = "context_length_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tokens: int | None = None,
+        limit: int | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, param=param, upstream_status=upstream_status)
+        self.tokens = tokens
+        self.limit = limit
+
+    def anthropic_text(self) -> str:
+        """Anthropic's wording: Claude Code compacts on "prompt is too long"."""
+        if self.tokens is not None and self.limit is not None:
+            return f"prompt is too long: {self.tokens} tokens > {self.limit} maximum"
+        return f"prompt is too long: {self.message}"
+
+    def gemini_text(self) -> str:
+        """Google's wording of the same error, with the counts when known."""
+        if self.tokens is not None and self.limit is not None:
+            return (
+                f"The input token count ({self.tokens}) exceeds the maximum number of tokens "
+                f"allowed ({self.limit})."
+            )
+        return self.message
+
+
+class UnreadableCompaction(BadRequest):
+    """A compaction item's ``encrypted_content`` this gateway did not seal
+    with its key, or that was altered: refused, never silently dropped (the
+    summary of the earlier turns would be lost without anyone knowing)."""
+
+    kind = "invalid_encrypted_content"
 
 
 class AuthenticationError(GatewayError):
@@ -195,6 +262,8 @@ KINDS: dict[str, type[GatewayError]] = {
     for cls in (
         BadRequest,
         ConfigError,
+        ContextTooLong,
+        UnreadableCompaction,
         AuthenticationError,
         PermissionDenied,
         NotFound,

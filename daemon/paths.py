@@ -62,6 +62,10 @@ class Paths:
         return self.data_dir / "state.json"
 
     @property
+    def compaction_key(self) -> Path:
+        return self.data_dir / "compaction.key"
+
+    @property
     def socket(self) -> Path:
         return self.run_dir / SOCKET_NAME
 

@@ -16,6 +16,7 @@ from daemon import __version__
 from daemon import config as config_mod
 from daemon.accounts.pool import Pool
 from daemon.accounts.store import AccountStore
+from daemon.compaction import Sealer
 from daemon.config import Config
 from daemon.dispatch import Dispatcher
 from daemon.errors import Conflict, GatewayError, NoAccountAvailable
@@ -98,6 +99,8 @@ class Service:
         self.signatures = SignatureStore()
         self.metrics = Metrics(self)
         self.responses = ResponseStore()
+        # Seals and opens Codex's compaction items (key made on first use).
+        self.compaction = Sealer(paths.compaction_key)
         # Refused requests: counted each, logged one row per client and reason a minute.
         self.refusals = Refusals(monitor_writer(self), self.metrics.refused)
         self.fd_limit = 1024

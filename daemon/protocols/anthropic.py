@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.errors import BadRequest, GatewayError
+from daemon.errors import BadRequest, ContextTooLong, GatewayError
 from daemon.protocols import GeminiCall, anthropic_tools, common, shared_extra
 from daemon.protocols.signatures import SignatureStore
 
@@ -150,7 +150,8 @@ def error_type(err: GatewayError) -> str:
 
 def error_body(err: GatewayError) -> Json:
     """Anthropic's error shape: ``{"type": "error", "error": {type, message}}``."""
-    return {"type": "error", "error": {"type": error_type(err), "message": err.message}}
+    message = err.anthropic_text() if isinstance(err, ContextTooLong) else err.message
+    return {"type": "error", "error": {"type": error_type(err), "message": message}}
 
 
 def _bad(path: str, message: str) -> BadRequest:
@@ -519,8 +520,6 @@ def _drop_prefill(msgs: list[_Msg]) -> bool:
         msgs.pop()
         return True
     return False
-
-
 
 
 # ------------------------------------------------------------ request: tools

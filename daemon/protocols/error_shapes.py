@@ -3,13 +3,22 @@
 OpenAI:    {"error": {"message", "type", "param", "code"}}
 Anthropic: {"type": "error", "error": {"type", "message"}}
 Gemini:    {"error": {"code", "message", "status"}}
+
+A prompt over the model's limit (``ContextTooLong``) is answered in the
+shape each client compacts on: OpenAI code ``context_length_exceeded``
+(Codex and the OpenAI SDKs key on the code); Anthropic 400
+``invalid_request_error`` whose message begins "prompt is too long" (Claude
+Code matches that text; the counts follow as the Anthropic API words them,
+"prompt is too long: 202007 tokens > 200000 maximum", UPSTREAM.md §4.1);
+Gemini 400 INVALID_ARGUMENT "The input token count (N) exceeds the maximum
+number of tokens allowed (M)." (Google's own wording of it).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from daemon.errors import GatewayError
+from daemon.errors import ContextTooLong, GatewayError
 
 Protocol = Literal["openai", "anthropic", "gemini"]
 
@@ -81,15 +90,23 @@ def openai_body(err: GatewayError) -> dict[str, Any]:
     }
 
 
+def anthropic_message(err: GatewayError) -> str:
+    return err.anthropic_text() if isinstance(err, ContextTooLong) else err.message
+
+
+def gemini_message(err: GatewayError) -> str:
+    return err.gemini_text() if isinstance(err, ContextTooLong) else err.message
+
+
 def anthropic_body(err: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": anthropic_type(err), "message": err.message}}
+    return {"type": "error", "error": {"type": anthropic_type(err), "message": anthropic_message(err)}}
 
 
 def gemini_body(err: GatewayError) -> dict[str, Any]:
     return {
         "error": {
             "code": err.status,
-            "message": err.message,
+            "message": gemini_message(err),
             "status": _GOOGLE_STATUS.get(err.status, "INTERNAL"),
         }
     }

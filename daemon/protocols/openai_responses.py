@@ -31,6 +31,12 @@ it belongs to (one of its own if text came between). The SignatureStore
 (by call id) backs it up for clients that do not ask for it. Reasoning
 items the proxy did not issue are dropped.
 
+Compaction items (``{"type": "compaction", "encrypted_content"}``, which the
+gateway hands Codex when it compacts, see ``openai_compaction``) are opened
+with the ``unseal`` callable the route passes and go upstream as a user turn
+that says it is the summary of the earlier turns; one that does not open is
+an ``UnreadableCompaction`` 400, never dropped.
+
 ``call.extra``: reads ``id`` (the route should set it: it keys the history
 store), ``created``; writes ``echo`` (request fields the response object
 repeats), ``tool_names``, ``tool_kinds``, ``tool_namespaces`` (upstream name ->
@@ -43,9 +49,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
-from daemon.errors import BadRequest, GatewayError, RateLimited
+from daemon.errors import BadRequest, ContextTooLong, GatewayError, RateLimited, UnreadableCompaction
 from daemon.protocols import GeminiCall, common, shared_extra
 from daemon.protocols.openai_chat import (
     KEEPALIVE,
@@ -83,6 +90,16 @@ _ECHO_KEYS = (
     "user",
 )
 _SYSTEM_ROLES = ("system", "developer")
+#: Opens a compaction item's ``encrypted_content``: the summary, or None when
+#: it cannot be opened (``daemon.compaction.Sealer.open``).
+Unseal = Callable[[str], str | None]
+# Codex reads a "compaction_summary" item as a compaction item too (its
+# ResponseItem::Compaction carries that serde alias).
+COMPACTION_ITEMS = ("compaction", "compaction_summary")
+SUMMARY_PREFIX = (
+    "Summary of the earlier part of this conversation, written when it was compacted; "
+    "it stands in for those turns, which are no longer shown:\n\n"
+)
 
 
 # ==================================================================== encrypted
@@ -328,8 +345,15 @@ def _content(content: Any, *, param: str, role: str) -> list[dict[str, Any]]:
 class _Conversation:
     """Walks history + input items, building contents and the system instruction."""
 
-    def __init__(self, store: SignatureStore, model: str, items: list[tuple[str, Any]]) -> None:
+    def __init__(
+        self,
+        store: SignatureStore,
+        model: str,
+        items: list[tuple[str, Any]],
+        unseal: Unseal | None = None,
+    ) -> None:
         self.store = store
+        self.unseal = unseal
         self.family = shared_extra.family(model)
         self.system: list[dict[str, Any]] = []
         self.contents: list[dict[str, Any]] = []
@@ -365,6 +389,12 @@ class _Conversation:
             self._output(param, item)
         elif kind == "reasoning":
             self._reasoning(item)
+        elif kind in COMPACTION_ITEMS:
+            self._compaction(param, item)
+        elif kind == "compaction_trigger":
+            raise BadRequest(
+                f"{param}: a compaction_trigger must be the last input item", param=f"{param}.type"
+            )
         elif kind == "item_reference":
             raise BadRequest(
                 f"{param}: item references are not supported;"
@@ -375,6 +405,22 @@ class _Conversation:
             # Built-in tool calls (web_search_call, local_shell_call, ...) this
             # proxy never produces carry nothing the upstream could use.
             self.ignored.append(str(kind))
+
+    def _compaction(self, param: str, item: dict[str, Any]) -> None:
+        """A compaction item this gateway issued: its summary goes back to
+        the model as a user turn saying what it is."""
+        blob = item.get("encrypted_content")
+        summary = self.unseal(blob) if self.unseal is not None and isinstance(blob, str) else None
+        if summary is None:
+            raise UnreadableCompaction(
+                f"{param} is a compaction item this gateway cannot open: it was made by another "
+                "server or with another key, or it was altered. Its summary of the earlier turns "
+                "is lost; start a new conversation (or send the history without that item).",
+                param=f"{param}.encrypted_content",
+            )
+        text = common.text_part(SUMMARY_PREFIX + summary)
+        if text:
+            self._turn("user").append(text)
 
     def _message(self, param: str, item: dict[str, Any]) -> None:
         role = item.get("role")
@@ -515,7 +561,9 @@ def to_gemini(
     model: str,
     store: SignatureStore,
     history: list[dict[str, Any]] | None = None,
+    unseal: Unseal | None = None,
 ) -> GeminiCall:
+    """``unseal`` opens compaction items (without it they are a 400)."""
     body = require_object(body)
     refuse_logprobs(body, flag=None, top="top_logprobs")
     include = body.get("include")
@@ -531,7 +579,7 @@ def to_gemini(
         raise BadRequest("input must not be empty", param="input")
     tools = _tools(body.get("tools"), model)
 
-    conv = _Conversation(store, model, items)
+    conv = _Conversation(store, model, items, unseal)
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
         conv.system.append({"text": instructions})
@@ -603,6 +651,8 @@ def _error(err: GatewayError) -> dict[str, Any]:
         code = "rate_limit_exceeded"
         if err.retry_after is not None and "try again in" not in message.lower():
             message = f"{message} Please try again in {err.retry_after:g}s."
+    elif isinstance(err, ContextTooLong):
+        code = "context_length_exceeded"  # Codex compacts on this code
     elif err.status == 400:
         code = "invalid_prompt"
     else:
@@ -867,6 +917,12 @@ class _Assembler:
         resp = self.response("failed", output=self.items, usage=usage, error=_error(err))
         self.emit("response.failed", response=resp)
         return resp
+
+
+# For the compaction answers (``openai_compaction``), which share the
+# response object and its usage block.
+Assembler = _Assembler
+usage = _usage
 
 
 def from_gemini(resp: dict[str, Any], *, call: GeminiCall, store: SignatureStore) -> dict[str, Any]:

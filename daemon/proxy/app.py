@@ -32,6 +32,7 @@ KNOWN_SUFFIXES = (
     "/chat/completions",
     "/completions",
     "/responses",
+    "/responses/compact",
     "/messages",
     "/messages/count_tokens",
     "/models",

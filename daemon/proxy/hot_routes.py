@@ -1,7 +1,8 @@
 """The router for the routes that carry model traffic, in front of the
 Litestar app (why: ``daemon.proxy.exchange``).
 
-POST /v1/chat/completions, /v1/completions, /v1/responses, /v1/messages,
+POST /v1/chat/completions, /v1/completions, /v1/responses,
+/v1/responses/compact, /v1/messages,
 /v1/messages/count_tokens, and /{v1beta,v1alpha,v1}/models/{model}:{method}
 are answered here; every other request goes on to Litestar. Errors are
 answered in the caller's protocol shape, as Litestar's handlers do for the
@@ -25,7 +26,14 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Req], Awaitable[Out]]
 MODEL_PREFIXES = ("/v1beta/models/", "/v1alpha/models/", "/v1/models/")
 EXACT_PATHS = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/responses/compact",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    }
 )
 
 
@@ -54,6 +62,7 @@ class HotRoutes:
             "/v1/chat/completions": routes_openai.chat_completions,
             "/v1/completions": routes_openai.completions,
             "/v1/responses": routes_openai.responses,
+            "/v1/responses/compact": routes_openai.responses_compact,
             "/v1/messages": routes_anthropic.messages,
             "/v1/messages/count_tokens": routes_anthropic.count_tokens,
         }

@@ -1,5 +1,11 @@
-"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/responses (hot
-routes, daemon.proxy.hot_routes), /v1/models (Litestar)."""
+"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/responses and
+/v1/responses/compact (hot routes, daemon.proxy.hot_routes), /v1/models
+(Litestar).
+
+A /v1/responses request whose input ends with a ``compaction_trigger`` (Codex's
+remote compaction) and /v1/responses/compact are answered with a summary
+sealed into one compaction item (``protocols.openai_compaction``); the
+service's ``compaction`` Sealer seals and opens them."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from litestar import Request, Response, get
 from daemon.errors import GatewayError, NotFound
 from daemon.ids import hex_id
 from daemon.models import client_names
-from daemon.protocols import openai_chat, openai_completions, openai_responses
+from daemon.protocols import openai_chat, openai_compaction, openai_completions, openai_responses
 from daemon.proxy.exchange import Out, Req
 from daemon.proxy.serving import (
     decode_body,
@@ -120,8 +126,22 @@ async def responses(req: Req) -> Out:
                     "responses in memory); send the full input instead",
                     param="previous_response_id",
                 )
+        sealer = svc.compaction
+        compacting = openai_compaction.is_compaction_request(body)
         with shape_errors():
-            call = openai_responses.to_gemini(body, model=model, store=store, history=history)
+            if compacting:
+                call = openai_compaction.to_gemini(
+                    body,
+                    model=model,
+                    store=store,
+                    history=history,
+                    unseal=sealer.open,
+                    stream=bool(body.get("stream")),
+                )
+            else:
+                call = openai_responses.to_gemini(
+                    body, model=model, store=store, history=history, unseal=sealer.open
+                )
     except GatewayError as exc:
         ctx.fail(exc)
         finish_ctx(svc, ctx)
@@ -138,6 +158,15 @@ async def responses(req: Req) -> Out:
             return
         svc.responses.put(str(resp_obj.get("id")), [*past, *inputs, *openai_responses.output_items(resp_obj)])
 
+    if compacting:
+        return await run_call(
+            req,
+            ctx,
+            call,
+            render=lambda resp: openai_compaction.from_gemini(resp, call=call, store=store, seal=sealer.seal),
+            translator=lambda: openai_compaction.StreamTranslator(call, store, sealer.seal),
+            on_complete=remember,
+        )
     return await run_call(
         req,
         ctx,
@@ -145,6 +174,48 @@ async def responses(req: Req) -> Out:
         render=lambda resp: openai_responses.from_gemini(resp, call=call, store=store),
         translator=lambda: openai_responses.StreamTranslator(call, store),
         on_complete=remember,
+    )
+
+
+async def responses_compact(req: Req) -> Out:
+    """POST /v1/responses/compact: a whole ``response.compaction`` object
+    (never streamed), whose output is the input's user messages and one
+    compaction item."""
+    svc = req.service
+    ctx = new_ctx(req, "openai", "responses_compact")
+    store = store_of(req)
+    sealer = svc.compaction
+    try:
+        body = await decode_body(req)
+        client_model = model_of(body)
+        ctx.client_model = client_model
+        model = svc.dispatcher.resolve_model(client_model)
+        history = None
+        prev = body.get("previous_response_id")
+        if prev:
+            history = svc.responses.get(str(prev))
+            if history is None:
+                raise NotFound(
+                    f"previous_response_id {prev!r} is unknown or expired; send the full input instead",
+                    param="previous_response_id",
+                )
+        with shape_errors():
+            call = openai_compaction.to_gemini(
+                body, model=model, store=store, history=history, unseal=sealer.open
+            )
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
+    call.extra.setdefault("id", "resp_" + hex_id(24))
+    call.extra.setdefault("created", int(time.time()))
+    inputs = [*(history or []), *openai_responses.input_items(body)]
+    return await run_call(
+        req,
+        ctx,
+        call,
+        render=lambda resp: openai_compaction.compacted(resp, call=call, seal=sealer.seal, inputs=inputs),
+        translator=lambda: openai_compaction.StreamTranslator(call, store, sealer.seal),  # never used
     )
 
 

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 import msgspec
 from litestar import Request, Response
 
-from daemon.errors import BadRequest, GatewayError, InternalError
-from daemon.protocols import GeminiCall
+from daemon import models as models_mod
+from daemon.errors import BadRequest, ContextTooLong, GatewayError, InternalError
+from daemon.protocols import GeminiCall, common
 from daemon.protocols.signatures import SignatureStore
 from daemon.proxy.exchange import ClientGone, JsonOut, Out, Req, StreamOut, until_disconnect
 from daemon.records import RequestCtx
@@ -236,6 +237,31 @@ async def _aclose(it: Any) -> None:
             await aclose()
 
 
+# bytes/4 overstates tokens only for text heavy in whitespace runs (indented
+# code), by well under this; a prompt closer to the limit goes to Google,
+# whose own "too long" answer becomes the same error (dispatch).
+CLEARLY_OVER = 1.1
+
+
+def check_context(svc: Any, call: GeminiCall) -> None:
+    """ContextTooLong when the prompt is clearly larger than the model's input
+    limit in the live catalog (Claude: 200 000 in practice, UPSTREAM.md §4.1):
+    answered at once in the client's own context-overflow shape, so the
+    client compacts, and no account is asked (or rested) for it."""
+    limit = models_mod.limits(svc.pool.catalog(), call.model).context_tokens
+    if not limit:
+        return
+    tokens = common.estimate_tokens(call.request)
+    if tokens > limit * CLEARLY_OVER:
+        raise ContextTooLong(
+            f"This model's maximum context length is {limit} tokens, but the request holds about "
+            f"{tokens} tokens ({call.model}; estimated by the gateway). Compact or shorten the "
+            "conversation.",
+            tokens=tokens,
+            limit=limit,
+        )
+
+
 async def run_call(
     req: Req,
     ctx: RequestCtx,
@@ -256,6 +282,7 @@ async def run_call(
     ctx.model = call.model
     ctx.stream = call.stream
     try:
+        check_context(svc, call)
         if call.stream:
             return await _open_stream(svc, ctx, call, translator(), media_type, on_complete)
         try:

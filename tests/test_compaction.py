@@ -1,0 +1,393 @@
+"""Issue 24: long sessions survive. Codex's remote compaction (a
+``compaction_trigger`` on /v1/responses, and /v1/responses/compact) answered
+with one sealed compaction item; that item coming back as the summary in the
+upstream conversation; context overflow in each client's own shape.
+
+One daemon for the module, with its own account whose catalog gives
+``gemini-3.1-flash-lite`` and ``claude-sonnet-4-6`` a small input limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from openai import OpenAI
+
+from daemon.protocols.openai_compaction import SUMMARY_INSTRUCTION
+from tests.conftest import Daemon, pooled_daemon
+from tests.fakes.google import FakeGoogle, Reply
+from tests.test_real_clients import client_bin, function_responses, run
+
+EMAIL = "compaction@example.com"
+GEMINI = "gemini-3-flash"
+CLAUDE = "claude-sonnet-4-6"
+SMALL = "gemini-3.1-flash-lite"
+LIMIT = 8000  # tokens: the input limit of SMALL and CLAUDE in this account's catalog
+SUMMARY = "SUMMARY: the user is fixing the parser in src/parse.py; tests 3 and 7 still fail."
+TRIGGER = {"type": "compaction_trigger"}
+CONVERSATION: list[dict[str, Any]] = [
+    {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "fix src/parse.py"}]},
+    {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": "I looked at it; tests 3 and 7 fail."}],
+    },
+    {"type": "message", "role": "user", "content": "keep going"},
+]
+
+
+@pytest.fixture(scope="module")
+def daemon(fake: FakeGoogle) -> Iterator[Daemon]:
+    fake.add_account(
+        email=EMAIL, models={GEMINI: {}, SMALL: {"maxTokens": LIMIT}, CLAUDE: {"maxTokens": LIMIT}}
+    )
+    with pooled_daemon(fake, [EMAIL], "ag-cmp-") as d:
+        yield d
+
+
+@pytest.fixture
+def proxy(daemon: Daemon, fake: FakeGoogle) -> Iterator[Daemon]:
+    fake.reset()
+    yield daemon
+    fake.reset()
+
+
+@pytest.fixture
+def client(proxy: Daemon) -> Iterator[OpenAI]:
+    with OpenAI(base_url=proxy.base_url + "/v1", api_key=proxy.api_key, max_retries=0, timeout=30) as c:
+        yield c
+
+
+def wait_running(d: Daemon) -> None:
+    """After a restart the proxy comes back on its own (state.json)."""
+    for _ in range(200):
+        state = d.status["proxy"]["state"]
+        if state == "running":
+            return
+        if state == "stopped":
+            d.admin("POST", "/proxy/start")
+        time.sleep(0.05)
+    raise AssertionError(f"the proxy did not come back: {d.status['proxy']}")
+
+
+def generate_calls(fake: FakeGoogle) -> list[Any]:
+    return [c for c in fake.calls if c.method in ("generateContent", "streamGenerateContent")]
+
+
+def upstream_texts(call: Any) -> list[str]:
+    """Every text part the upstream got, in order (system instruction first)."""
+    req = call.body["request"]
+    texts = [p["text"] for p in (req.get("systemInstruction") or {}).get("parts", []) if "text" in p]
+    for content in req["contents"]:
+        texts += [p["text"] for p in content["parts"] if "text" in p]
+    return texts
+
+
+def compaction_items(output: list[Any]) -> list[Any]:
+    return [it for it in output if getattr(it, "type", None) == "compaction"]
+
+
+# ------------------------------------------------------------ compaction
+
+
+def test_trigger_non_stream_answers_one_compaction_item(client: OpenAI, fake: FakeGoogle) -> None:
+    fake.script([Reply.text(SUMMARY)])
+    resp = client.responses.create(
+        model=GEMINI,
+        instructions="You are a coding agent.",
+        input=[*CONVERSATION, TRIGGER],  # type: ignore[list-item]
+    )
+    assert resp.status == "completed"
+    assert len(resp.output) == 1
+    (item,) = compaction_items(resp.output)
+    assert item.encrypted_content and SUMMARY not in item.encrypted_content  # opaque
+    # The upstream was asked for a summary of the conversation, with no trigger in it.
+    (call,) = generate_calls(fake)
+    texts = upstream_texts(call)
+    assert "fix src/parse.py" in texts and "keep going" in texts[-2]
+    assert "summary" in texts[-1].lower() and "compaction_trigger" not in str(call.body)
+
+
+def test_trigger_stream_events(client: OpenAI, fake: FakeGoogle) -> None:
+    fake.script([Reply.text(SUMMARY, chunks=3)])
+    tools: Any = [
+        {
+            "type": "function",
+            "name": "exec_command",
+            "description": "run a command",
+            "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}},
+        }
+    ]
+    with client.responses.stream(
+        model=GEMINI,
+        input=[*CONVERSATION, TRIGGER],
+        tools=tools,  # type: ignore[list-item]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    done = [e for e in events if e.type == "response.output_item.done"]
+    # What Codex's remote compaction v2 counts: exactly one compaction item
+    # among the output_item.done events, then response.completed.
+    assert [d.item.type for d in done] == ["compaction"]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert kinds.index("response.output_item.added") < kinds.index("response.output_item.done")
+    assert "response.output_text.delta" not in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [it.type for it in final.output] == ["compaction"]
+    assert final.output[0].encrypted_content == done[0].item.encrypted_content  # type: ignore[union-attr]
+    # Tools stay declared (the history may hold calls) but cannot be called.
+    (call,) = generate_calls(fake)
+    assert call.body["request"]["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}
+
+
+def test_compact_endpoint_with_the_sdk(client: OpenAI, fake: FakeGoogle) -> None:
+    fake.script([Reply.text(SUMMARY)])
+    resp = client.responses.compact(model=GEMINI, input=CONVERSATION)  # type: ignore[arg-type]
+    assert resp.object == "response.compaction"
+    assert resp.id.startswith("resp_") and resp.created_at > 0
+    # "a list of all user messages, followed by a single compaction item"
+    assert [it.type for it in resp.output] == ["message", "message", "compaction"]
+    assert [getattr(it, "role", None) for it in resp.output[:2]] == ["user", "user"]
+    assert resp.usage.total_tokens >= 0
+    # The item goes back in the next turn: the upstream sees the summary.
+    fake.script([Reply.text("carrying on")])
+    item = resp.output[-1]
+    nxt = client.responses.create(
+        model=GEMINI,
+        input=[
+            {"type": "compaction", "encrypted_content": item.encrypted_content},  # type: ignore[union-attr]
+            {"role": "user", "content": "what next?"},
+        ],
+    )
+    assert nxt.output_text == "carrying on"
+    assert any(SUMMARY in t for t in upstream_texts(generate_calls(fake)[-1]))
+
+
+def test_compaction_item_round_trip(client: OpenAI, fake: FakeGoogle) -> None:
+    fake.script([Reply.text(SUMMARY)])
+    first = client.responses.create(model=GEMINI, input=[*CONVERSATION, TRIGGER])  # type: ignore[list-item]
+    blob = first.output[0].encrypted_content  # type: ignore[union-attr]
+    # Codex's next history: the user messages, the compaction item, the new turn.
+    fake.script([Reply.text("done")])
+    client.responses.create(
+        model=GEMINI,
+        input=[
+            {"role": "user", "content": "fix src/parse.py"},
+            {"type": "compaction", "encrypted_content": blob},
+            {"role": "user", "content": "now run the tests"},
+        ],
+    )
+    texts = upstream_texts(generate_calls(fake)[-1])
+    summary = [t for t in texts if SUMMARY in t]
+    assert summary and summary[0].startswith("Summary of the earlier part of this conversation")
+    assert texts[-1] == "now run the tests"
+    # A second compaction over a history that holds the first one works too.
+    fake.script([Reply.text(SUMMARY + " Tests pass now.")])
+    again = client.responses.create(
+        model=GEMINI,
+        input=[{"type": "compaction", "encrypted_content": blob}, {"role": "user", "content": "x"}, TRIGGER],
+    )
+    assert [it.type for it in again.output] == ["compaction"]
+    assert any(SUMMARY in t for t in upstream_texts(generate_calls(fake)[-1]))
+
+
+def test_tampered_or_foreign_blob_is_a_400(client: OpenAI, fake: FakeGoogle) -> None:
+    fake.script([Reply.text(SUMMARY)])
+    blob = client.responses.create(model=GEMINI, input=[*CONVERSATION, TRIGGER])  # type: ignore[list-item]
+    good = base64.urlsafe_b64decode(blob.output[0].encrypted_content)  # type: ignore[union-attr]
+    flipped = good[:-1] + bytes([good[-1] ^ 1])
+    n = len(generate_calls(fake))
+    for bad in (base64.urlsafe_b64encode(flipped).decode(), "gAAAAABnot-ours", "x"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(
+                model=GEMINI,
+                input=[{"type": "compaction", "encrypted_content": bad}, {"role": "user", "content": "go"}],
+            )
+        assert err.value.status_code == 400
+        assert err.value.code == "invalid_encrypted_content"
+        assert "cannot open" in err.value.message and err.value.param == "input[0].encrypted_content"
+    assert len(generate_calls(fake)) == n  # nothing went upstream
+
+
+def test_key_survives_a_restart(proxy: Daemon, fake: FakeGoogle) -> None:
+    with OpenAI(base_url=proxy.base_url + "/v1", api_key=proxy.api_key, max_retries=0) as c:
+        fake.script([Reply.text(SUMMARY)])
+        blob = c.responses.create(model=GEMINI, input=[*CONVERSATION, TRIGGER])  # type: ignore[list-item]
+    key_file = proxy.home / "data" / "compaction.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+    proxy.stop()
+    proxy.start()
+    wait_running(proxy)
+    with OpenAI(base_url=proxy.base_url + "/v1", api_key=proxy.api_key, max_retries=0) as c:
+        fake.script([Reply.text("still here")])
+        nxt = c.responses.create(
+            model=GEMINI,
+            input=[
+                {"type": "compaction", "encrypted_content": blob.output[0].encrypted_content},  # type: ignore[union-attr]
+                {"role": "user", "content": "go on"},
+            ],
+        )
+    assert nxt.output_text == "still here"
+    assert any(SUMMARY in t for t in upstream_texts(generate_calls(fake)[-1]))
+
+
+# ------------------------------------------------------------ context overflow
+
+BIG = "word " * (LIMIT * 2)  # 5 bytes a word: about 2.5 x LIMIT tokens at bytes/4
+
+
+def test_openai_context_length_exceeded(client: OpenAI, fake: FakeGoogle) -> None:
+    with pytest.raises(openai.BadRequestError) as chat:
+        client.chat.completions.create(model=SMALL, messages=[{"role": "user", "content": BIG}])
+    assert chat.value.code == "context_length_exceeded" and chat.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as resp:
+        client.responses.create(model=SMALL, input=BIG)
+    assert resp.value.code == "context_length_exceeded" and str(LIMIT) in resp.value.message
+    with pytest.raises(openai.BadRequestError) as streamed:
+        client.responses.create(model=SMALL, input=BIG, stream=True)
+    assert streamed.value.code == "context_length_exceeded"
+    assert not generate_calls(fake)  # refused before any account was asked
+
+
+def test_anthropic_prompt_is_too_long(proxy: Daemon, fake: FakeGoogle) -> None:
+    c = anthropic.Anthropic(base_url=proxy.base_url, api_key=proxy.api_key, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as err:
+        c.messages.create(model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": BIG}])
+    assert err.value.status_code == 400
+    body: Any = err.value.body
+    assert body["error"]["type"] == "invalid_request_error"
+    message = body["error"]["message"]
+    assert message.startswith("prompt is too long: ") and message.endswith(f" tokens > {LIMIT} maximum")
+    assert not generate_calls(fake)
+
+
+def test_gemini_input_token_count(proxy: Daemon, fake: FakeGoogle) -> None:
+    client = genai.Client(api_key=proxy.api_key, http_options={"base_url": proxy.base_url})
+    with pytest.raises(genai_errors.ClientError) as err:
+        client.models.generate_content(model=SMALL, contents=BIG)
+    assert err.value.code == 400 and err.value.status == "INVALID_ARGUMENT"
+    assert f"exceeds the maximum number of tokens allowed ({LIMIT})" in str(err.value.message)
+
+
+def test_google_too_long_answer_is_mapped_without_cooldown(proxy: Daemon, fake: FakeGoogle) -> None:
+    """Google's own "too long" (a prompt under the gateway's estimate):
+    the client's shape, a 400, and the account stays usable."""
+    too_long = "The input token count (1234567) exceeds the maximum number of tokens allowed (1048576)."
+    fake.script([Reply.error(400, message=too_long)])
+    with OpenAI(base_url=proxy.base_url + "/v1", api_key=proxy.api_key, max_retries=0) as c:
+        with pytest.raises(openai.BadRequestError) as err:
+            c.responses.create(model=GEMINI, input="hello")
+        assert err.value.code == "context_length_exceeded"
+        fake.script([Reply.error(400, message="prompt is too long: 202007 tokens > 200000 maximum")])
+        a = anthropic.Anthropic(base_url=proxy.base_url, api_key=proxy.api_key, max_retries=0)
+        with pytest.raises(anthropic.BadRequestError) as aerr:
+            a.messages.create(model=CLAUDE, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+        body: Any = aerr.value.body
+        assert body["error"]["message"] == "prompt is too long: 202007 tokens > 200000 maximum"
+        # The same account answers the next request at once: no cooldown.
+        assert c.responses.create(model=GEMINI, input="hello again").output_text
+    accounts = proxy.admin("GET", "/accounts")["accounts"]
+    assert all(a["state"] == "active" for a in accounts)
+
+
+def test_count_tokens_is_never_refused(proxy: Daemon) -> None:
+    """Counting a long prompt is how a client decides to compact: no refusal there."""
+    r = httpx.post(
+        proxy.base_url + "/v1/messages/count_tokens",
+        headers={"x-api-key": proxy.api_key, "anthropic-version": "2023-06-01"},
+        json={"model": CLAUDE, "messages": [{"role": "user", "content": BIG}]},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["input_tokens"] > 0
+
+
+# ------------------------------------------------------------ the real Codex
+
+
+def _asks_for_summary(req: dict[str, Any]) -> bool:
+    contents = req.get("contents") or []
+    last = contents[-1] if contents else {}
+    return any(SUMMARY_INSTRUCTION in str(p.get("text", "")) for p in last.get("parts", []))
+
+
+def test_real_codex_compacts_remotely(proxy: Daemon, fake: FakeGoogle, short_tmp: Any) -> None:
+    """Codex with a provider named "OpenAI" compacts remotely (compaction v2);
+    a tiny auto-compact limit makes it compact mid-task, after its tool call.
+    The session must complete, and the turn after the compaction must carry
+    the summary (the fake's default answer to the summary request)."""
+    exe = client_bin("codex")
+    if not exe:
+        pytest.skip("Codex is not installed (npm install @openai/codex)")
+    work = short_tmp / "work"
+    home = work / "codex"
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text(
+        f'model = "{GEMINI}"\nmodel_provider = "ag"\napproval_policy = "never"\n'
+        'sandbox_mode = "danger-full-access"\nmodel_auto_compact_token_limit = 2000\n\n'
+        '[model_providers.ag]\nname = "OpenAI"\n'
+        f'base_url = "{proxy.base_url}/v1"\nenv_key = "AG_KEY"\nwire_api = "responses"\n'
+    )
+    # Summary requests get the fake's default answer ("Hello from <model> ..."):
+    # whenever Codex compacts, the scripted task replies stay in order.
+    fake.unscripted_when = _asks_for_summary
+    fake.script(
+        [
+            Reply.function_call("exec_command", {"cmd": "echo compacted-$((6*7))"}),
+            Reply.text("It printed compacted-42."),
+        ]
+    )
+    res = run(
+        [exe, "exec", "--skip-git-repo-check", "Run echo compacted-$((6*7)) and report the output"],
+        {"CODEX_HOME": str(home), "AG_KEY": proxy.api_key, "HOME": str(work)},
+        work,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "compacted-42" in res.stdout
+    calls = [c for c in generate_calls(fake) if c.status == 200]
+    summaries = [c for c in calls if _asks_for_summary(c.body["request"])]
+    assert summaries, "Codex never compacted"
+    # A turn after a compaction carried the summary back (opened from the item).
+    later = [c for c in calls[calls.index(summaries[0]) + 1 :] if not _asks_for_summary(c.body["request"])]
+    assert later and any(
+        "Summary of the earlier part" in t and "Hello from" in t for t in upstream_texts(later[0])
+    )
+    # The tool ran before the compaction: its output was in what got summarised
+    # (Codex keeps only user messages and the compaction item afterwards).
+    assert any("compacted-42" in str(r) for r in function_responses(summaries[0]))
+
+
+# ------------------------------------------------------------ units
+
+
+def test_sealer_opens_only_its_own_blobs(tmp_path: Any) -> None:
+    from daemon.compaction import Sealer
+
+    a, b = Sealer(tmp_path / "a" / "compaction.key"), Sealer(tmp_path / "b" / "compaction.key")
+    blob = a.seal("the summary")
+    assert a.open(blob) == "the summary"
+    assert Sealer(tmp_path / "a" / "compaction.key").open(blob) == "the summary"  # key reread
+    assert b.open(blob) is None  # another key
+    raw = bytearray(base64.urlsafe_b64decode(blob))
+    raw[0] = 2
+    assert a.open(base64.urlsafe_b64encode(bytes(raw)).decode()) is None  # another version
+    assert a.open("") is None and a.open("***") is None
+
+
+def test_token_counts_from_upstream_texts() -> None:
+    from daemon.errors import token_counts
+
+    assert token_counts("prompt is too long: 202007 tokens > 200000 maximum") == (202007, 200000)
+    assert token_counts(
+        "The input token count (1234567) exceeds the maximum number of tokens allowed (1048576)."
+    ) == (1234567, 1048576)
+    assert token_counts("Request payload size exceeds the limit") == (None, None)
