@@ -38,10 +38,10 @@ async def _amain(args: argparse.Namespace, target: str) -> int:
         log.warning("%s", paths.run_dir_note)
     if paths_mod.socket_path(paths) == paths.socket:
         paths_mod.check_run_dir(paths.run_dir)
-    cfg, changed = config_mod.load(paths.config_file)
-    if changed:
+    cfg, changes = config_mod.load(paths.config_file)
+    if changes:
         config_mod.save(cfg, paths.config_file)
-        log.info("wrote %s (a generated proxy.api_key or updated defaults)", paths.config_file)
+        log.info("wrote %s: %s", paths.config_file, "; ".join(changes))
     svc = Service(paths, cfg, log_target=target)
     return await svc.run()
 

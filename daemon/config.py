@@ -323,14 +323,16 @@ def _move_keys(data: Any) -> bool:
     return moved
 
 
-def load(path: Path) -> tuple[Config, bool]:
-    """Load config; returns (config, changed) where changed means defaults were
-    filled in that must be persisted (a generated api_key, a moved key)."""
-    changed = False
+def load(path: Path) -> tuple[Config, list[str]]:
+    """Load config; returns (config, changes) where changes (empty when none)
+    name the defaults filled in that must be persisted (a generated api_key,
+    a moved key, an old default replaced), in words for the log."""
+    changes: list[str] = []
     if path.exists():
         try:
             data = msgspec.toml.decode(path.read_bytes())
-            changed = _move_keys(data)
+            if _move_keys(data):
+                changes.append("moved renamed keys to their new place")
             cfg = msgspec.convert(data, type=Config)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise _decode_error(exc, str(path)) from None
@@ -338,15 +340,15 @@ def load(path: Path) -> tuple[Config, bool]:
         cfg = Config()
     if cfg.upstream.user_agent == _OLD_DEFAULT_USER_AGENT:
         cfg.upstream.user_agent = ""
-        changed = True
+        changes.append("replaced the old default upstream.user_agent")
     if cfg.upstream.endpoints == _OLD_DEFAULT_ENDPOINTS:
         cfg.upstream.endpoints = list(DEFAULT_ENDPOINTS)
-        changed = True
+        changes.append("replaced the old default upstream.endpoints")
     if not cfg.proxy.api_key:
         cfg.proxy.api_key = new_api_key()
-        changed = True
+        changes.append("generated a new proxy.api_key")
     validate(cfg)
-    return cfg, changed
+    return cfg, changes
 
 
 def save(cfg: Config, path: Path) -> None:

@@ -63,13 +63,16 @@ _ACCOUNT_LABEL = re.compile(rb'account="([^"\\]*)"')
 
 def upstream_error_kind(status: int | None, error: str) -> str:
     """A failed upstream attempt -> a small fixed set of kinds. The
-    dispatcher writes 429 errors as "REASON: message" (reason first)."""
+    dispatcher writes upstream errors as "verdict: message", the verdict
+    being the classifier's (``quota_exhausted``, ``capacity``, ...); the
+    older "REASON: message" form (Google's ErrorInfo reason) reads the same."""
     if status is None:
         return "empty_answer" if "empty" in error else "network"
     if status == 429:
-        if error.startswith("QUOTA_EXHAUSTED"):
+        head = error.partition(":")[0].strip().lower()
+        if head == "quota_exhausted":
             return "quota_exhausted"
-        if error.startswith("MODEL_CAPACITY_EXHAUSTED"):
+        if head in ("capacity", "model_capacity_exhausted"):
             return "capacity_exhausted"
         return "rate_limited"
     if status == 401:

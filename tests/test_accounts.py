@@ -88,6 +88,18 @@ def listed(d: Daemon) -> dict[str, dict[str, Any]]:
     return {a["email"]: a for a in data["accounts"]}
 
 
+def quota_line_of(d: Daemon, email: str, group: str) -> str:
+    """The line of one quota group in the QUOTA cell of `agctl accounts list`: the cell
+    starts on the account's row and its other groups follow on lines of their own."""
+    lines = d.ctl("accounts", "list").stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if email in line)
+    for line in lines[start : start + 3]:
+        found = re.search(rf"(?:^|\s){re.escape(group)} 5h .*?· week \S+(?: \(resets [^)]*\))?", line)
+        if found:
+            return found.group(0).strip()
+    raise AssertionError(f"no {group} quota line for {email}:\n" + "\n".join(lines[start : start + 3]))
+
+
 # ------------------------------------------------------------------ agctl as a subprocess
 
 
@@ -360,9 +372,9 @@ def test_add_refresh_token(daemon: Daemon, g: FakeGoogle, tier: str) -> None:
         tier=tier,
         project=f"proj-{tier.lower()}-{secrets.token_hex(3)}",
         models={
-            "gemini-3-flash": {"fraction": 0.4, "reset": now + 3600},
-            "claude-sonnet-4-5": {"fraction": 1.0},
-            "gemini-2.5-pro": {},  # no quotaInfo
+            "gemini-3-flash": {"fraction": 0.4, "reset": now + 3600},  # the Gemini 5-hour bucket
+            "claude-sonnet-4-6": {"fraction": 1.0},  # the Claude+GPT one
+            "gemini-2.5-pro": {"quotaInfo": None},  # an entry without quotaInfo
             "chat_20706": {},  # isInternal
         },
     )
@@ -370,26 +382,33 @@ def test_add_refresh_token(daemon: Daemon, g: FakeGoogle, tier: str) -> None:
     assert res.returncode == 0, res.stderr
     assert f"added {email}" in res.stdout and tier in res.stdout
 
-    # refresh -> userinfo -> loadCodeAssist -> fetchAvailableModels, in that order.
+    # refresh -> userinfo -> loadCodeAssist -> fetchAvailableModels -> the quota windows,
+    # in that order (UPSTREAM.md §3.3, §4.1, §4.2); no onboarding: the project exists.
     mine = [c for c in g.calls if c.email == email]
     assert [c.method for c in mine] == [
         "token",
         "userinfo",
         "loadCodeAssist",
         "fetchAvailableModels",
+        "retrieveUserQuotaSummary",
     ]
     assert mine[0].body["grant_type"] == "refresh_token"
-    assert mine[2].body == {"metadata": {"ideType": "ANTIGRAVITY"}}
+    assert mine[2].body == {
+        "metadata": {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
+    }
     assert mine[3].body == {"project": acct.project}
+    assert mine[4].body == {"project": acct.project}
 
     got = listed(daemon)[email]
     assert got["tier"] == tier and got["project"] == acct.project and got["state"] == "active"
+    # The plan is paidTier.id; a FREE account has no paidTier, only currentTier (§3.3).
+    assert got["plan"] == {"FREE": "free-tier", "PRO": "g1-pro-tier", "ULTRA": "g1-ultra-tier"}[tier]
     models = got["models"]
     assert "chat_20706" not in models
-    assert set(models) == {"gemini-3-flash", "claude-sonnet-4-5", "gemini-2.5-pro"}
+    assert set(models) == {"gemini-3-flash", "claude-sonnet-4-6", "gemini-2.5-pro"}
     assert models["gemini-3-flash"]["remaining_fraction"] == pytest.approx(0.4)
     assert models["gemini-3-flash"]["reset_time"] == pytest.approx(int(now + 3600), abs=2)
-    assert models["claude-sonnet-4-5"]["remaining_fraction"] == 1.0
+    assert models["claude-sonnet-4-6"]["remaining_fraction"] == 1.0
     assert models["gemini-2.5-pro"]["remaining_fraction"] is None
     assert models["gemini-2.5-pro"]["reset_time"] is None
 
@@ -405,6 +424,62 @@ def test_add_refresh_token(daemon: Daemon, g: FakeGoogle, tier: str) -> None:
     row = [line for line in table.stdout.splitlines() if email in line]
     assert row and got["id"] in row[0] and tier in row[0]
     assert "chat_20706" not in table.stdout
+    # The quota column shows the windows of each group.
+    assert "gemini 5h 40% (resets " in table.stdout and "3p 5h 100% · week 100%" in table.stdout
+
+
+def test_add_onboards_a_fresh_account_and_lists_its_windows(daemon: Daemon, g: FakeGoogle) -> None:
+    """A Google account that never used Antigravity has no Cloud Code project: loadCodeAssist
+    names none, and inference would fail until ``onboardUser`` gives it one (UPSTREAM.md
+    §3.3-3.4). ``accounts add`` onboards it; ``accounts list`` then shows its project and
+    the 5-hour and weekly windows of each quota group (§4.2)."""
+    email = "rt-fresh@example.com"
+    project = f"proj-fresh-{secrets.token_hex(3)}"
+    acct = add_fake(g, email, project=project, fresh=True)
+    assert acct.project == ""  # not onboarded yet
+    now = time.time()
+    week_reset = now + 3 * 86400 + 600
+    acct.set_bucket("gemini-weekly", 0.25)
+    acct.set_bucket("3p-5h", 0.6, now + 2 * 3600)
+    acct.set_bucket("3p-weekly", 0.0, week_reset)
+
+    res = daemon.ctl("accounts", "add", "--refresh-token", acct.refresh_token)
+    assert res.returncode == 0, res.stderr
+    assert f"added {email}" in res.stdout and project in res.stdout
+
+    # loadCodeAssist shows no project -> onboardUser with the default tier of allowedTiers
+    # and the client metadata -> a pending operation, polled until done -> the catalog and
+    # the windows of the new project.
+    mine = [c for c in g.calls if c.email == email]
+    methods = [c.method for c in mine]
+    assert methods[:4] == ["token", "userinfo", "loadCodeAssist", "onboardUser"], methods
+    assert methods[-2:] == ["fetchAvailableModels", "retrieveUserQuotaSummary"], methods
+    polls = methods[4:-2]
+    assert polls and all(m == "onboardUser" or m.startswith("operations/") for m in polls), methods
+    onboard = mine[3].body
+    assert onboard["tierId"] == "free-tier" and onboard["metadata"]["ideType"] == "ANTIGRAVITY"
+    assert mine[-2].body == {"project": project} and mine[-1].body == {"project": project}
+    assert acct.project == project  # the fake now knows the account as onboarded
+
+    got = listed(daemon)[email]
+    assert got["project"] == project and got["state"] == "active" and got["tier"] == "PRO"
+    saved = json.loads((accounts_dir(daemon) / f"{got['id']}.json").read_bytes())
+    assert saved["project"] == project
+
+    # The windows, as records ...
+    groups = got["quota"]["groups"]
+    assert groups["gemini"]["five_hour"]["remaining_fraction"] == 1.0
+    assert groups["gemini"]["weekly"]["remaining_fraction"] == pytest.approx(0.25)
+    assert groups["3p"]["five_hour"]["remaining_fraction"] == pytest.approx(0.6)
+    assert groups["3p"]["weekly"]["remaining_fraction"] == 0.0
+    assert groups["3p"]["weekly"]["reset_time"] == pytest.approx(week_reset, abs=2)
+    # ... and as the table shows them: the 5-hour reset time when it is not full, the
+    # weekly one (with its day) only when the week is used up.
+    assert quota_line_of(daemon, email, "gemini") == "gemini 5h 100% · week 25%"
+    line = quota_line_of(daemon, email, "3p")
+    day = datetime.fromtimestamp(week_reset).astimezone().strftime("%a")
+    assert line.startswith("3p 5h 60% (resets ") and f"· week 0% (resets {day} " in line, line
+    assert got["quota_line"] == f"gemini 5h 100% · week 25% | {line}"  # the JSON says the same
 
 
 def test_add_same_email_updates(daemon: Daemon, g: FakeGoogle) -> None:
@@ -456,7 +531,7 @@ def test_list_json_fields(daemon: Daemon, g: FakeGoogle) -> None:
     acct = add_fake(
         g,
         email,
-        models={"gemini-3-flash": {"fraction": 0.75, "reset": reset}, "claude-sonnet-4-5": {}},
+        models={"gemini-3-flash": {"fraction": 0.75, "reset": reset}, "claude-sonnet-4-6": {}},
     )
     daemon.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
     got = listed(daemon)[email]
@@ -470,6 +545,9 @@ def test_list_json_fields(daemon: Daemon, g: FakeGoogle) -> None:
         "last_used",
         "disabled_reason",
         "validation_url",
+        "plan",
+        "quota",
+        "quota_line",
     ):
         assert key in got, key
     assert got["last_used"] is None
@@ -485,7 +563,7 @@ def test_list_table_is_readable(daemon: Daemon, g: FakeGoogle) -> None:
         g,
         email,
         tier="FREE",
-        models={"gemini-3-flash": {"fraction": 0.5}, "claude-sonnet-4-5": {"fraction": 0.2}},
+        models={"gemini-3-flash": {"fraction": 0.5}, "claude-sonnet-4-6": {"fraction": 0.2}},
     )
     acc = daemon.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})["account"]
     daemon.admin("POST", f"/accounts/{acc['id']}/disable", json={"reason": "paused for a test"})
@@ -500,7 +578,9 @@ def test_list_table_is_readable(daemon: Daemon, g: FakeGoogle) -> None:
     (row,) = [line for line in lines if acc["id"] in line]
     assert email in row and "FREE" in row and acct.project in row
     assert "disabled: paused for a test" in res.stdout
-    assert "gemini-3-flash 50%" in res.stdout and "claude-sonnet-4-5 20%" in res.stdout
+    # Quota is per group (all Gemini ids share one, Claude and GPT-OSS another: UPSTREAM.md
+    # §4.1), so the table shows each group's 5-hour and weekly windows.
+    assert "gemini 5h 50% (resets " in res.stdout and "3p 5h 20% (resets " in res.stdout
 
 
 def test_remove_enable_disable_by_id_and_email(daemon: Daemon, g: FakeGoogle) -> None:
@@ -560,7 +640,9 @@ def test_refresh_updates_quota(daemon: Daemon, g: FakeGoogle) -> None:
     acc = daemon.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})["account"]
     assert acc["models"]["gemini-3-flash"]["remaining_fraction"] == 1.0
 
-    reset = datetime.now(UTC) + timedelta(minutes=42)
+    # Whole seconds: Google's reset times are RFC3339 seconds, so the minute shown is exact.
+    reset = (datetime.now(UTC) + timedelta(minutes=42)).replace(microsecond=0)
+    clock = reset.astimezone().strftime("%H:%M")  # the list shows local time
     acct.set_quota("gemini-3-flash", 0.3, reset)
     res = daemon.ctl("accounts", "refresh", acc["id"])
     assert res.returncode == 0, res.stderr
@@ -568,7 +650,8 @@ def test_refresh_updates_quota(daemon: Daemon, g: FakeGoogle) -> None:
     q = listed(daemon)[email]["models"]["gemini-3-flash"]
     assert q["remaining_fraction"] == pytest.approx(0.3)
     assert q["reset_time"] == pytest.approx(reset.timestamp(), abs=2)
-    assert "gemini-3-flash 30%" in daemon.ctl("accounts", "list").stdout
+    line = quota_line_of(daemon, email, "gemini")
+    assert line.startswith("gemini 5h 30% (resets ") and clock in line, line
 
     # `refresh` with no id: every account, tokens included.
     acct.set_quota("gemini-3-flash", 0.1)
@@ -581,12 +664,13 @@ def test_refresh_updates_quota(daemon: Daemon, g: FakeGoogle) -> None:
     )
 
     # Exhausted: 0 (not "no data"), with the time it comes back.
-    acct.set_quota("claude-sonnet-4-5", 0.0, reset)
+    acct.set_quota("claude-sonnet-4-6", 0.0, reset)
     assert daemon.ctl("accounts", "refresh", email).returncode == 0
-    q = listed(daemon)[email]["models"]["claude-sonnet-4-5"]
+    q = listed(daemon)[email]["models"]["claude-sonnet-4-6"]
     assert q["remaining_fraction"] == 0.0
     assert q["reset_time"] == pytest.approx(reset.timestamp(), abs=2)
-    assert "claude-sonnet-4-5 0% (reset in 4" in daemon.ctl("accounts", "list").stdout
+    line = quota_line_of(daemon, email, "3p")
+    assert line.startswith("3p 5h 0% (resets ") and clock in line, line
 
 
 # ------------------------------------------------------------------ files: corrupt, persistent

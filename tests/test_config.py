@@ -398,10 +398,31 @@ def test_effective_auth_mode_and_bind_host() -> None:
 def test_load_rejects_unknown_keys_and_generates_a_key(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     cfg, changed = config_mod.load(path)
-    assert changed and KEY_RE.match(cfg.proxy.api_key)
+    assert changed == ["generated a new proxy.api_key"] and KEY_RE.match(cfg.proxy.api_key)
     path.write_text("[proxy]\nprot = 1\n")
     with pytest.raises(ConfigError, match="prot"):
         config_mod.load(path)
     path.write_text('[proxy]\napi_key = "sk-x"\n')
     with pytest.raises(ConfigError, match="proxy.api_key"):
         config_mod.load(path)
+
+
+def test_load_names_each_default_it_replaced(tmp_path: Path) -> None:
+    """A file written by a late-2025 release holds that release's defaults (a refused
+    User-Agent, the legacy sandbox host first): they are replaced, and the log line the
+    daemon writes says which (not "a key or defaults")."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[proxy]\napi_key = "sk-good-0123456789"\n'
+        '[upstream]\nuser_agent = "antigravity/1.15.8 linux/amd64"\nendpoints = ['
+        '"https://daily-cloudcode-pa.sandbox.googleapis.com", '
+        '"https://daily-cloudcode-pa.googleapis.com", "https://cloudcode-pa.googleapis.com"]\n'
+    )
+    cfg, changes = config_mod.load(path)
+    assert changes == [
+        "replaced the old default upstream.user_agent",
+        "replaced the old default upstream.endpoints",
+    ]
+    assert cfg.upstream.user_agent == "" and "sandbox" not in " ".join(cfg.upstream.endpoints)
+    config_mod.save(cfg, path)
+    assert config_mod.load(path)[1] == []  # saved: nothing left to change

@@ -16,11 +16,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.metrics import upstream_error_kind
 from tests.conftest import AdminError, Daemon, pooled_daemon
-from tests.fakes.google import FakeGoogle, Reply
+from tests.fakes.google import DEFAULT_MODELS, FakeGoogle, Reply
 
 EMAILS = ("met-a@example.com", "met-b@example.com")
 API_KEY = "sk-test-0123456789abcdef"
 FAILOVER_MODEL = "gemini-2.5-flash"  # met-a is the pool's first choice for it
+ALIAS_TARGET = "gemini-3.1-pro-low"
+# The live catalog, but one model without quotaInfo (an entry Google could send: protobuf
+# omits empty messages) to check that it gets no quota series.
+MODELS: dict[str, dict[str, object]] = {mid: {} for mid in DEFAULT_MODELS} | {
+    "gemini-2.5-pro": {"quotaInfo": None}
+}
 USAGE = {
     "promptTokenCount": 200,
     "candidatesTokenCount": 30,
@@ -34,10 +40,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 @pytest.fixture(scope="module")
 def met(fake: FakeGoogle) -> Iterator[Daemon]:
     for email in EMAILS:
-        acct = fake.add_account(email=email)
+        acct = fake.add_account(email=email, models=MODELS)
         if email != EMAILS[0]:
+            # The whole Gemini group of met-b (quota is per group, UPSTREAM.md §4.1).
             acct.set_quota(FAILOVER_MODEL, 0.4)
-    with pooled_daemon(fake, EMAILS, "ag-x-", models={"my-alias": "gemini-3-pro-high"}) as d:
+    with pooled_daemon(fake, EMAILS, "ag-x-", models={"my-alias": ALIAS_TARGET}) as d:
         yield d
 
 
@@ -127,16 +134,18 @@ def test_request_counters_histograms_and_tokens_move(m: Daemon, fake: FakeGoogle
 
 def test_alias_and_family_fallback_are_labelled_by_upstream_model(m: Daemon) -> None:
     _, before = scrape(m)
-    assert gen(m, "my-alias").status_code == 200  # [models] my-alias = gemini-3-pro-high
-    assert gen(m, "some-custom-flash-thing").status_code == 200  # family fallback: a flash model
+    assert gen(m, "my-alias").status_code == 200  # [models] my-alias = ALIAS_TARGET
+    # Family fallback: a Gemini Flash name in no catalog (as the Gemini CLI rewrites
+    # names, CLIENTS.md) is served by the best Flash the pool has.
+    assert gen(m, "gemini-9.9-flash-custom").status_code == 200
     text, after = scrape(m)
     key = {"protocol": "gemini", "route": "generateContent", "status": "200"}
     assert (
-        val(after, "antigravity_requests_total", **key, model="gemini-3-pro-high")
-        - val(before, "antigravity_requests_total", **key, model="gemini-3-pro-high")
+        val(after, "antigravity_requests_total", **key, model=ALIAS_TARGET)
+        - val(before, "antigravity_requests_total", **key, model=ALIAS_TARGET)
         == 1
     )
-    assert "some-custom-flash-thing" not in text
+    assert "gemini-9.9-flash-custom" not in text
     assert total(after, "antigravity_requests_total", model="other") == total(
         before, "antigravity_requests_total", model="other"
     )
@@ -159,7 +168,10 @@ def test_failover_and_upstream_errors(m: Daemon, fake: FakeGoogle) -> None:
         - val(before, "antigravity_upstream_errors_total", kind="quota_exhausted", account=EMAILS[0])
         == 1
     )
-    # The account that took the 429 is cooling down now; the gauge says so at scrape time.
+    # The account that took the 429 is cooling down now (its whole Gemini quota group,
+    # UPSTREAM.md §9.1); the gauge says so at scrape time.
+    acct = next(a for a in m.admin("GET", "/accounts")["accounts"] if a["email"] == EMAILS[0])
+    assert set(acct["cooldowns"]) == {"group:gemini"}
     assert val(after, "antigravity_accounts", state="cooling_down") == 1
     assert val(after, "antigravity_accounts", state="active") == 1
     assert val(after, "antigravity_accounts", state="disabled") == 0
@@ -173,7 +185,6 @@ def test_failover_and_upstream_errors(m: Daemon, fake: FakeGoogle) -> None:
         == 0.4
     )
 
-    acct = next(a for a in m.admin("GET", "/accounts")["accounts"] if a["email"] == EMAILS[0])
     m.admin("POST", f"/accounts/{acct['id']}/reset")
     m.admin("POST", f"/accounts/{acct['id']}/disable")
     try:
@@ -192,10 +203,11 @@ def test_failover_and_upstream_errors(m: Daemon, fake: FakeGoogle) -> None:
 def test_quota_gauge_follows_the_pool(m: Daemon, fake: FakeGoogle) -> None:
     _, s = scrape(m)
     series = {dict(ls)["model"] for (n, ls) in s if n == "antigravity_account_quota_remaining_ratio"}
-    assert {"gemini-3-flash", "claude-sonnet-4-5"} <= series
+    assert {"gemini-3-flash", "claude-sonnet-4-6"} <= series
     assert "gemini-2.5-pro" not in series  # no quotaInfo upstream: no series
     assert "chat_20706" not in series  # internal models are not offered
-    fake.account(EMAILS[1]).set_quota("gemini-3-pro-low", 0.25)
+    assert "tab_flash_lite_preview" not in series  # nor IDE completion models
+    fake.account(EMAILS[1]).set_quota("gemini-3.1-pro-low", 0.25)
     acct = next(a for a in m.admin("GET", "/accounts")["accounts"] if a["email"] == EMAILS[1])
     m.admin("POST", f"/accounts/{acct['id']}/refresh")
     _, s = scrape(m)
@@ -204,7 +216,7 @@ def test_quota_gauge_follows_the_pool(m: Daemon, fake: FakeGoogle) -> None:
             s,
             "antigravity_account_quota_remaining_ratio",
             account=EMAILS[1],
-            model="gemini-3-pro-low",
+            model="gemini-3.1-pro-low",
         )
         == 0.25
     )
@@ -213,10 +225,22 @@ def test_quota_gauge_follows_the_pool(m: Daemon, fake: FakeGoogle) -> None:
             s,
             "antigravity_account_quota_remaining_ratio",
             account=EMAILS[0],
-            model="gemini-3-pro-low",
+            model="gemini-3.1-pro-low",
         )
         == 1.0
     )
+    # The 5-hour window of the group is what moved; Claude and the week did not.
+    windows = {
+        (dict(ls)["group"], dict(ls)["window"]): v
+        for (n, ls), v in s.items()
+        if n == "antigravity_account_quota_window_ratio" and dict(ls)["account"] == EMAILS[1]
+    }
+    assert windows == {
+        ("gemini", "5h"): 0.25,
+        ("gemini", "weekly"): 1.0,
+        ("3p", "5h"): 1.0,
+        ("3p", "weekly"): 1.0,
+    }
 
 
 def test_token_refresh_counters(m: Daemon, fake: FakeGoogle) -> None:
@@ -257,6 +281,14 @@ def test_monitor_rows_metrics(m: Daemon) -> None:
 
 
 def test_upstream_error_kinds() -> None:
+    # What the dispatcher writes: the classifier's verdict, then Google's message.
+    assert upstream_error_kind(429, "quota_exhausted: You have exhausted") == "quota_exhausted"
+    assert upstream_error_kind(429, "capacity: No capacity available") == "capacity_exhausted"
+    assert upstream_error_kind(429, "rate_limited: Resource has been exhausted") == "rate_limited"
+    assert upstream_error_kind(429, "throttled: Resource has been exhausted") == "rate_limited"
+    # The verdict word inside a message does not count: only the prefix does.
+    assert upstream_error_kind(429, "rate_limited: not quota_exhausted") == "rate_limited"
+    # Google's ErrorInfo reasons read the same.
     assert upstream_error_kind(429, "QUOTA_EXHAUSTED: You have exhausted") == "quota_exhausted"
     assert upstream_error_kind(429, "MODEL_CAPACITY_EXHAUSTED: no capacity") == "capacity_exhausted"
     assert upstream_error_kind(429, "RATE_LIMIT_EXCEEDED: slow down") == "rate_limited"

@@ -46,7 +46,7 @@ from tests.fakes.google import FakeGoogle, Reply
 
 EMAILS = ("mon-a@example.com", "mon-b@example.com", "mon-c@example.com")
 API_KEY = "sk-test-0123456789abcdef"
-FAILOVER_MODEL = "gemini-3-pro-low"  # used by the failover test only
+FAILOVER_MODEL = "gemini-3.1-pro-low"  # used by the failover test only
 USAGE = {
     "promptTokenCount": 123,
     "candidatesTokenCount": 40,
@@ -135,7 +135,9 @@ def mon(fake: FakeGoogle) -> Iterator[Daemon]:
         acct = fake.add_account(email=email)
         if email != EMAILS[0]:
             # Balance mode tries the most remaining quota first: mon-a goes
-            # first for this model (the failover test relies on it).
+            # first for this model (the failover test relies on it). Quota is
+            # per group now (UPSTREAM.md §4.1), so this halves every Gemini
+            # model of mon-b and mon-c, not only this one.
             acct.set_quota(FAILOVER_MODEL, 0.5)
     with pooled_daemon(fake, EMAILS, "ag-m-", monitor={"log_bodies": True, "max_body_bytes": 4096}) as d:
         yield d
@@ -499,7 +501,8 @@ def test_row_names_the_account_that_answered_after_failover(m: Daemon, fake: Fak
         (first, 429),
         (row["account"], 200),
     ]
-    assert row["attempts"][0]["error"].startswith("QUOTA_EXHAUSTED")
+    # The attempt's error is the classifier's verdict, then Google's message.
+    assert row["attempts"][0]["error"].startswith("quota_exhausted: You have exhausted your capacity")
     assert [c.email for c in fake.calls_to("generateContent")] == [first, row["account"]]
     assert (row["status"], row["error_kind"], row["error"]) == (200, "", "")
     # Logged once, as the newest row.

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import Daemon, base_config, free_port
-from tests.fakes.google import Account, FakeGoogle
+from tests.fakes.google import APPEAL_URL, Account, FakeGoogle
 
 MODEL = "gemini-3-flash"
 BODY = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
@@ -248,25 +248,67 @@ def test_validation_required_marks_the_account(proxy: Proxy, g: FakeGoogle) -> N
     assert r.status_code == 200, r.text
 
 
-def test_tos_forbidden_marks_the_account(proxy: Proxy, g: FakeGoogle) -> None:
-    acct, _ = proxy.only(g, "tok-tos@example.com")
-    acct.forbidden = "TOS"
+def test_permission_denied_disables_the_account(proxy: Proxy, g: FakeGoogle) -> None:
+    """A bare 403 "The caller does not have permission" (UPSTREAM.md §9.6e). The pool reads
+    the project again before disabling, unless it read it minutes ago — as here, where the
+    account was just added: then the account is disabled at once."""
+    acct, _ = proxy.only(g, "tok-perm@example.com")
+    checks = len(g.calls_to("loadCodeAssist"))  # the add read the project once
+    acct.forbidden = "PERMISSION_DENIED"
     try:
         r = proxy.generate()
         assert r.status_code in (403, 503), r.text
         assert "does not have permission" in error_message(r)
         acc = proxy.account(acct.email)
         assert acc["state"] == "disabled"
-        assert (
-            "403" in acc["disabled_reason"] and "does not have permission" in acc["disabled_reason"]
-        )
+        reason = acc["disabled_reason"]
+        assert "permission denied by Google" in reason and "does not have permission" in reason
+        assert "agctl accounts enable" in reason
         assert acc["validation_url"] == ""
-        assert "disabled: forbidden (403)" in proxy.d.ctl("accounts", "list").stdout
+        assert len(g.calls_to("loadCodeAssist")) == checks  # read at the add: not again
+        assert "disabled: permission denied by Google" in proxy.d.ctl("accounts", "list").stdout
+        # Not retried: the next request does not reach Google and says why.
+        before = len(g.calls)
         r = proxy.generate()
         assert r.status_code == 503 and "does not have permission" in error_message(r)
+        assert len(g.calls) == before
     finally:
         acct.forbidden = None
     assert proxy.d.ctl("accounts", "enable", acct.email).returncode == 0
+    assert proxy.generate().status_code == 200
+
+
+def test_tos_violation_disables_with_the_appeal_link(proxy: Proxy, g: FakeGoogle) -> None:
+    """403 TOS_VIOLATION (UPSTREAM.md §9.6b): disabled at once, the note says an appeal is
+    the only way back and where to file it."""
+    acct, _ = proxy.only(g, "tok-tos@example.com")
+    checks = len(g.calls_to("loadCodeAssist"))  # the add read the project once
+    acct.forbidden = "TOS_VIOLATION"
+    try:
+        r = proxy.generate()
+        assert r.status_code in (403, 503), r.text
+        msg = error_message(r)
+        assert acct.email in msg and "Terms of Service" in msg
+        assert msg.count(APPEAL_URL) == 1, msg  # the link once, not repeated
+        acc = proxy.account(acct.email)
+        assert acc["state"] == "disabled"
+        reason = acc["disabled_reason"]
+        assert "Terms of Service" in reason and APPEAL_URL in reason
+        assert "agctl accounts enable" in reason
+        assert acc["validation_url"] == APPEAL_URL  # shown as the link to open
+        table = proxy.d.ctl("accounts", "list").stdout
+        assert "disabled: suspended by Google for a Terms of Service violation" in table
+        assert f"open {APPEAL_URL}" in table
+        assert len(g.calls_to("loadCodeAssist")) == checks  # no project re-check: it would not help
+        before = len(g.calls)
+        r = proxy.generate()
+        assert r.status_code == 503 and "Terms of Service" in error_message(r)
+        assert len(g.calls) == before
+    finally:
+        acct.forbidden = None
+    assert proxy.d.ctl("accounts", "enable", acct.email).returncode == 0
+    acc = proxy.account(acct.email)
+    assert acc["state"] == "active" and acc["validation_url"] == ""
     assert proxy.generate().status_code == 200
 
 
@@ -276,7 +318,9 @@ def test_forbidden_found_by_accounts_refresh(proxy: Proxy, g: FakeGoogle) -> Non
     try:
         res = proxy.d.ctl("accounts", "refresh", acct.email)
         assert res.returncode == 1
-        assert acct.email in res.stderr and "VALIDATION_REQUIRED" in res.stderr
+        # Names the account, says what Google wants and where to do it.
+        assert acct.email in res.stderr and "verify" in res.stderr.lower()
+        assert acct.validation_url in res.stderr and "agctl accounts enable" in res.stderr
         acc = proxy.account(acct.email)
         assert acc["state"] == "disabled" and acc["validation_url"] == acct.validation_url
     finally:

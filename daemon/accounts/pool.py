@@ -255,7 +255,9 @@ class Pool:
                 await self._fetch_quota_with(acct, token)
         except UpstreamHTTPError as exc:
             self.note_http_error(acct, None, exc)
-            raise GatewayError(f"{acct.email}: {exc.message}") from None
+            # The classifier's message says what to do (e.g. the validation link),
+            # Google's bare text ("Verify your account to continue.") does not.
+            raise GatewayError(f"{acct.email}: {exc.classified.message or exc.message}") from None
         self.save(acct)
         return acct
 
@@ -540,7 +542,8 @@ class Pool:
         disabled = [a for a in accts if not a.enabled]
         if len(disabled) == len(accts):
             reasons = "; ".join(
-                f"{a.email}: {a.disabled_reason}" + (f" ({a.validation_url})" if a.validation_url else "")
+                f"{a.email}: {a.disabled_reason}"
+                + (f" ({a.validation_url})" if a.validation_url not in a.disabled_reason else "")
                 for a in disabled[:3]
             )
             return NoAccountAvailable(f"all accounts are disabled ({reasons}); see `agctl accounts list`")
