@@ -17,6 +17,7 @@ from daemon.accounts import oauth, onboarding
 from daemon.accounts.store import Account, AccountStore, Cooldown, group_key, new_account_id
 from daemon.config import Config
 from daemon.errors import BadRequest, GatewayError, NoAccountAvailable, NotFound
+from daemon.upstream import classify as classify_mod
 from daemon.upstream.classify import Effect, Retry
 from daemon.upstream.cloudcode import CloudCode, UpstreamHTTPError
 from daemon.upstream.http import HttpClient
@@ -257,7 +258,10 @@ class Pool:
             self.note_http_error(acct, None, exc)
             # The classifier's message says what to do (e.g. the validation link),
             # Google's bare text ("Verify your account to continue.") does not.
-            raise GatewayError(f"{acct.email}: {exc.classified.message or exc.message}") from None
+            raise GatewayError(
+                f"{acct.email}: "
+                + (exc.classified.message or exc.message).replace(classify_mod.ACCOUNT, acct.email)
+            ) from None
         self.save(acct)
         return acct
 
@@ -423,7 +427,8 @@ class Pool:
             self.stop_credits(acct, c.message)
         elif effect in (Effect.DISABLE, Effect.NEEDS_RELOGIN):
             url = exc.error.validation_url or exc.error.appeal_url
-            self.disable(acct, c.account_note or c.message, url)
+            note = (c.account_note or c.message).replace(classify_mod.ACCOUNT, acct.email)
+            self.disable(acct, note, url)
         if c.client_fault:
             return "client"
         if c.retry is Retry.SAME_ACCOUNT_AFTER_WAIT:

@@ -393,6 +393,8 @@ THROTTLE_COOLDOWN = 300.0
 # Margin added to a short same-account wait so the retry lands after the reset.
 SHORT_WAIT_MARGIN = 0.5
 
+# Stands for the account in texts; the pool, which knows it, puts the email in.
+ACCOUNT = "<account>"
 _ENABLE = "then `agctl accounts enable {account}`"
 
 POLICIES: Mapping[Verdict, Policy] = {
@@ -821,7 +823,7 @@ def _fields(
         "delay_part": f" for {_human(cooldown)}" if cooldown is not None else "",
         "url_or_app": url or "the Antigravity app (or accounts.google.com)",
         "appeal": err.appeal_url or "the appeal form Google links in the Antigravity app",
-        "account": "ID",
+        "account": ACCOUNT,
     }
 
 
