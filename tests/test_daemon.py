@@ -382,7 +382,8 @@ def with_account(make_daemon: Any, fake: FakeGoogle) -> tuple[Daemon, str]:
     d = make_daemon(base_config(fake, free_port()))
     assert settled(d)["proxy"]["reason"] == NO_ACCOUNT  # auto-start found no account
     d.admin("POST", "/accounts", json={"refresh_token": acct.refresh_token})
-    d.admin("POST", "/proxy/start")
+    # The first account starts the proxy that waited only for it (proxy.auto_start).
+    assert d.status["proxy"]["state"] == "running"
     return d, email
 
 

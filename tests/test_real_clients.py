@@ -109,6 +109,9 @@ def test_claude_code_tool_loop_with_thinking(proxy: Daemon, fake: FakeGoogle, wo
     assert "proxied-42" in res.stdout
     calls = generate_calls(fake)
     assert len(calls) >= 2
+    # No --model: today's release asks for its own default name, which is in
+    # no catalog (CLIENTS.md); it is served by the best Opus the pool has.
+    assert "claude-opus-4-6-thinking" in {c.model for c in calls}, {c.model for c in calls}
     # The tool really ran on this machine and its output went back upstream,
     # with the signed thinking first in the model turn (the fake checks it).
     results = function_responses(calls[-1])

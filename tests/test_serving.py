@@ -351,7 +351,7 @@ def sticky(fake: FakeGoogle, make_daemon: Any) -> Daemon:
     d = make_daemon(base_config(fake, free_port(), scheduling={"mode": "sticky"}))
     for e in emails:
         d.admin("POST", "/accounts", json={"refresh_token": fake.account(e).refresh_token})
-    d.admin("POST", "/proxy/start")
+    assert d.status["proxy"]["state"] == "running"  # started by the first account
     return d
 
 
@@ -384,7 +384,7 @@ def test_cooldowns_survive_restart(fake: FakeGoogle, make_daemon: Any, short_tmp
     cfg = base_config(fake, free_port())
     d = make_daemon(cfg, home=home)
     d.admin("POST", "/accounts", json={"refresh_token": fake.account("persist@example.com").refresh_token})
-    d.admin("POST", "/proxy/start")
+    assert d.status["proxy"]["state"] == "running"  # started by the first account
     fake.script([Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="30m")])
     r = post(d, GEN, body())
     assert r.status_code in (429, 503)
@@ -423,7 +423,7 @@ def test_quota_rechecked_after_reset(fake: FakeGoogle, make_daemon: Any) -> None
     )
     for e in ("q1@example.com", "q2@example.com"):
         d.admin("POST", "/accounts", json={"refresh_token": fake.account(e).refresh_token})
-    d.admin("POST", "/proxy/start")
+    assert d.status["proxy"]["state"] == "running"  # started by the first account
     fake.script([Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="1s")], email="q1@example.com")
     assert post(d, GEN, body()).status_code in (429, 503)
     fake.account("q1@example.com").set_quota("gemini-3-flash", 0.0, time.time() + 3600)
