@@ -128,8 +128,9 @@ class MonitorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """What the proxy listener refuses (issue 17). Defaults follow nginx,
-    Envoy and uvicorn; every refusal names the key that raises its limit."""
+    """What the proxy listener refuses, and what the upstream client takes
+    from Google or z.ai (issue 17). Defaults follow nginx, Envoy and uvicorn;
+    every refusal names the key that raises its limit."""
 
     # Request line + header block, bytes (431 past it). Envoy's
     # max_request_headers_kb is 60 KiB, nginx's large_client_header_buffers 4 x 8k.
@@ -155,6 +156,20 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_hosts: list[str] = msgspec.field(default_factory=list)
     # Web origins (scheme://host[:port]) whose pages may call the proxy (CORS).
     allowed_origins: list[str] = msgspec.field(default_factory=list)
+    # What an upstream may send back; past a limit its answer is an upstream
+    # error (502), never the caller's fault and never the account's.
+    # One decoded (gzip undone) unary answer, bytes: a model's inline images
+    # fit; a decompression bomb is stopped there while it is decoded.
+    upstream_max_body_bytes: int = 64 * 1024 * 1024
+    # One line, and one SSE event, of an upstream stream, bytes: an inline
+    # image is one line, so this is far above any text (16 MiB).
+    upstream_max_line_bytes: int = 16 * 1024 * 1024
+    # One line of an upstream answer's head (status line, or one header's
+    # name and value), bytes. Google's are well under 1 KiB; Envoy allows
+    # 60 KiB for a whole head, nginx 4 or 8 KiB (proxy_buffer_size).
+    upstream_max_header_bytes: int = 16 * 1024
+    # Header lines in one upstream answer (Envoy's max_headers_count).
+    upstream_max_headers: int = 100
 
 
 CreditGroup = Literal["gemini", "claude", "gpt-oss"]
@@ -211,6 +226,10 @@ _LIMIT_RANGES: tuple[tuple[str, float, float], ...] = (
     ("body_timeout", 1, 3600),
     ("keepalive_timeout", 1, 3600),
     ("max_connections", 1, 1_000_000),
+    ("upstream_max_body_bytes", 1024 * 1024, 4 * 1024 * 1024 * 1024),
+    ("upstream_max_line_bytes", 64 * 1024, 1024 * 1024 * 1024),
+    ("upstream_max_header_bytes", 1024, 1024 * 1024),
+    ("upstream_max_headers", 8, 10_000),
 )
 
 

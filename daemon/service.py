@@ -65,6 +65,10 @@ def _http_settings(cfg: Config) -> tuple[object, ...]:
         cfg.proxy.request_timeout,
         cfg.upstream.connect_timeout,
         cfg.upstream.stream_idle_timeout,
+        cfg.limits.upstream_max_body_bytes,
+        cfg.limits.upstream_max_line_bytes,
+        cfg.limits.upstream_max_header_bytes,
+        cfg.limits.upstream_max_headers,
     )
 
 

@@ -187,15 +187,29 @@ class CloudCode:
 
 
 async def sse_events(resp: Reply, *, model: str = "") -> AsyncIterator[dict[str, Any]]:
-    """Decoded ``data:`` payloads of an SSE body, unwrapped from ``response``."""
+    """Decoded ``data:`` payloads of an SSE body, unwrapped from ``response``.
+    One event holds at most ``limits.upstream_max_line_bytes`` of data, as
+    one line does (the reply refuses a longer line itself)."""
     data: list[str] = []
+    size = 0
+    cap = resp.bounds.line
     async for line in resp.aiter_lines():
         if line.startswith("data:"):
-            data.append(line[5:].lstrip())
+            piece = line[5:].lstrip()
+            size += len(piece) + 1
+            if size > cap:
+                data.clear()
+                await resp.aclose()
+                raise UpstreamError(
+                    "the upstream stream sent an event over the size limit; the answer was cut there "
+                    "(limits.upstream_max_line_bytes raises the limit)"
+                )
+            data.append(piece)
         elif line == "":
             if data:
                 yield _unwrap("\n".join(data), model)
                 data = []
+                size = 0
     if data:
         yield _unwrap("\n".join(data), model)
 

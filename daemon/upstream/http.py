@@ -18,6 +18,13 @@ What it promises its callers:
   proxy.request_timeout)``, as a stream may think silently for minutes;
 - redirects are not followed: a 3xx is an ``UpstreamError`` (the upstream
   or ``upstream.endpoints`` is wrong, never the client's request);
+- bounds on everything an upstream sends back (``[limits]``, issue 17):
+  each head line and the header count (aiohttp's parser refuses past them
+  while it reads, so an endless header ends in an error, not in memory), a
+  unary body's decoded size (counted while it is decoded: a gzip bomb stops
+  there), a stream's line and SSE event, and a stream that decodes past the
+  body limit at a bomb's ratio. Each is an ``UpstreamError`` naming the key
+  that raises it;
 - gzip / deflate answers are decoded; no cookies, no environment proxies
   (``trust_env=False``): ``proxy.upstream_proxy`` is the only proxy, http(s)
   natively, socks5 through ``aiohttp_socks``;
@@ -34,7 +41,7 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlencode, urlsplit
 
 import aiohttp
@@ -60,6 +67,14 @@ POOL_WAIT = 30.0
 # with every call. Accept-Encoding stays aiohttp's (what it can decode).
 _SKIP_AUTO_HEADERS = ("User-Agent", "Content-Type")
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+# A stream decoded past limits.upstream_max_body_bytes at more than this
+# ratio to its wire size is a decompression bomb. Only streams past that size
+# are judged: a unary answer stops at the size itself, and the ratio alone
+# says little (a model repeating one word for 4 MB gzips 1000:1, a run of one
+# byte at most about 1030:1), while real streams that long carry images,
+# which do not compress.
+BOMB_RATIO = 100
 
 # Set by the connector for the request being sent in this task: whether the
 # connection it got had carried a request before (see _send).
@@ -115,6 +130,20 @@ def _socks_connector(url: str, **kw: Any) -> aiohttp.BaseConnector:
     return conn
 
 
+class Bounds(NamedTuple):
+    """What one answer may hold (``[limits]``), in bytes."""
+
+    body: int  # limits.upstream_max_body_bytes
+    line: int  # limits.upstream_max_line_bytes
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % (scale // 16) == 0:
+            return f"{n / scale:g} {unit}"
+    return f"{n} bytes"
+
+
 class Reply:
     """An upstream answer: status and headers at once; the body read whole
     (``request``; in ``content``) or, for ``open``, on demand with
@@ -122,33 +151,74 @@ class Reply:
     a body not read to its end closes its connection, which the upstream
     sees as a cancel."""
 
-    __slots__ = ("_origin", "_read_timeout", "_resp", "content", "headers", "status_code")
+    __slots__ = ("_origin", "_read_timeout", "_resp", "bounds", "content", "headers", "status_code")
 
-    def __init__(self, resp: aiohttp.ClientResponse, origin: str, read_timeout: float) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, origin: str, read_timeout: float, bounds: Bounds
+    ) -> None:
         self._resp = resp
         self._origin = origin
         self._read_timeout = read_timeout
+        self.bounds = bounds
         self.status_code = resp.status
         # Case-insensitive, as HTTP header names are.
         self.headers: Mapping[str, str] = resp.headers
         self.content = b""
 
+    def _refuse(self, what: str, key: str) -> UpstreamError:
+        """Past a limit: the connection is dropped at once (nothing more of
+        the answer is read or decoded) and the error names the key."""
+        self._resp.close()
+        return UpstreamError(f"{self._origin} sent {what}; the answer was cut there ({key} raises the limit)")
+
     async def aread(self) -> bytes:
-        """The rest of the body (decoded), also kept in ``content``."""
+        """The rest of the body (decoded), also kept in ``content``. Read in
+        pieces and counted as they are decoded: past the body limit the
+        answer is refused without decoding the rest (a gzip bomb)."""
+        resp = self._resp
+        cap = self.bounds.body
+        declared = resp.content_length
+        if declared is not None and declared > cap:
+            raise self._refuse(
+                f"an answer of {declared} bytes, over {_size(cap)}", "limits.upstream_max_body_bytes"
+            )
+        # One growing buffer, not a list of the pieces: tens of thousands of
+        # freed 64 KiB pieces stay in the allocator's heap (RSS never comes
+        # back after a large answer), one large block is returned whole.
+        buf = bytearray()
+        content = resp.content
         try:
-            self.content = await self._resp.read()
-        except BaseException as exc:
-            self._resp.close()
-            if isinstance(exc, _CAUGHT):
-                raise _map_error(exc, self._origin, answered=True, read_timeout=self._read_timeout) from None
+            while data := await content.readany():
+                if len(buf) + len(data) > cap:
+                    del buf
+                    raise self._refuse(
+                        f"an answer over {_size(cap)} decoded", "limits.upstream_max_body_bytes"
+                    )
+                buf += data
+        except _CAUGHT as exc:
+            resp.close()
+            raise _map_error(exc, self._origin, answered=True, read_timeout=self._read_timeout) from None
+        except BaseException:
+            resp.close()
             raise
+        self.content = bytes(buf)
         return self.content
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The body (decoded) in pieces as they arrive."""
+        """The body (decoded) in pieces as they arrive. A stream has no size
+        limit of its own (it may run for an hour), except that past the body
+        limit it must not be a decompression bomb (``BOMB_RATIO``)."""
         content = self._resp.content
+        cap = self.bounds.body
+        size = 0
         try:
             while data := await content.readany():
+                size += len(data)
+                if size > cap and size > BOMB_RATIO * content.total_raw_bytes:
+                    raise self._refuse(
+                        f"a stream that decodes to over {BOMB_RATIO} times its size (a decompression bomb)",
+                        "limits.upstream_max_body_bytes",
+                    )
                 yield data
         except _CAUGHT as exc:
             raise _map_error(exc, self._origin, answered=True, read_timeout=self._read_timeout) from None
@@ -156,18 +226,25 @@ class Reply:
     async def aiter_lines(self) -> AsyncIterator[str]:
         """Lines without their ending (LF or CRLF), as they arrive. Split
         here rather than with aiohttp's readline, which refuses lines past
-        its buffer size: an SSE event with an inline image is one long line."""
-        pending = b""
+        its buffer size: an SSE event with an inline image is one long line.
+        A line over ``limits.upstream_max_line_bytes`` is refused as soon as
+        that much of it has come, never buffered whole."""
+        cap = self.bounds.line
+        buf = bytearray()
         async for data in self.aiter_bytes():
-            if b"\n" not in data:
-                pending += data
-                continue
-            *lines, rest = (pending + data).split(b"\n")
-            pending = rest
-            for line in lines:
-                yield line.rstrip(b"\r").decode("utf-8", "replace")
-        if pending:
-            yield pending.rstrip(b"\r").decode("utf-8", "replace")
+            seen = len(buf)  # no line end before here
+            buf += data
+            start = 0
+            # (cap + 1: the CR of a CRLF is not the line's.)
+            while (end := buf.find(b"\n", seen)) >= 0 and end - start <= cap + 1:
+                yield buf[start:end].rstrip(b"\r").decode("utf-8", "replace")
+                start = seen = end + 1
+            if len(buf) - start > cap + 1:
+                buf.clear()
+                raise self._refuse(f"a stream line over {_size(cap)}", "limits.upstream_max_line_bytes")
+            del buf[:start]
+        if buf:
+            yield buf.rstrip(b"\r").decode("utf-8", "replace")
 
     async def aclose(self) -> None:
         resp = self._resp
@@ -224,8 +301,29 @@ def _map_error(exc: BaseException, where: str, *, answered: bool, read_timeout: 
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionError):
         return UpstreamUnavailable(f"{where} closed the connection without answering ({name})")
     if isinstance(exc, aiohttp.ClientResponseError):
-        return UpstreamError(f"{where} sent an answer that is not valid HTTP/1.1 ({name})")
+        return _head_limit(exc, where) or UpstreamError(
+            f"{where} sent an answer that is not valid HTTP/1.1 ({name})"
+        )
     return UpstreamError(f"the request to {where} failed ({name}: {exc})")
+
+
+def _head_limit(exc: aiohttp.ClientResponseError, where: str) -> UpstreamError | None:
+    """aiohttp's refusal of a head past a limit, told by its message (the
+    parser's LineTooLong / "Too many headers"), whose quoted line is dropped:
+    it may hold a header's value."""
+    text = str(exc.message)
+    if text.startswith("Got more than"):
+        limit = text.split()[3] if len(text.split()) > 3 else "the limit of"
+        return UpstreamError(
+            f"{where} sent a head line (status line or one header) over {limit} bytes; the answer was "
+            "refused (limits.upstream_max_header_bytes raises the limit)"
+        )
+    if text.startswith("Too many headers"):
+        return UpstreamError(
+            f"{where} sent too many header lines; the answer was refused "
+            "(limits.upstream_max_headers raises the limit)"
+        )
+    return None
 
 
 def _no_answer(exc: BaseException) -> bool:
@@ -244,6 +342,10 @@ class HttpClient:
         self.connect_timeout = float(cfg.upstream.connect_timeout)
         self.read_timeout = float(max(cfg.upstream.stream_idle_timeout, cfg.proxy.request_timeout))
         self.proxy = cfg.proxy.upstream_proxy
+        lim = cfg.limits
+        self.bounds = Bounds(body=lim.upstream_max_body_bytes, line=lim.upstream_max_line_bytes)
+        self.max_header_bytes = lim.upstream_max_header_bytes
+        self.max_headers = lim.upstream_max_headers
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self.connect_timeout + POOL_WAIT,
@@ -274,6 +376,12 @@ class HttpClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             auto_decompress=True,
+            # The head: aiohttp's parser refuses a status line or one header
+            # (name and value) past max_field_size / max_line_size, and more
+            # than max_headers lines, as it reads them (see _head_limit).
+            max_line_size=self.max_header_bytes,
+            max_field_size=self.max_header_bytes,
+            max_headers=self.max_headers,
         )
         return self._session
 
@@ -321,7 +429,7 @@ class HttpClient:
     ) -> Reply:
         """One call, its answer read whole (``Reply.content``)."""
         resp = await self._send(method, url, body, headers or {})
-        reply = Reply(resp, _origin(url), self.read_timeout)
+        reply = Reply(resp, _origin(url), self.read_timeout, self.bounds)
         await reply.aread()
         resp.release()
         return reply
@@ -345,11 +453,10 @@ class HttpClient:
         """A POST whose answer is read by the caller as it comes; the caller
         must ``aclose`` the reply (closing early cancels the upstream call)."""
         resp = await self._send("POST", url, body, headers)
-        return Reply(resp, _origin(url), self.read_timeout)
+        return Reply(resp, _origin(url), self.read_timeout, self.bounds)
 
     async def aclose(self) -> None:
         self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
