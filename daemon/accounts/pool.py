@@ -67,7 +67,8 @@ class Pool:
         # Onboarding polls this often (tests make it short).
         self.onboard_poll_interval = onboarding.POLL_INTERVAL
         self._project_checked: dict[str, float] = {}
-        self._catalog_key: tuple[tuple[str, int, float], ...] | None = None
+        self._catalog_key: tuple[int, int] | None = None
+        self._generation = 0  # bumped whenever an account is saved
         self._catalog_cache = models_mod.Catalog()
         self.accounts: dict[str, Account] = {}
         self.logins = oauth.LoginManager()
@@ -86,6 +87,7 @@ class Pool:
         log.info("loaded %d account(s)", len(self.accounts))
 
     def save(self, acct: Account) -> None:
+        self._generation += 1  # an account changed: the merged catalog is made again
         self.store.save(acct)
 
     def active_count(self) -> int:
@@ -583,11 +585,7 @@ class Pool:
         """What the pool can serve: the union of the enabled accounts' catalogs
         (kept until an account's catalog, state or the account set changes:
         every request asks)."""
-        key = tuple(
-            (a.id, id(a.catalog), a.quota_updated_at)
-            for a in self.accounts.values()
-            if a.enabled and a.catalog.models
-        )
+        key = (self._generation, len(self.accounts))
         if key != self._catalog_key:
             enabled = [a.catalog for a in self.accounts.values() if a.enabled and a.catalog.models]
             self._catalog_cache = models_mod.merge(enabled)

