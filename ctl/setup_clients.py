@@ -552,6 +552,13 @@ def cmd_setup(ctx: Ctx) -> int:
     )
     if client == "codex":
         lines.append(f'Codex reads the key from ${KEY_ENV}: run `eval "$(agctl setup codex --print)"` first')
+        # Codex compacts a full context itself with a provider of another
+        # name, and asks the server (remote compaction, /v1/responses with a
+        # compaction_trigger) with one named "OpenAI": the gateway answers both.
+        lines.append(
+            "long sessions: with this provider Codex compacts its context itself (local compaction); "
+            'a provider named "OpenAI" would use remote compaction, which the proxy also answers'
+        )
     if not t.models:
         lines.append("note: no account serves a model yet, so no model names were set")
     ctx.out(
