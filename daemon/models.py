@@ -79,8 +79,10 @@ a response header.
 
 Limits
 ------
-``limits``, ``clamp_output`` and ``clamp_thinking_budget`` implement the output
-caps of §4.1 and the Claude thinking rules of §6.4.
+``limits`` and ``output_cap`` give a model's caps (§4.1); the rules that
+apply them to a request (output cap, Claude's thinking budget, §6.4) live in
+``daemon.protocols.rules``, the one place that changes a request for the
+serving model.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgspec
 
@@ -225,14 +227,6 @@ class Limits(msgspec.Struct, kw_only=True, frozen=True):
     thinking_budget: int | None  # the model's default; -1 = dynamic
     min_thinking_budget: int | None
     supports_thinking: bool
-
-
-class ThinkingPlan(NamedTuple):
-    """What to send: ``budget`` None = no thinkingConfig; 0 = thinking off;
-    -1 = dynamic; else that many tokens. ``max_output`` None = leave unset."""
-
-    budget: int | None
-    max_output: int | None
 
 
 # --------------------------------------------------------------------------- tolerant readers
@@ -866,57 +860,6 @@ def limits(catalog: Catalog | Iterable[str], model_id: str) -> Limits:
         else m.min_thinking_budget,
         supports_thinking=m.supports_thinking,
     )
-
-
-def clamp_output(model: ModelInfo, requested: int | None) -> int | None:
-    """``requested`` max output tokens, lowered to the model's cap; None stays None."""
-    if requested is None or requested <= 0:
-        return requested
-    return min(requested, output_cap(model))
-
-
-def clamp_thinking_budget(model: ModelInfo, budget: int | None, max_output: int | None) -> ThinkingPlan:
-    """The thinking budget and maxOutputTokens to send for a client's ``budget``.
-
-    - None: no thinking asked for; only the output cap applies.
-    - A model that cannot think: no thinkingConfig.
-    - Claude (§6.4): ``maxOutputTokens`` must exceed the budget and budgets
-      below 1024 mean no thinking. Keep the client's answer room by raising
-      maxOutputTokens (up to the cap); if the cap is hit, lower the budget to
-      cap - 1; if that leaves less than 1024, send no thinkingConfig. -1
-      (dynamic) becomes the model's default budget (Claude has no dynamic).
-    - Others: 0 = off, -1 = dynamic (sent as is); a positive budget is raised
-      to the model's minimum (32 Flash, 128 Pro, §4.1), kept under the cap,
-      and maxOutputTokens raised above it where the client gave one.
-    """
-    cap = output_cap(model)
-    out = clamp_output(model, max_output)
-    if budget is None:
-        return ThinkingPlan(None, out)
-    if not model.supports_thinking:
-        return ThinkingPlan(None, out)
-    if model.provider == "anthropic":
-        if budget < 0:
-            default = model.thinking_budget
-            budget = default if default is not None and default > 0 else CLAUDE_MIN_THINKING_BUDGET
-        if budget < CLAUDE_MIN_THINKING_BUDGET:
-            return ThinkingPlan(None, out)
-        budget = min(budget, cap - 1)
-        if out is None:
-            out = cap
-        elif out <= budget:
-            out = min(cap, budget + out)
-        if out <= budget:
-            budget = out - 1
-        if budget < CLAUDE_MIN_THINKING_BUDGET:
-            return ThinkingPlan(None, out)
-        return ThinkingPlan(budget, out)
-    if budget <= 0:
-        return ThinkingPlan(0 if budget == 0 else -1, out)
-    budget = min(max(budget, model.min_thinking_budget or 1), cap - 1)
-    if out is not None and out <= budget:
-        out = min(cap, budget + out)
-    return ThinkingPlan(budget, out)
 
 
 # --------------------------------------------------------------------------- fallback catalog

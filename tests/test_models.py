@@ -613,69 +613,6 @@ def test_limits() -> None:
     assert M.limits(M.Catalog(models={}), "gpt-oss-120b-medium").max_output_tokens == 32768
 
 
-@pytest.mark.parametrize(
-    ("mid", "requested", "expected"),
-    [
-        ("gemini-3.7-flash-high", None, None),
-        ("gemini-3.7-flash-high", 1000, 1000),
-        ("gemini-3.7-flash-high", 65536, 64000),
-        ("gemini-3.7-flash-high", 10**9, 64000),
-        ("claude-sonnet-4-6", 64000, 64000),
-        ("claude-sonnet-4-6", 64001, 64000),
-        ("gpt-oss-120b-medium", 40000, 32768),
-        ("gemini-unknown-model", 100000, 64000),
-        ("gemini-3.7-flash-high", 0, 0),  # the translator rejects it, not the clamp
-    ],
-)
-def test_clamp_output(mid: str, requested: int | None, expected: int | None) -> None:
-    assert M.clamp_output(M.model_info(CAT, mid), requested) == expected
-
-
-@pytest.mark.parametrize(
-    ("mid", "budget", "max_output", "expected"),
-    [
-        # No thinking asked for: only the cap.
-        ("claude-sonnet-4-6", None, 70000, (None, 64000)),
-        # Claude Code's own numbers pass untouched.
-        ("claude-opus-4-6-thinking", 31999, 32000, (31999, 32000)),
-        # Claude: max output must exceed the budget; raise it (keeping the answer room).
-        ("claude-sonnet-4-6", 8000, 4000, (8000, 12000)),
-        ("claude-sonnet-4-6", 8000, 8000, (8000, 16000)),
-        # ... up to the cap, then the budget goes down to cap - 1.
-        ("claude-sonnet-4-6", 60000, 10000, (60000, 64000)),
-        ("claude-sonnet-4-6", 64000, 64000, (63999, 64000)),
-        ("claude-sonnet-4-6", 100000, None, (63999, 64000)),
-        # ... no max output given: the cap.
-        ("claude-sonnet-4-6", 2048, None, (2048, 64000)),
-        # Claude: below 1024 means no thinking (§6.4).
-        ("claude-sonnet-4-6", 1023, 4096, (None, 4096)),
-        ("claude-sonnet-4-6", 0, 4096, (None, 4096)),
-        ("claude-sonnet-4-6", 1024, 4096, (1024, 4096)),
-        # Claude has no dynamic budget: -1 becomes the catalog default (1024).
-        ("claude-opus-4-6-thinking", -1, 4096, (1024, 4096)),
-        # Gemini: 0 off and -1 dynamic go as they are; positive budgets meet the minimum.
-        ("gemini-3.7-flash-high", 0, 1000, (0, 1000)),
-        ("gemini-3.7-flash-high", -1, None, (-1, None)),
-        ("gemini-3.7-flash-high", 10, None, (32, None)),
-        ("gemini-pro-agent", 10, None, (128, None)),
-        ("gemini-pro-agent", 8192, 4096, (8192, 12288)),
-        ("gemini-3.7-flash-high", 10**6, None, (63999, None)),
-        # A model that cannot think gets no thinkingConfig.
-        ("gemini-3.1-flash-lite", 4096, 70000, (None, 64000)),
-        ("gemini-3.1-flash-image", 0, None, (None, None)),
-        ("gpt-oss-120b-medium", 8192, 40000, (8192, 32768)),
-    ],
-)
-def test_clamp_thinking_budget(
-    mid: str, budget: int | None, max_output: int | None, expected: tuple[int | None, int | None]
-) -> None:
-    plan = M.clamp_thinking_budget(M.model_info(CAT, mid), budget, max_output)
-    assert tuple(plan) == expected
-    if mid.startswith("claude") and plan.budget is not None:
-        assert plan.max_output is not None and plan.budget < plan.max_output
-        assert plan.budget >= M.CLAUDE_MIN_THINKING_BUDGET
-
-
 def test_strip_prefix_and_family_of() -> None:
     assert M.strip_prefix("  models/google/gemini-3-flash ") == "gemini-3-flash"
     assert M.strip_prefix("antigravity/claude-opus-5-5") == "claude-opus-5-5"

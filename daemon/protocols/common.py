@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from daemon.errors import BadRequest
+from daemon.models import CLAUDE_MIN_THINKING_BUDGET
 from daemon.records import Usage
 
 # ---------------------------------------------------------------- model family
@@ -31,7 +32,7 @@ def is_gemini(model: str) -> bool:
 
 
 # Budgets below this mean "no thinking" upstream.
-MIN_THINKING_BUDGET = 1024
+MIN_THINKING_BUDGET = CLAUDE_MIN_THINKING_BUDGET  # Anthropic's minimum; below it, no thinking
 EFFORT_BUDGETS = {"minimal": 0, "none": 0, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 
 

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-# §4.1: "≤ the catalog maxOutputTokens, and ≤ 64000 when in doubt".
-SAFE_MAX_OUTPUT = 64000
-# Anthropic's minimum thinking budget (and CPA's floor for Claude, §6.4).
-CLAUDE_MIN_BUDGET = 1024
+from daemon.models import CLAUDE_MIN_THINKING_BUDGET, SAFE_OUTPUT_CAP
+
+# The caps live with the catalog (§4.1: "≤ the catalog maxOutputTokens, and
+# ≤ 64000 when in doubt"; Anthropic's minimum budget, §6.4).
+SAFE_MAX_OUTPUT = SAFE_OUTPUT_CAP
+CLAUDE_MIN_BUDGET = CLAUDE_MIN_THINKING_BUDGET
 # The placeholder property for parameterless Claude tools (§6.3, CPA's name).
 PLACEHOLDER = "reason"
 PLACEHOLDER_SCHEMA: dict[str, Any] = {
