@@ -18,6 +18,8 @@ import pytest
 from openai import OpenAI
 from openai.types import ImagesResponse
 
+from daemon.errors import BadRequest, UpstreamError
+from daemon.protocols import openai_images
 from tests.conftest import Daemon
 from tests.fakes.google import FakeGoogle, Reply
 
@@ -162,3 +164,41 @@ def test_a_refused_prompt_is_a_400(client: OpenAI, fake: FakeGoogle) -> None:
         client.images.generate(prompt="something forbidden")
     body: Any = info.value.body
     assert "IMAGE_SAFETY" in body["message"] and "I can't draw that." in body["message"]
+
+
+# ---------------------------------------------------------------- the pure translation
+
+
+@pytest.mark.parametrize(
+    ("size", "config"),
+    [
+        (None, {}),
+        ("auto", {}),
+        ("1024x1024", {"aspectRatio": "1:1"}),
+        ("256x256", {"aspectRatio": "1:1"}),
+        ("1536x864", {"aspectRatio": "16:9"}),
+        ("1024x1792", {"aspectRatio": "9:16"}),
+        ("3840x2160", {"aspectRatio": "16:9", "imageSize": "4K"}),
+    ],
+)
+def test_image_config(size: Any, config: dict[str, str]) -> None:
+    assert openai_images.image_config(size) == config
+
+
+@pytest.mark.parametrize("size", ["1000x700", "big", "1024", 1024, "0x0"])
+def test_image_config_refuses(size: Any) -> None:
+    with pytest.raises(BadRequest) as info:
+        openai_images.image_config(size)
+    assert info.value.param == "size"
+
+
+def test_an_answer_without_a_picture_is_an_upstream_error() -> None:
+    resp = {"candidates": [{"content": {"parts": [{"text": "Sure!"}]}, "finishReason": "STOP"}]}
+    with pytest.raises(UpstreamError) as info:
+        openai_images.picture(resp)
+    assert "Sure!" in info.value.message
+    # A thought picture (a draft) is not the answer.
+    draft = {"inlineData": {"mimeType": "image/png", "data": "AAAA"}, "thought": True}
+    final = {"inlineData": {"mimeType": "image/jpeg", "data": "BBBB"}}
+    resp = {"candidates": [{"content": {"parts": [draft, final]}, "finishReason": "STOP"}]}
+    assert openai_images.picture(resp)[:2] == ("image/jpeg", "BBBB")
