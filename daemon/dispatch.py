@@ -36,7 +36,7 @@ from daemon.protocols import GeminiCall, rules
 from daemon.protocols.common import usage_from_gemini
 from daemon.records import Attempt, RequestCtx
 from daemon.upstream.classify import Verdict, refuses_client_version
-from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, session_id, sse_events
+from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, image_request_id, session_id, sse_events
 from daemon.upstream.http import Reply
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,29 @@ class Dispatcher:
         _, resp = await self._run(call, ctx, "generateContent", self._envelope(call))
         rules.strip_placeholder_calls(resp, self._prepare(call))
         ctx.usage = usage_from_gemini(resp.get("usageMetadata"))
+        result: dict[str, Any] = resp
+        return result
+
+    async def generate_image(self, call: GeminiCall, ctx: RequestCtx) -> dict[str, Any]:
+        """One answer of the image model (UPSTREAM.md §5.5). ``call.request``
+        goes out as the image protocol built it (no tools, no system
+        instruction, ``generationConfig.imageConfig``), so no model rules
+        apply; the envelope says ``requestType: "image_gen"`` with its own
+        requestId form, a new one per attempt."""
+
+        def body_for(acct: Account, credits: bool = False) -> bytes:
+            env = envelope(
+                project=acct.project,
+                model=call.model,
+                request=call.request,
+                request_type="image_gen",
+                request_id=image_request_id(),
+            )
+            if credits:
+                env["enabledCreditTypes"] = [CREDIT_TYPE]
+            return _encode(env)
+
+        _, resp = await self._run(call, ctx, "generateContent", body_for)
         result: dict[str, Any] = resp
         return result
 

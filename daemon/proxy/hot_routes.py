@@ -2,7 +2,7 @@
 Litestar app (why: ``daemon.proxy.exchange``).
 
 POST /v1/chat/completions, /v1/completions, /v1/responses,
-/v1/responses/compact, /v1/messages,
+/v1/responses/compact, /v1/images/generations, /v1/messages,
 /v1/messages/count_tokens, and /{v1beta,v1alpha,v1}/models/{model}:{method}
 are answered here; every other request goes on to Litestar. Errors are
 answered in the caller's protocol shape, as Litestar's handlers do for the
@@ -31,6 +31,7 @@ EXACT_PATHS = frozenset(
         "/v1/completions",
         "/v1/responses",
         "/v1/responses/compact",
+        "/v1/images/generations",
         "/v1/messages",
         "/v1/messages/count_tokens",
     }
@@ -63,6 +64,7 @@ class HotRoutes:
             "/v1/completions": routes_openai.completions,
             "/v1/responses": routes_openai.responses,
             "/v1/responses/compact": routes_openai.responses_compact,
+            "/v1/images/generations": routes_openai.images_generations,
             "/v1/messages": routes_anthropic.messages,
             "/v1/messages/count_tokens": routes_anthropic.count_tokens,
         }

@@ -1,6 +1,6 @@
-"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/responses and
-/v1/responses/compact (hot routes, daemon.proxy.hot_routes), /v1/models
-(Litestar).
+"""OpenAI routes: /v1/chat/completions, /v1/completions, /v1/responses,
+/v1/responses/compact and /v1/images/generations (hot routes,
+daemon.proxy.hot_routes), /v1/models (Litestar).
 
 A /v1/responses request whose input ends with a ``compaction_trigger`` (Codex's
 remote compaction) and /v1/responses/compact are answered with a summary
@@ -15,14 +15,22 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from daemon.errors import GatewayError, NotFound
+from daemon import models as models_mod
+from daemon.errors import BadRequest, GatewayError, NotFound
 from daemon.ids import hex_id
 from daemon.models import client_names
-from daemon.protocols import openai_chat, openai_compaction, openai_completions, openai_responses
-from daemon.proxy.exchange import Out, Req
+from daemon.protocols import (
+    openai_chat,
+    openai_compaction,
+    openai_completions,
+    openai_images,
+    openai_responses,
+)
+from daemon.proxy.exchange import ClientGone, JsonOut, Out, Req, until_disconnect
 from daemon.proxy.serving import (
     decode_body,
     finish_ctx,
+    json_out,
     json_response,
     model_of,
     new_ctx,
@@ -31,6 +39,7 @@ from daemon.proxy.serving import (
     shape_errors,
     store_of,
 )
+from daemon.records import Usage
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +226,76 @@ async def responses_compact(req: Req) -> Out:
         render=lambda resp: openai_compaction.compacted(resp, call=call, seal=sealer.seal, inputs=inputs),
         translator=lambda: openai_compaction.StreamTranslator(call, store, sealer.seal),  # never used
     )
+
+
+def _image_model(svc: Any, requested: str | None) -> str:
+    """The upstream image model: the catalog's first ``imageGenerationModelIds``
+    entry (UPSTREAM.md §5.5) when the client named none of its own, else the
+    client's name resolved, which must be an image model."""
+    catalog = svc.pool.catalog()
+    if not catalog.models:
+        catalog = models_mod.DEFAULT_CATALOG
+    image_models: list[str] = list(catalog.image_models)
+    if requested is None:
+        if not image_models:
+            raise NotFound("no image generation model is served now (the catalog lists none)", param="model")
+        return image_models[0]
+    model = str(svc.dispatcher.resolve_model(requested))
+    if model not in image_models:
+        served = ", ".join(image_models) or "none now"
+        raise BadRequest(
+            f"model {requested!r} ({model}) does not generate images; leave model out, or use an "
+            f"image model: {served}",
+            param="model",
+        )
+    return model
+
+
+async def images_generations(req: Req) -> Out:
+    """POST /v1/images/generations: one image-model call per picture, one
+    after the other (each goes through failover on its own; at most
+    ``openai_images.MAX_IMAGES``)."""
+    svc = req.service
+    ctx = new_ctx(req, "openai", "images")
+    try:
+        body = await decode_body(req)
+        with shape_errors():
+            requested = openai_images.requested_model(body)
+            ctx.client_model = str(body.get("model") or "")
+            model = _image_model(svc, requested)
+            call = openai_images.to_gemini(body, model=model)
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
+    call.extra["created"] = int(time.time())
+    ctx.client_model = call.client_model
+    ctx.model = model
+    ignored = call.extra.get("ignored") or []
+    if ignored:
+        log.info("images: not applied (the image model has no such settings): %s", ", ".join(ignored))
+    usage = Usage()
+    answers: list[dict[str, Any]] = []
+    try:
+        for _ in range(int(call.extra["n"])):
+            resp = await until_disconnect(req.receive, svc.dispatcher.generate_image(call, ctx))
+            answers.append(resp)
+            meta = resp.get("usageMetadata") or {}
+            usage.input_tokens += int(meta.get("promptTokenCount") or 0)
+            usage.output_tokens += int(meta.get("candidatesTokenCount") or 0)
+        ctx.usage = usage
+        out = openai_images.from_gemini(answers, call=call)
+    except ClientGone:
+        ctx.status, ctx.error_kind, ctx.error = 499, "client_closed", "the client went away"
+        finish_ctx(svc, ctx)
+        return JsonOut(b"", 499)
+    except GatewayError as exc:
+        ctx.fail(exc)
+        finish_ctx(svc, ctx)
+        raise
+    ctx.mark_first_byte()
+    finish_ctx(svc, ctx)
+    return json_out(out, 200, {"x-antigravity-model": model})
 
 
 handlers = [list_models, get_model]

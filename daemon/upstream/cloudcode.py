@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -60,14 +61,25 @@ class UpstreamHTTPError(Exception):
         return cls(err, classify(err, model=model))
 
 
-def new_request_id() -> str:
-    """``agent-<uuid4>``: CPA's form; a unique value per attempt is the only
-    rule peers agree on (§5.1). Made from the daemon's id PRNG: ``uuid4``
-    reads the OS random source on every call (2.7 % of a request's CPU in
-    the benchmark profile)."""
+def _uuid4() -> str:
+    """A uuid4 string made from the daemon's id PRNG: ``uuid4`` reads the OS
+    random source on every call (2.7 % of a request's CPU in the benchmark
+    profile)."""
     h = hex_id(16)
     variant = "89ab"[int(h[16], 16) & 3]
-    return f"agent-{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+
+
+def new_request_id() -> str:
+    """``agent-<uuid4>``: CPA's form; a unique value per attempt is the only
+    rule peers agree on (§5.1)."""
+    return f"agent-{_uuid4()}"
+
+
+def image_request_id() -> str:
+    """``image_gen/<unix ms>/<uuid4>/12``: the requestId form of an image
+    generation call (UPSTREAM.md §5.5)."""
+    return f"image_gen/{int(time.time() * 1000)}/{_uuid4()}/12"
 
 
 def session_id(seed: str) -> str:
@@ -79,13 +91,19 @@ def session_id(seed: str) -> str:
 
 
 def envelope(
-    *, project: str, model: str, request: dict[str, Any], request_type: str = "agent"
+    *,
+    project: str,
+    model: str,
+    request: dict[str, Any],
+    request_type: str = "agent",
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """The generate/stream envelope (§5.1)."""
+    """The generate/stream envelope (§5.1); ``request_id`` defaults to a new
+    ``agent-<uuid4>``."""
     return {
         "project": project,
         "model": model,
-        "requestId": new_request_id(),
+        "requestId": request_id or new_request_id(),
         "userAgent": "antigravity",
         "requestType": request_type,
         "request": request,
