@@ -194,23 +194,23 @@ def merge_parts(parts: list[Json]) -> list[Json]:
     (consecutive thought texts and answer texts concatenated, each keeping the
     signature that closed it), for sending the turn back upstream."""
     out: list[Json] = []
+    plain = {"text", "thought", "thoughtSignature"}
     for part in parts:
-        text = part.get("text")
         prev = out[-1] if out else None
         if (
             prev is not None
-            and isinstance(text, str)
-            and isinstance(prev.get("text"), str)
+            and set(part) <= plain
+            and set(prev) <= plain
             and bool(prev.get("thought")) == bool(part.get("thought"))
             and not prev.get("thoughtSignature")
-            and set(part) <= {"text", "thought", "thoughtSignature"}
         ):
-            prev["text"] += text
+            # A signature may come alone on a part after its text (Claude).
+            prev["text"] = str(prev.get("text", "")) + str(part.get("text", ""))
             if part.get("thoughtSignature"):
                 prev["thoughtSignature"] = part["thoughtSignature"]
             continue
         out.append(dict(part))
-    return [p for p in out if not (p.get("text") == "" and not p.get("thoughtSignature") and len(p) == 1)]
+    return [p for p in out if p.get("text") or p.get("thoughtSignature") or set(p) - plain]
 
 
 def citation_sources(res: Json) -> list[tuple[str, str, str]]:
