@@ -32,8 +32,8 @@ from daemon.errors import (
     UpstreamTimeout,
     token_counts,
 )
-from daemon.protocols import GeminiCall, rules
-from daemon.protocols.common import usage_from_gemini
+from daemon.protocols import GeminiCall, rules, web_search
+from daemon.protocols.common import candidate, parts_of, usage_from_gemini
 from daemon.records import Attempt, RequestCtx
 from daemon.upstream.classify import Verdict, refuses_client_version
 from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, image_request_id, session_id, sse_events
@@ -334,11 +334,93 @@ class Dispatcher:
         return body_for
 
     async def generate(self, call: GeminiCall, ctx: RequestCtx) -> dict[str, Any]:
-        _, resp = await self._run(call, ctx, "generateContent", self._envelope(call))
-        rules.strip_placeholder_calls(resp, self._prepare(call))
-        ctx.usage = usage_from_gemini(resp.get("usageMetadata"))
-        result: dict[str, Any] = resp
-        return result
+        opts = web_search.enabled(call)
+        shown: list[dict[str, Any]] = []  # earlier rounds' parts and search results
+        searches = 0
+        rounds = _search_rounds(opts)
+        for n in range(rounds):
+            _, resp = await self._run(call, ctx, "generateContent", self._envelope(call))
+            rules.strip_placeholder_calls(resp, self._prepare(call))
+            ctx.usage = usage_from_gemini(resp.get("usageMetadata"))
+            result: dict[str, Any] = resp
+            if opts is None:
+                return result
+            parts = parts_of(resp)
+            kept, calls, other = web_search.split_calls(parts)
+            if calls or shown:
+                _set_parts(resp, shown + kept)
+            if not calls or other or n == rounds - 1:
+                return result
+            responses, results, searches = await self._searches(ctx, calls, opts, searches)
+            shown += kept + [{web_search.SEARCH_PART: r} for r in results]
+            self._continue(call, parts, responses)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------ web search
+
+    async def _searches(
+        self, ctx: RequestCtx, calls: list[dict[str, Any]], opts: dict[str, Any], done: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        """Run the model's web_search calls (within the request's budget):
+        (function responses, results to show, searches done so far)."""
+        responses: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
+        for part in calls:
+            if done >= opts["max_uses"]:
+                responses.append(web_search.limit_response(part))
+                continue
+            done += 1
+            query = web_search.query_of(part)
+            try:
+                if not query:
+                    raise UpstreamError("the web_search call has no query")
+                resp = await self._web_search(ctx, query, opts.get("domains"))
+                res = web_search.result(part, query, resp)
+            except GatewayError as exc:
+                # The model gets the failure as the search's answer and goes on;
+                # the caller sees a search that failed, not a failed request.
+                log.info("request %s: web search failed: %s", ctx.request_id, exc.message)
+                res = web_search.result(part, query, None, exc.message)
+            responses.append(web_search.function_response(res))
+            results.append(res)
+        return responses, results, done
+
+    async def _web_search(self, ctx: RequestCtx, query: str, domains: list[str] | None) -> dict[str, Any]:
+        """The separate search call (UPSTREAM.md §5.4): requestType web_search,
+        a web-search model of the catalog, only the googleSearch tool, no
+        requestId or sessionId."""
+        listed = self.pool.catalog().web_search_models or models_mod.DEFAULT_CATALOG.web_search_models
+        if not listed:
+            raise UpstreamError("the model catalog names no web-search model")
+        model = listed[0]
+        search = GeminiCall(
+            request=web_search.search_request(query, domains), client_model=model, model=model
+        )
+
+        def body_for(acct: Account, credits: bool = False) -> bytes:
+            env = envelope(
+                project=acct.project, model=model, request=search.request, request_type="web_search"
+            )
+            env.pop("requestId", None)
+            if credits:
+                env["enabledCreditTypes"] = [CREDIT_TYPE]
+            return _encode(env)
+
+        _, resp = await self._run(search, ctx, "generateContent", body_for)
+        out: dict[str, Any] = resp
+        return out
+
+    @staticmethod
+    def _continue(call: GeminiCall, turn: list[dict[str, Any]], responses: list[dict[str, Any]]) -> None:
+        """Append the model's turn (as it came, signatures included) and the
+        search answers; a tool_choice that forced web_search is relaxed, or
+        the model would have to search again and again."""
+        contents = call.request.setdefault("contents", [])
+        contents.append({"role": "model", "parts": turn})
+        contents.append({"role": "user", "parts": responses})
+        fcc = (call.request.get("toolConfig") or {}).get("functionCallingConfig") or {}
+        if fcc.get("mode") == "ANY" and fcc.get("allowedFunctionNames") == [web_search.FUNCTION_NAME]:
+            call.request["toolConfig"] = {"functionCallingConfig": {"mode": "AUTO"}}
 
     async def generate_image(self, call: GeminiCall, ctx: RequestCtx) -> dict[str, Any]:
         """One answer of the image model (UPSTREAM.md §5.5). ``call.request``
@@ -368,7 +450,54 @@ class Dispatcher:
         returns an iterator over the unwrapped events. Closing the iterator
         (client gone) closes the upstream response at once."""
         _, (resp, events, first) = await self._run(call, ctx, "stream", self._envelope(call))
-        return self._relay(resp, events, first, ctx, self._prepare(call))
+        relay = self._relay(resp, events, first, ctx, self._prepare(call))
+        opts = web_search.enabled(call)
+        if opts is None:
+            return relay
+        return self._searching(call, ctx, relay, opts)
+
+    async def _searching(
+        self,
+        call: GeminiCall,
+        ctx: RequestCtx,
+        relay: AsyncIterator[dict[str, Any]],
+        opts: dict[str, Any],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The stream of a request with web search: each round's events go
+        on without the web_search calls (and without the round's end when it
+        searched), then a chunk with the search results, then the next
+        round's stream, in one answer (see ``protocols.web_search``)."""
+        searches = 0
+        rounds = _search_rounds(opts)
+        for n in range(rounds):
+            last = n == rounds - 1
+            turn: list[dict[str, Any]] = []
+            calls: list[dict[str, Any]] = []
+            other = False
+            try:
+                async for ev in relay:
+                    parts = parts_of(ev)
+                    turn.extend(parts)
+                    kept, found, has_other = web_search.split_calls(parts)
+                    other = other or has_other
+                    if found:
+                        calls += found
+                        _set_parts(ev, kept)
+                    if calls and not other and not last:
+                        candidate(ev).pop("finishReason", None)
+                    yield ev
+            finally:
+                aclose = getattr(relay, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            if not calls or other or last:
+                return
+            responses, results, searches = await self._searches(ctx, calls, opts, searches)
+            if results:
+                yield web_search.result_chunk(results)
+            self._continue(call, web_search.merge_parts(turn), responses)
+            _, (resp, events, first) = await self._run(call, ctx, "stream", self._envelope(call))
+            relay = self._relay(resp, events, first, ctx, self._prepare(call))
 
     async def _relay(
         self,
@@ -418,6 +547,19 @@ class Dispatcher:
         if not isinstance(total, int):
             raise UpstreamError("the upstream countTokens answer has no totalTokens")
         return total
+
+
+def _search_rounds(opts: dict[str, Any] | None) -> int:
+    """Upstream rounds of one request: one per allowed search, one to answer
+    after the last, and one where a search past the budget is refused."""
+    return 1 if opts is None else opts["max_uses"] + 2
+
+
+def _set_parts(resp: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    cand = candidate(resp)
+    if cand:
+        content = cand.setdefault("content", {"role": "model"})
+        content["parts"] = parts
 
 
 def _first_text(request: dict[str, Any]) -> str:

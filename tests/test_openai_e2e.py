@@ -1075,8 +1075,10 @@ def test_codex_shaped_session(proxy: Daemon, key: str, fake: FakeGoogle, model: 
 
     req = upstream(fake)
     decls = req["tools"][0]["functionDeclarations"]
-    assert [d["name"] for d in decls] == ["shell", "apply_patch"]
-    assert len(req["tools"]) == 1  # web_search / local_shell are not served
+    # web_search is the gateway's own function (never googleSearch next to
+    # functions); local_shell is not served.
+    assert [d["name"] for d in decls] == ["shell", "apply_patch", "web_search"]
+    assert len(req["tools"]) == 1
     for d in decls:
         assert_gemini_schema(d["parameters"])
     assert req["systemInstruction"]["parts"] == [

@@ -67,6 +67,7 @@ def test_typed_tools_get_their_published_schemas() -> None:
         "computer",
         "memory",
         "Read",
+        "web_search",  # the gateway runs web search itself (protocols.web_search)
     }
     assert set(d["bash"]["parameters"]["properties"]) == {"command", "restart"}
     new_editor = d["str_replace_based_edit_tool"]["parameters"]
@@ -80,8 +81,9 @@ def test_typed_tools_get_their_published_schemas() -> None:
     assert "scroll" in computer["parameters"]["properties"]["action"]["enum"]
     assert "1024x768" in computer["description"]
     assert "rename" in d["memory"]["parameters"]["properties"]["command"]["enum"]
-    # Server tools stay ignored, and listed.
-    assert call.extra[A.EXTRA_IGNORED_TOOLS] == ["web_search"]
+    # Web search becomes the gateway's web_search function, max_uses kept.
+    assert A.EXTRA_IGNORED_TOOLS not in call.extra
+    assert call.extra["web_search"] == {"max_uses": 3}
 
 
 def test_typed_tools_survive_the_claude_rules() -> None:
@@ -191,12 +193,14 @@ def _codex(model: str, input_items: Any = "echo hi", store: SignatureStore | Non
 def test_namespace_tools_are_flattened(model: str) -> None:
     call = _codex(model)
     d = decls(call.request)
-    assert set(d) == {"exec_command", "multi_agent_v1__spawn_agent", "mcp__echo_server__echo"}
+    assert set(d) == {"exec_command", "multi_agent_v1__spawn_agent", "mcp__echo_server__echo", "web_search"}
     assert d["mcp__echo_server__echo"]["description"] == "Tools of the echo MCP server\n\nEcho the text back"
     assert d["mcp__echo_server__echo"]["parameters"]["required"] == ["text"]
-    # web_search next to functions never breaks a request: it is left out.
+    # web_search next to functions never breaks a request: it becomes the
+    # gateway's own web_search function, never googleSearch.
     assert all("googleSearch" not in t for t in call.request["tools"])
-    assert "web_search" in call.extra["ignored_tools"]
+    assert "web_search" not in call.extra.get("ignored_tools", [])
+    assert call.extra["web_search"] == {"max_uses": 5}
     assert call.extra["tool_namespaces"]["mcp__echo_server__echo"] == ["mcp__echo_server", "echo"]
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.errors import BadRequest, ContextTooLong, GatewayError
-from daemon.protocols import GeminiCall, anthropic_tools, common, shared_extra
+from daemon.protocols import GeminiCall, anthropic_tools, common, shared_extra, web_search
 from daemon.protocols.signatures import SignatureStore
 
 # ------------------------------------------------------------------ constants
@@ -525,11 +525,15 @@ def _drop_prefill(msgs: list[_Msg]) -> bool:
 # ------------------------------------------------------------ request: tools
 
 
-def _tools(body: Json, ctx: _Ctx) -> tuple[list[Json], list[str]]:
-    """(functionDeclarations, names of ignored server tools)."""
+def _tools(body: Json, ctx: _Ctx, extra: Json | None = None) -> tuple[list[Json], list[str]]:
+    """(functionDeclarations, names of ignored server tools). A web search
+    tool (``web_search_20250305`` and later dates) becomes the gateway's
+    ``web_search`` function and ``extra[web_search.EXTRA_KEY]`` (see
+    ``protocols.web_search``)."""
     tools = body.get("tools")
     if tools is None:
         return [], []
+    search: Json | None = None
     if not isinstance(tools, list):
         raise _bad("tools", "Input should be a valid list")
     decls: list[Json] = []
@@ -543,6 +547,9 @@ def _tools(body: Json, ctx: _Ctx) -> tuple[list[Json], list[str]]:
         if kind not in (None, "custom"):
             if not isinstance(kind, str):
                 raise _bad(f"{path}.type", "Input should be a valid string")
+            if kind.startswith("web_search_") and search is None:
+                search = web_search.options(tool.get("max_uses"), tool.get("allowed_domains"))
+                continue
             if anthropic_tools.is_server_tool(kind):
                 # Run on Anthropic's side; the upstream has nothing to run them.
                 ignored.append(str(tool.get("name") or kind))
@@ -565,6 +572,14 @@ def _tools(body: Json, ctx: _Ctx) -> tuple[list[Json], list[str]]:
         desc = given if isinstance(given, str) else None
         # defer_loading tools are sent too: the upstream has no tool search.
         decls.append(_declaration(name, desc, tool["input_schema"], path, seen, ctx))
+    if search is not None:
+        if web_search.FUNCTION_NAME in seen:
+            # The client has its own tool of that name: it keeps it.
+            ignored.append(web_search.FUNCTION_NAME)
+        else:
+            decls.append(web_search.declaration())
+            if extra is not None:
+                extra[web_search.EXTRA_KEY] = search
     return decls, ignored
 
 
@@ -806,7 +821,7 @@ def _translate(body: Any, *, model: str, store: SignatureStore, for_count: bool)
     msgs = _messages(body)
     if _drop_prefill(msgs):
         extra[EXTRA_DROPPED_PREFILL] = True
-    decls, ignored_tools = _tools(body, ctx)
+    decls, ignored_tools = _tools(body, ctx, extra)
     tool_config, forced = _tool_config(body, ctx, {d["name"] for d in decls})
     contents = _contents(msgs, ctx)
     if not contents or contents[-1]["role"] != "user":
@@ -900,15 +915,18 @@ def _family(call: GeminiCall) -> str:
     return FAMILY_CLAUDE if common.is_claude(call.model) else FAMILY_GEMINI
 
 
-def _usage(meta: dict[str, Any] | None) -> Json:
+def _usage(meta: dict[str, Any] | None, searches: int = 0) -> Json:
     u = common.usage_from_gemini(meta)
-    return {
+    out: Json = {
         # Anthropic's input_tokens exclude cache reads (total = sum of the three).
         "input_tokens": max(u.input_tokens - u.cached_tokens, 0),
         "output_tokens": u.output_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "cache_creation_input_tokens": 0,
     }
+    if searches:
+        out["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
+    return out
 
 
 def _stop_reason(resp_finish: str | None, *, had_tool_calls: bool, blocked: bool) -> str:
@@ -956,6 +974,8 @@ class _Blocks:
         self._thinking: list[str] = []
         self._calls = 0
         self.had_tool_calls = False
+        self.searches = 0
+        self._cite: list[Json] = []  # citations for the next text block (web search)
 
     # -- events
     def _start(self, block: Json) -> Json:
@@ -984,6 +1004,9 @@ class _Blocks:
 
     # -- parts
     def part(self, part: Json) -> list[Json]:
+        found = part.get(web_search.SEARCH_PART)
+        if isinstance(found, dict):
+            return self._search(found)
         sig = part.get("thoughtSignature")
         sig = sig if isinstance(sig, str) and sig else None
         if isinstance(part.get("functionCall"), dict):
@@ -1002,7 +1025,45 @@ class _Blocks:
                 events += self.close()
                 events.append(self._start({"type": "text", "text": ""}))
             events.append(self._delta({"type": "text_delta", "text": text}))
+            # The text after a search cites its sources, as Anthropic's
+            # citations_delta events do.
+            events += [self._delta({"type": "citations_delta", "citation": c}) for c in self._cite]
+            self._cite = []
         return events  # inlineData and other parts have no Anthropic block
+
+    def _search(self, res: Json) -> list[Json]:
+        """A search the gateway ran (``protocols.web_search``): a
+        ``server_tool_use`` block and its ``web_search_tool_result``."""
+        events = self.close()
+        self.searches += 1
+        digest = hashlib.sha256(f"{self._message_id}:search:{self.searches}".encode()).hexdigest()
+        tool_id = "srvtoolu_" + digest[:24]
+        events.append(
+            self._start({"type": "server_tool_use", "id": tool_id, "name": "web_search", "input": {}})
+        )
+        query = json.dumps({"query": res.get("query", "")}, ensure_ascii=False)
+        events.append(self._delta({"type": "input_json_delta", "partial_json": query}))
+        events += self.close()
+        content: Any
+        if res.get("error"):
+            content = {"type": "web_search_tool_result_error", "error_code": "unavailable"}
+        else:
+            # encrypted_content is opaque to clients; the gateway keeps nothing
+            # in it (a past search in the history is dropped).
+            content = [
+                {"type": "web_search_result", "url": s["url"], "title": s["title"],
+                 "encrypted_content": "", "page_age": None}
+                for s in res.get("sources") or []
+            ]
+        block = {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": content}
+        events.append(self._start(block))
+        events += self.close()
+        self._cite = [
+            {"type": "web_search_result_location", "url": url, "title": title,
+             "cited_text": (cited or title)[:150], "encrypted_index": ""}
+            for url, title, cited in web_search.citation_sources(res)
+        ]
+        return events
 
     def _thought(self, text: str, sig: str | None) -> list[Json]:
         events: list[Json] = []
@@ -1068,6 +1129,8 @@ def _fold(blocks: list[Json], event: Json) -> None:
         block["signature"] = delta["signature"]
     elif kind == "input_json_delta":
         block["input"] = json.loads(delta["partial_json"])
+    elif kind == "citations_delta":
+        block.setdefault("citations", []).append(delta["citation"])
 
 
 def from_gemini(resp: Json, *, call: GeminiCall, store: SignatureStore) -> Json:
@@ -1093,7 +1156,7 @@ def from_gemini(resp: Json, *, call: GeminiCall, store: SignatureStore) -> Json:
         "content": blocks,
         "stop_reason": stop,
         "stop_sequence": sequence,
-        "usage": _usage(resp.get("usageMetadata")),
+        "usage": _usage(resp.get("usageMetadata"), machine.searches),
     }
 
 
@@ -1169,7 +1232,7 @@ class StreamTranslator:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": sequence},
-                "usage": _usage(self._meta),
+                "usage": _usage(self._meta, self._blocks.searches),
             }
         )
         events.append({"type": "message_stop"})

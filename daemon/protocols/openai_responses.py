@@ -9,11 +9,12 @@ and custom tool calls and their outputs, reasoning items. Answer: a
 
 Tools: ``function`` tools become functionDeclarations; ``custom`` tools (Codex's
 freeform apply_patch) become a declaration with one string parameter
-``input`` and come back as ``custom_tool_call`` items; ``web_search`` maps to
-``googleSearch`` only for Gemini models and only when no function tools are
-present (Gemini refuses search next to function declarations: multiple
-tools must all be search tools; Codex always sends function tools, so its
-web_search is dropped); ``namespace`` tools (Codex's MCP servers and
+``input`` and come back as ``custom_tool_call`` items; ``web_search`` (any
+model, next to function tools or alone: Codex sends it on every request)
+becomes the gateway's ``web_search`` function, run as a separate search
+call and answered as ``web_search_call`` items with ``url_citation``
+annotations on the text after them (``protocols.web_search``; Google
+refuses ``googleSearch`` next to function declarations); ``namespace`` tools (Codex's MCP servers and
 ``multi_agent_v1``) are flattened to ``<namespace>__<tool>`` declarations and
 their calls answered as ``function_call`` items carrying ``namespace`` and the
 tool's own ``name`` (see ``_namespace``); every other built-in tool is
@@ -53,7 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.errors import BadRequest, ContextTooLong, GatewayError, RateLimited, UnreadableCompaction
-from daemon.protocols import GeminiCall, common, shared_extra
+from daemon.protocols import GeminiCall, common, shared_extra, web_search
 from daemon.protocols.openai_chat import (
     KEEPALIVE,
     add_thinking,
@@ -156,7 +157,7 @@ class _Tools:
         self.names: dict[str, str] = {}  # sanitized -> client name
         self.kinds: dict[str, str] = {}  # sanitized -> "function" | "custom"
         self.namespaces: dict[str, list[str]] = {}  # upstream name -> [namespace, tool name]
-        self.search = False
+        self.search: dict[str, Any] | None = None  # web_search.options
         self.ignored: list[str] = []
 
     def add(self, param: str, tool: dict[str, Any], namespace: str | None = None) -> None:
@@ -230,13 +231,20 @@ def _tools(raw: Any, model: str) -> _Tools:
             out.add(param, tool)
         elif kind == "namespace":
             _namespace(out, param, tool)
-        elif kind in _WEB_SEARCH and common.is_gemini(model):
-            out.search = True
+        elif kind in _WEB_SEARCH:
+            if out.search is None:
+                filters = tool.get("filters")
+                domains = filters.get("allowed_domains") if isinstance(filters, dict) else None
+                out.search = web_search.options(None, domains)
         else:
             out.ignored.append(str(kind))
-    if out.search and out.decls:
-        out.search = False
-        out.ignored.append("web_search")
+    if out.search is not None:
+        if web_search.FUNCTION_NAME in out.kinds:
+            # The client has its own tool of that name: it keeps it.
+            out.search = None
+            out.ignored.append("web_search")
+        else:
+            out.decls.append(web_search.declaration())
     return out
 
 
@@ -592,11 +600,13 @@ def to_gemini(
         request["systemInstruction"] = {"role": "user", "parts": conv.system}
     if tools.decls:
         request["tools"] = [{"functionDeclarations": tools.decls}]
-        tc = tool_config(body.get("tool_choice"), tools.names, param="tool_choice")
+        choice = body.get("tool_choice")
+        tc = tool_config(choice, tools.names, param="tool_choice")
+        if tools.search is not None and isinstance(choice, dict) and choice.get("type") in _WEB_SEARCH:
+            forced = [web_search.FUNCTION_NAME]
+            tc = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": forced}}
         if tc:
             request["toolConfig"] = tc
-    elif tools.search:
-        request["tools"] = [{"googleSearch": {}}]
     if gen:
         request["generationConfig"] = gen
     notes = finish_request(request, conv.contents, model=model, param="input")
@@ -613,6 +623,8 @@ def to_gemini(
         extra["previous_response_id"] = body["previous_response_id"]
     if tools.ignored:
         extra["ignored_tools"] = tools.ignored
+    if tools.search is not None:
+        extra[web_search.EXTRA_KEY] = tools.search
     if conv.ignored:
         extra["ignored_items"] = conv.ignored
     if notes:
@@ -683,6 +695,8 @@ class _Assembler:
         self.gemini_finish: str | None = None
         self.usage_meta: dict[str, Any] | None = None
         self.blocked = False
+        self.cite: list[tuple[str, str]] = []  # (url, title) for the next message (web search)
+        self.open_cite: list[tuple[str, str]] = []
 
     # --- events
     def emit(self, kind: str, **fields: Any) -> None:
@@ -748,7 +762,19 @@ class _Assembler:
             if self.open_payload:
                 item["encrypted_content"] = self.open_payload
         else:
-            part = {"type": "output_text", "text": text, "annotations": []}
+            # The text after a web search cites its sources; which sentence
+            # rests on which source is not known, so each spans the text.
+            notes = [
+                {"type": "url_citation", "start_index": 0, "end_index": len(text), "url": url, "title": title}
+                for url, title in self.open_cite
+            ]
+            self.open_cite = []
+            for n, note in enumerate(notes):
+                self.emit(
+                    "response.output_text.annotation.added",
+                    **ref, content_index=0, annotation_index=n, annotation=note,
+                )
+            part = {"type": "output_text", "text": text, "annotations": notes}
             self.emit("response.output_text.done", **ref, content_index=0, text=text, logprobs=[])
             self.emit("response.content_part.done", **ref, content_index=0, part=part)
             item["content"] = [part]
@@ -793,6 +819,7 @@ class _Assembler:
             return
         if self.open is None or self.open["type"] != "message":
             self.close()
+            self.open_cite, self.cite = self.cite, []
             self._open(
                 {
                     "id": self._item_id("msg"),
@@ -871,6 +898,28 @@ class _Assembler:
         self.emit("response.custom_tool_call_input.done", **ref, input=value)
         self._done({**item, "input": value})
 
+    def _search(self, res: dict[str, Any]) -> None:
+        """A search the gateway ran (``protocols.web_search``): a
+        ``web_search_call`` item, with the events the Responses API sends."""
+        self.close()
+        query = str(res.get("query") or "")
+        item: dict[str, Any] = {
+            "id": self._item_id("ws"),
+            "type": "web_search_call",
+            "status": "in_progress",
+            "action": {"type": "search", "query": query},
+        }
+        self._open_atomic(item)
+        ref = {"item_id": item["id"], "output_index": len(self.items)}
+        self.emit("response.web_search_call.in_progress", **ref)
+        self.emit("response.web_search_call.searching", **ref)
+        self.emit("response.web_search_call.completed", **ref)
+        sources = res.get("sources") or []
+        urls = [{"type": "url", "url": s["url"]} for s in sources]
+        action = {"type": "search", "query": query, "sources": urls}
+        self._done({**item, "status": "failed" if res.get("error") else "completed", "action": action})
+        self.cite += [(url, title) for url, title, _ in web_search.citation_sources(res)]
+
     def _open_atomic(self, item: dict[str, Any]) -> None:
         self.emit("response.output_item.added", output_index=len(self.items), item=dict(item))
 
@@ -884,6 +933,10 @@ class _Assembler:
         if cand.get("finishReason"):
             self.gemini_finish = str(cand["finishReason"])
         for part in common.parts_of(chunk):
+            found = part.get(web_search.SEARCH_PART)
+            if isinstance(found, dict):
+                self._search(found)
+                continue
             piece = shared_extra.read_part(part)
             if piece is None:
                 continue

@@ -1,0 +1,225 @@
+"""Server-side web search, the pure half (the upstream calls are in dispatch).
+
+Anthropic's ``web_search_*`` tool and the Responses ``web_search`` tool are
+run by the gateway. Google answers a search only on its own request: a
+separate call with ``requestType: "web_search"`` on a web-search model of the
+catalog with a ``googleSearch`` tool, and it rejects ``googleSearch`` next to
+``functionDeclarations`` on every model (UPSTREAM.md §5.4). Clients send the
+search tool next to their functions (Codex on every request), so the
+decision is:
+
+* the main request gets a plain function declaration ``web_search(query)``
+  in place of the search tool (never ``googleSearch``);
+* when the model calls it (and nothing else), the dispatcher runs the
+  separate search call with that query, answers the call with the grounded
+  text and its sources as the function's response, and continues the main
+  conversation, all inside the one client request (stream or not), at most
+  ``max_uses`` (default and ceiling :data:`MAX_ROUNDS`) searches;
+* the caller sees the search in its own shape: a synthetic part
+  ``{SEARCH_PART: result}`` goes to the protocol translator between the
+  rounds' parts (Anthropic ``server_tool_use`` + ``web_search_tool_result``,
+  Responses ``web_search_call``), and the grounding sources become citations
+  of the text that follows;
+* a web_search call that comes together with calls of the client's own
+  tools is dropped (the client's calls are answered; running the search
+  would leave a turn the client cannot send back).
+
+Past searches in the conversation history (Anthropic ``server_tool_use`` /
+``web_search_tool_result`` blocks, Responses ``web_search_call`` items) stay
+dropped as before: the answer text that used them remains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.protocols import GeminiCall
+
+Json = dict[str, Any]
+
+FUNCTION_NAME = "web_search"
+EXTRA_KEY = "web_search"  # call.extra: {"max_uses": int, "domains": [str]}
+SEARCH_PART = "_webSearch"  # the synthetic answer part the translators read
+MAX_ROUNDS = 5
+
+# The search model's prompt (UPSTREAM.md §5.4: the tool must actually search).
+SEARCH_SYSTEM = (
+    "You are a search engine bot. You will be given a query from a user. Search the web for "
+    "information relevant to it and answer with what you found, citing the sources. "
+    "You MUST perform a web search."
+)
+
+DESCRIPTION = (
+    "Search the web for current information. Returns a summary of what was found and the "
+    "sources (url and title). Use it for facts that may have changed or that you do not know."
+)
+
+
+def declaration() -> Json:
+    return {
+        "name": FUNCTION_NAME,
+        "description": DESCRIPTION,
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "The search query."}},
+            "required": ["query"],
+        },
+    }
+
+
+def options(max_uses: Any = None, domains: Any = None) -> Json:
+    """What ``call.extra[EXTRA_KEY]`` holds for a request that declares search."""
+    limit = max_uses if isinstance(max_uses, int) and not isinstance(max_uses, bool) else MAX_ROUNDS
+    out: Json = {"max_uses": max(0, min(limit, MAX_ROUNDS))}
+    if isinstance(domains, list):
+        clean = [d for d in domains if isinstance(d, str) and d]
+        if clean:
+            out["domains"] = clean
+    return out
+
+
+def enabled(call: GeminiCall) -> Json | None:
+    opts = call.extra.get(EXTRA_KEY)
+    return opts if isinstance(opts, dict) else None
+
+
+def search_request(query: str, domains: list[str] | None = None) -> Json:
+    """The ``request`` of the separate search call (UPSTREAM.md §5.4)."""
+    search: Json = {}
+    if domains:
+        search["includedDomains"] = list(domains)
+    return {
+        "contents": [{"role": "user", "parts": [{"text": query}]}],
+        "systemInstruction": {"role": "user", "parts": [{"text": SEARCH_SYSTEM}]},
+        "tools": [{"googleSearch": search}],
+        "generationConfig": {"candidateCount": 1},
+    }
+
+
+def _is_search_call(part: Any) -> bool:
+    fc = part.get("functionCall") if isinstance(part, dict) else None
+    return isinstance(fc, dict) and fc.get("name") == FUNCTION_NAME
+
+
+def split_calls(parts: list[Json]) -> tuple[list[Json], list[Json], bool]:
+    """(parts without the web_search calls, the web_search calls, other calls present)."""
+    kept: list[Json] = []
+    searches: list[Json] = []
+    other = False
+    pending_sig: str | None = None
+    for part in parts:
+        if _is_search_call(part):
+            searches.append(part)
+            sig = part.get("thoughtSignature")
+            if isinstance(sig, str) and sig:
+                pending_sig = sig
+            continue
+        if isinstance(part.get("functionCall"), dict):
+            other = True
+            if pending_sig and not part.get("thoughtSignature"):
+                # Gemini signs the first call of a turn: the dropped search call's
+                # signature moves to the call that stays.
+                part = {**part, "thoughtSignature": pending_sig}
+                pending_sig = None
+        kept.append(part)
+    return kept, searches, other
+
+
+def query_of(call_part: Json) -> str:
+    args = call_part["functionCall"].get("args")
+    q = args.get("query") if isinstance(args, dict) else None
+    return q.strip() if isinstance(q, str) else ""
+
+
+def result(call_part: Json, query: str, resp: Json | None, error: str | None = None) -> Json:
+    """The search's outcome from the search model's answer (or an error text):
+    ``{"id", "query", "text", "sources": [{"url", "title"}], "supports":
+    [{"text", "sources": [index]}], "error"?}``."""
+    fc = call_part["functionCall"]
+    call_id = fc.get("id") if isinstance(fc.get("id"), str) else None
+    out: Json = {"call_id": call_id, "query": query, "text": "", "sources": [], "supports": []}
+    if error is not None or resp is None:
+        out["error"] = error or "the search gave no answer"
+        return out
+    cands = resp.get("candidates") or [{}]
+    cand = cands[0] if isinstance(cands[0], dict) else {}
+    parts = (cand.get("content") or {}).get("parts") or []
+    texts = [p for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    out["text"] = "".join(p["text"] for p in texts if not p.get("thought"))
+    meta = cand.get("groundingMetadata") or {}
+    for chunk in meta.get("groundingChunks") or []:
+        web = chunk.get("web") if isinstance(chunk, dict) else None
+        if isinstance(web, dict) and isinstance(web.get("uri"), str):
+            # The uris are Google's redirect links (UPSTREAM.md §5.4); they are
+            # handed on as they are (resolving them would be one fetch each).
+            title = web.get("title") if isinstance(web.get("title"), str) else web["uri"]
+            out["sources"].append({"url": web["uri"], "title": title})
+    for support in meta.get("groundingSupports") or []:
+        if not isinstance(support, dict):
+            continue
+        seg = support.get("segment") or {}
+        idx = [i for i in support.get("groundingChunkIndices") or [] if isinstance(i, int)]
+        idx = [i for i in idx if 0 <= i < len(out["sources"])]
+        if isinstance(seg.get("text"), str) and seg["text"] and idx:
+            out["supports"].append({"text": seg["text"], "sources": idx})
+    return out
+
+
+def function_response(res: Json) -> Json:
+    """The user part answering the model's web_search call."""
+    body: Json
+    if res.get("error"):
+        body = {"error": res["error"]}
+    else:
+        body = {"query": res["query"], "answer": res["text"], "sources": res["sources"]}
+    fr: Json = {"name": FUNCTION_NAME, "response": body}
+    if res.get("call_id"):
+        fr["id"] = res["call_id"]
+    return {"functionResponse": fr}
+
+
+def limit_response(call_part: Json) -> Json:
+    """The answer to a web_search call past the request's search budget."""
+    res = result(call_part, query_of(call_part), None, "no more searches in this request; answer now")
+    return function_response(res)
+
+
+def result_chunk(results: list[Json]) -> Json:
+    """A stream chunk carrying the searches' synthetic parts."""
+    return {"candidates": [{"content": {"role": "model", "parts": [{SEARCH_PART: r} for r in results]}}]}
+
+
+def merge_parts(parts: list[Json]) -> list[Json]:
+    """A streamed turn's parts joined back into the turn the model produced
+    (consecutive thought texts and answer texts concatenated, each keeping the
+    signature that closed it), for sending the turn back upstream."""
+    out: list[Json] = []
+    plain = {"text", "thought", "thoughtSignature"}
+    for part in parts:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and set(part) <= plain
+            and set(prev) <= plain
+            and bool(prev.get("thought")) == bool(part.get("thought"))
+            and not prev.get("thoughtSignature")
+        ):
+            # A signature may come alone on a part after its text (Claude).
+            prev["text"] = str(prev.get("text", "")) + str(part.get("text", ""))
+            if part.get("thoughtSignature"):
+                prev["thoughtSignature"] = part["thoughtSignature"]
+            continue
+        out.append(dict(part))
+    return [p for p in out if p.get("text") or p.get("thoughtSignature") or set(p) - plain]
+
+
+def citation_sources(res: Json) -> list[tuple[str, str, str]]:
+    """(url, title, cited text) per cited source of a search result, in source order."""
+    cited: dict[int, str] = {}
+    for support in res.get("supports") or []:
+        for i in support["sources"]:
+            cited.setdefault(i, support["text"])
+    out = []
+    for i, src in enumerate(res.get("sources") or []):
+        out.append((src["url"], src["title"], cited.get(i, "")))
+    return out
