@@ -175,7 +175,7 @@ class Doctor:
             why = f" ({proxy['reason']})" if proxy.get("reason") else ""
             fix = "`agctl start`"
             if accounts == 0:
-                fix = "add an account (`agctl accounts import` or `agctl accounts add`), then `agctl start`"
+                fix = "add an account (`agctl accounts import` or `agctl accounts add`): it starts the proxy"
             self.add("proxy", FAIL, f"{state}{why}; it would listen on {where}", fix)
             return
         url = f"http://127.0.0.1:{proxy['port']}/healthz"

@@ -47,7 +47,7 @@ def next_steps(cfg: Config) -> str:
     steps = [
         ("agctl accounts add", "sign in with Google in a browser (--no-browser over SSH)"),
         ("agctl accounts import", "or take the login of the Antigravity app, IDE or agy on this machine"),
-        ("agctl start", "then start the proxy"),
+        ("agctl start", "starts the proxy (the first account does it too: proxy.auto_start)"),
         ("agctl status", "says what runs, and why not"),
     ]
     if not cfg.oauth.secret():
