@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlencode, urlsplit
 
 import aiohttp
+import yarl
 from aiohttp.client import IDEMPOTENT_METHODS
 
 from daemon.config import Config
@@ -79,6 +80,21 @@ BOMB_RATIO = 100
 # Set by the connector for the request being sent in this task: whether the
 # connection it got had carried a request before (see _send).
 _REUSED: ContextVar[bool] = ContextVar("upstream_connection_reused", default=False)
+
+
+# Parsed URLs by their text: the daemon calls a handful of URLs (the
+# endpoints' methods, the token URL), and yarl parses a str on every request.
+_URLS: dict[str, yarl.URL] = {}
+_URLS_MAX = 256
+
+
+def _url(text: str) -> yarl.URL:
+    url = _URLS.get(text)
+    if url is None:
+        if len(_URLS) >= _URLS_MAX:
+            _URLS.clear()
+        url = _URLS[text] = yarl.URL(text)
+    return url
 
 
 class _ReuseMarking:
@@ -400,7 +416,9 @@ class HttpClient:
         while True:
             _REUSED.set(False)
             try:
-                resp = await session.request(method, url, data=body, headers=headers, allow_redirects=False)
+                resp = await session.request(
+                    method, _url(url), data=body, headers=headers, allow_redirects=False
+                )
             except aiohttp.ClientConnectorError as exc:
                 raise _map_error(exc, _origin(url), answered=False) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
