@@ -75,6 +75,19 @@ class RequestGuard:
         self.service = service
         self.refusals = refusals
         self.local_names = local_names()
+        # Host verdicts by (Host value, the allow-list it was checked against):
+        # clients send the same Host on every request, parsing it each time
+        # was 1.7 % of a request's CPU in the benchmark profile.
+        self._hosts: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+    def _host_ok(self, host: str, allowed: list[str]) -> bool:
+        key = (host, tuple(allowed))
+        ok = self._hosts.get(key)
+        if ok is None:
+            if len(self._hosts) >= 1024:  # bounded: a scan of many names cannot grow it
+                self._hosts.clear()
+            ok = self._hosts[key] = host_allowed(host, allowed, self.local_names)
+        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,7 +130,7 @@ class RequestGuard:
                     BadRequest("an HTTP/1.1 request must send a Host header (RFC 9112 §3.2)"),
                 )
                 return
-        elif hosts > 1 or not host_allowed(host, lim.allowed_hosts, self.local_names):
+        elif hosts > 1 or not self._host_ok(host, lim.allowed_hosts):
             shown = host if len(host) <= 100 else host[:100] + "…"
             await refuse(
                 "host",
