@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from daemon.accounts.pool import Pool
+from daemon.compaction import Sealer
 from daemon.config import Config
 from daemon.dispatch import Dispatcher
 from daemon.metrics import Metrics
@@ -52,6 +53,7 @@ class ProxyDeps(Protocol):
     responses: ResponseStore
     refusals: Refusals
     http: HttpClient
+    compaction: Sealer  # seals Codex's compaction items (routes_openai)
     started_at: float
 
     def auth_settings(self) -> tuple[str, str]: ...

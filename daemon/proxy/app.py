@@ -19,7 +19,7 @@ from litestar.exceptions import ValidationException as LitestarValidation
 
 from daemon.errors import BadRequest, GatewayError, InternalError, NotFound, PayloadTooLarge
 from daemon.protocols.error_shapes import body_for, headers_for, protocol_for_path
-from daemon.proxy.auth import ASGIApp, AuthMiddleware
+from daemon.proxy.auth import ASGIApp, AuthMiddleware, Scope
 from daemon.proxy.guard import RequestGuard
 from daemon.records import Refusal
 
@@ -160,7 +160,7 @@ def create_proxy_app(service: ProxyDeps) -> ASGIApp:
     app.state.service = service
     app.state.base_url = service.base_url()
 
-    def on_reject(scope: Any, path: str, err: GatewayError) -> None:
+    def on_reject(scope: Scope, path: str, err: GatewayError) -> None:
         """A refused request is in the request log too (who tried, with
         what), aggregated per client and minute (daemon.proxy.refusals)."""
         client = scope.get("client")

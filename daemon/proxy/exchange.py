@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mutabl
 from typing import Any
 from urllib.parse import parse_qsl
 
+from daemon.app_deps import ProxyDeps
 from daemon.errors import BadRequest, PayloadTooLarge
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ class Req:
     __slots__ = ("_headers", "_query", "path_params", "receive", "scope", "service")
 
     def __init__(
-        self, scope: Scope, receive: Receive, service: Any, path_params: dict[str, str] | None = None
+        self, scope: Scope, receive: Receive, service: ProxyDeps, path_params: dict[str, str] | None = None
     ) -> None:
         self.scope = scope
         self.receive = receive
-        self.service = service
+        self.service: ProxyDeps = service
         self.path_params = path_params or {}
         self._headers: Headers | None = None
         self._query: dict[str, str] | None = None

@@ -25,6 +25,7 @@ import socket
 from collections.abc import MutableMapping
 from typing import Any
 
+from daemon.app_deps import ProxyDeps
 from daemon.errors import (
     BadRequest,
     CrossSiteRequest,
@@ -70,7 +71,7 @@ def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, service: Any, refusals: Refusals) -> None:
+    def __init__(self, app: ASGIApp, service: ProxyDeps, refusals: Refusals) -> None:
         self.app = app
         self.service = service
         self.refusals = refusals

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 
+from daemon.app_deps import ProxyDeps
 from daemon.errors import BadRequest, GatewayError, InternalError
 from daemon.protocols.error_shapes import body_for, headers_for, protocol_for_path
 from daemon.proxy.exchange import ClientGone, JsonOut, Out, Receive, Req, Scope, Send, send_out
@@ -54,7 +54,7 @@ def error_out(path: str, err: GatewayError) -> JsonOut:
 
 
 class HotRoutes:
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], service: Any) -> None:
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], service: ProxyDeps) -> None:
         from daemon.proxy import routes_anthropic, routes_gemini, routes_openai
 
         self.app = app

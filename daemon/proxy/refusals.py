@@ -23,9 +23,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from daemon.ids import sortable_id
+from daemon.monitor import Monitor
 from daemon.records import Refusal, RequestCtx
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,14 @@ class Refusals:
             self.sweep()
 
 
-def monitor_writer(service: Any) -> Callable[[Refusal, int, float], None]:
+class HasMonitor(Protocol):
+    """What ``monitor_writer`` needs of the service. Not ``ProxyDeps``:
+    daemon.app_deps imports this module, and the imports stay acyclic."""
+
+    monitor: Monitor
+
+
+def monitor_writer(service: HasMonitor) -> Callable[[Refusal, int, float], None]:
     """Rows for the service's request log (``daemon.monitor``)."""
 
     def write(r: Refusal, n: int, span: float) -> None:

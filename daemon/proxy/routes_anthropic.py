@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from daemon import models as models_mod
+from daemon.app_deps import ProxyDeps
 from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
 from daemon.ids import hex_id
 from daemon.protocols import anthropic
@@ -32,14 +33,14 @@ log = logging.getLogger(__name__)
 _pooled_counter = itertools.count()
 
 
-def _zai_mode(svc: Any) -> str:
+def _zai_mode(svc: ProxyDeps) -> str:
     z = svc.config.zai
     if not z.enabled or not z.api_key:
         return "off"
     return str(z.dispatch_mode)
 
 
-def _zai_knows(svc: Any, client_model: str) -> bool:
+def _zai_knows(svc: ProxyDeps, client_model: str) -> bool:
     """Whether z.ai has a glm-* model for this name (a gemini-* name has none)."""
     from daemon.protocols import zai as zai_tr
 
@@ -50,7 +51,7 @@ def _zai_knows(svc: Any, client_model: str) -> bool:
     return True
 
 
-def _use_zai_first(svc: Any, client_model: str) -> bool:
+def _use_zai_first(svc: ProxyDeps, client_model: str) -> bool:
     mode = _zai_mode(svc)
     if mode == "exclusive":
         return True
@@ -61,7 +62,7 @@ def _use_zai_first(svc: Any, client_model: str) -> bool:
     return False
 
 
-def _thinking_model(svc: Any, body: dict[str, Any], model: str) -> str:
+def _thinking_model(svc: ProxyDeps, body: dict[str, Any], model: str) -> str:
     """With thinking on, a Claude id that has a ``-thinking`` twin in the
     catalog is served by the twin (else thinking would silently never come
     back); ``claude-sonnet-4-6`` thinks itself (UPSTREAM.md §4.1)."""

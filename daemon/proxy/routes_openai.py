@@ -16,6 +16,7 @@ from typing import Any
 from litestar import Request, Response, get
 
 from daemon import models as models_mod
+from daemon.app_deps import ProxyDeps
 from daemon.errors import BadRequest, GatewayError, NotFound
 from daemon.ids import hex_id
 from daemon.models import client_names
@@ -228,7 +229,7 @@ async def responses_compact(req: Req) -> Out:
     )
 
 
-def _image_model(svc: Any, requested: str | None) -> str:
+def _image_model(svc: ProxyDeps, requested: str | None) -> str:
     """The upstream image model: the catalog's first ``imageGenerationModelIds``
     entry (UPSTREAM.md §5.5) when the client named none of its own, else the
     client's name resolved, which must be an image model."""

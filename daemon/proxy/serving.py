@@ -22,6 +22,7 @@ import msgspec
 from litestar import Request, Response
 
 from daemon import models as models_mod
+from daemon.app_deps import ProxyDeps
 from daemon.errors import BadRequest, ContextTooLong, GatewayError, InternalError
 from daemon.protocols import GeminiCall, common
 from daemon.protocols.signatures import SignatureStore
@@ -45,9 +46,10 @@ class StreamTranslator(Protocol):
     def keepalive(self) -> bytes: ...
 
 
-def service_of(request: Request[Any, Any, Any]) -> Any:
+def service_of(request: Request[Any, Any, Any]) -> ProxyDeps:
     """The Service, from a Litestar route (hot routes have ``req.service``)."""
-    return request.app.state.service
+    svc: ProxyDeps = request.app.state.service  # set once by create_proxy_app
+    return svc
 
 
 async def decode_body(req: Req) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def new_ctx(req: Req, protocol: str, route: str) -> RequestCtx:
     return ctx
 
 
-def finish_ctx(svc: Any, ctx: RequestCtx) -> None:
+def finish_ctx(svc: ProxyDeps, ctx: RequestCtx) -> None:
     ctx.latency_ms = (time.perf_counter() - ctx.t0) * 1000
     try:
         svc.monitor.record(ctx)
@@ -95,7 +97,7 @@ def finish_ctx(svc: Any, ctx: RequestCtx) -> None:
 
 
 @contextlib.contextmanager
-def recorded(svc: Any, ctx: RequestCtx) -> Iterator[None]:
+def recorded(svc: ProxyDeps, ctx: RequestCtx) -> Iterator[None]:
     """A GatewayError raised before dispatch still makes a monitor row."""
     try:
         with shape_errors():
@@ -243,7 +245,7 @@ async def _aclose(it: Any) -> None:
 CLEARLY_OVER = 1.1
 
 
-def check_context(svc: Any, call: GeminiCall) -> None:
+def check_context(svc: ProxyDeps, call: GeminiCall) -> None:
     """ContextTooLong when the prompt is clearly larger than the model's input
     limit in the live catalog (Claude: 200 000 in practice, UPSTREAM.md §4.1):
     answered at once in the client's own context-overflow shape, so the
@@ -308,7 +310,7 @@ async def run_call(
 
 
 async def _open_stream(
-    svc: Any,
+    svc: ProxyDeps,
     ctx: RequestCtx,
     call: GeminiCall,
     tr: StreamTranslator,
@@ -339,7 +341,7 @@ async def _open_stream(
     )
 
 
-def _stream_done(svc: Any, ctx: RequestCtx, tr: Any, on_complete: Callable[[Any], None] | None) -> None:
+def _stream_done(svc: ProxyDeps, ctx: RequestCtx, tr: Any, on_complete: Callable[[Any], None] | None) -> None:
     if on_complete is not None and ctx.status == 200:
         result = getattr(tr, "result", None)
         if result is not None:
