@@ -208,20 +208,18 @@ def _user_message(item: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", "role": "user", "content": content}
 
 
-class StreamTranslator:
+class StreamTranslator(openai_responses.EventStream):
     """Upstream chunks -> the Responses events of a compaction: created,
     in_progress; at the first summary text ``output_item.added`` (the item,
     its content still empty) and ``response.compaction.compacting``; at the
     end ``output_item.done`` with the sealed item and ``response.completed``."""
 
     def __init__(self, call: GeminiCall, store: SignatureStore, seal: Seal) -> None:
-        self._asm = openai_responses.Assembler(call, store)
+        super().__init__(openai_responses.Assembler(call, store))
         self._seal = seal
         self._summary = _Summary()
         self._item = _item(self._asm.id, "")
         self._added = False
-        self._seq = 0
-        self._started = False
         self.response: dict[str, Any] | None = None
 
     @property
@@ -230,20 +228,6 @@ class StreamTranslator:
 
     def _emit(self, kind: str, **fields: Any) -> None:
         self._asm.emit(kind, **fields)
-
-    def _drain(self) -> bytes:
-        out = []
-        for event in self._asm.events:
-            event["sequence_number"] = self._seq
-            self._seq += 1
-            out.append(common.sse_json(event, event=event["type"]))
-        self._asm.events = []
-        return b"".join(out)
-
-    def _begin(self) -> None:
-        if not self._started:
-            self._started = True
-            self._asm.begin()
 
     def _add(self) -> None:
         if not self._added:

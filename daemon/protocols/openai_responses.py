@@ -984,31 +984,14 @@ def from_gemini(resp: dict[str, Any], *, call: GeminiCall, store: SignatureStore
     return asm.finish()
 
 
-class StreamTranslator:
-    """Upstream chunks -> the Responses event stream.
+class EventStream:
+    """The framing every Responses stream shares: the assembler's events out
+    as SSE with their ``sequence_number``, and the opening events once."""
 
-    ``start()`` sends response.created and response.in_progress; it may be
-    skipped (the first ``feed()`` sends them), so a route can hold back every
-    byte until the upstream has produced something. ``response`` holds the
-    final response object once ``finish`` or ``fail`` ran (the route stores
-    ``input_items(body) + output_items(response)`` as history).
-    """
-
-    def __init__(self, call: GeminiCall, store: SignatureStore) -> None:
-        self._asm = _Assembler(call, store)
+    def __init__(self, asm: _Assembler) -> None:
+        self._asm = asm
         self._seq = 0
         self._started = False
-        self.response: dict[str, Any] | None = None
-
-    @property
-    def response_id(self) -> str:
-        return self._asm.id
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        """The final response object, under the name the serving relay reads
-        (``serving._stream_done`` hands it to the route's ``on_complete``)."""
-        return self.response
 
     def _drain(self) -> bytes:
         out = []
@@ -1023,6 +1006,31 @@ class StreamTranslator:
         if not self._started:
             self._started = True
             self._asm.begin()
+
+
+class StreamTranslator(EventStream):
+    """Upstream chunks -> the Responses event stream.
+
+    ``start()`` sends response.created and response.in_progress; it may be
+    skipped (the first ``feed()`` sends them), so a route can hold back every
+    byte until the upstream has produced something. ``response`` holds the
+    final response object once ``finish`` or ``fail`` ran (the route stores
+    ``input_items(body) + output_items(response)`` as history).
+    """
+
+    def __init__(self, call: GeminiCall, store: SignatureStore) -> None:
+        super().__init__(_Assembler(call, store))
+        self.response: dict[str, Any] | None = None
+
+    @property
+    def response_id(self) -> str:
+        return self._asm.id
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The final response object, under the name the serving relay reads
+        (``serving._stream_done`` hands it to the route's ``on_complete``)."""
+        return self.response
 
     def start(self) -> bytes:
         self._begin()

@@ -81,6 +81,21 @@ async def get_model(request: Request[Any, Any, Any], model: str) -> Response[byt
     )
 
 
+def _history(svc: ProxyDeps, body: dict[str, Any]) -> list[Any] | None:
+    """The earlier turns a ``previous_response_id`` names (kept in memory)."""
+    prev = body.get("previous_response_id")
+    if not prev:
+        return None
+    history: list[Any] | None = svc.responses.get(str(prev))
+    if history is None:
+        raise NotFound(
+            f"previous_response_id {prev!r} is unknown or expired (the proxy keeps recent "
+            "responses in memory); send the full input instead",
+            param="previous_response_id",
+        )
+    return history
+
+
 async def _serve(req: Req, module: Any, route: str, **kwargs: Any) -> Out:
     svc = req.service
     ctx = new_ctx(req, "openai", route)
@@ -126,16 +141,7 @@ async def responses(req: Req) -> Out:
         client_model = model_of(body)
         ctx.client_model = client_model
         model = svc.dispatcher.resolve_model(client_model)
-        history = None
-        prev = body.get("previous_response_id")
-        if prev:
-            history = svc.responses.get(str(prev))
-            if history is None:
-                raise NotFound(
-                    f"previous_response_id {prev!r} is unknown or expired (the proxy keeps recent "
-                    "responses in memory); send the full input instead",
-                    param="previous_response_id",
-                )
+        history = _history(svc, body)
         sealer = svc.compaction
         compacting = openai_compaction.is_compaction_request(body)
         with shape_errors():
@@ -200,15 +206,7 @@ async def responses_compact(req: Req) -> Out:
         client_model = model_of(body)
         ctx.client_model = client_model
         model = svc.dispatcher.resolve_model(client_model)
-        history = None
-        prev = body.get("previous_response_id")
-        if prev:
-            history = svc.responses.get(str(prev))
-            if history is None:
-                raise NotFound(
-                    f"previous_response_id {prev!r} is unknown or expired; send the full input instead",
-                    param="previous_response_id",
-                )
+        history = _history(svc, body)
         with shape_errors():
             call = openai_compaction.to_gemini(
                 body, model=model, store=store, history=history, unseal=sealer.open
