@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from daemon.accounts.pool import Pool
+from daemon.backends import BackendPlan
 from daemon.compaction import Sealer
 from daemon.config import Config
 from daemon.dispatch import Dispatcher
@@ -47,6 +48,7 @@ class ProxyDeps(Protocol):
 
     pool: Pool
     dispatcher: Dispatcher
+    backends: BackendPlan
     monitor: Monitor
     metrics: Metrics
     signatures: SignatureStore

@@ -16,6 +16,7 @@ from daemon import __version__
 from daemon import config as config_mod
 from daemon.accounts.pool import Pool
 from daemon.accounts.store import AccountStore
+from daemon.backends import BackendPlan
 from daemon.compaction import Sealer
 from daemon.config import Config
 from daemon.dispatch import Dispatcher
@@ -100,6 +101,7 @@ class Service:
             t for a in list(self.pool.accounts.values()) for t in (a.access_token, a.refresh_token) if t
         ]
         self.dispatcher = Dispatcher(lambda: self.pool, lambda: self._config)
+        self.backends = BackendPlan(lambda: self._config, self.pool.active_count)
         self.signatures = SignatureStore()
         self.metrics = Metrics(self)
         self.responses = ResponseStore()

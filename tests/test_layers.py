@@ -41,7 +41,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("upstream", ("daemon.upstream",)),
     (
         "accounts",
-        ("daemon.accounts", "daemon.dispatch", "daemon.monitor", "daemon.metrics", "daemon.compaction"),
+        (
+            "daemon.accounts",
+            "daemon.dispatch",
+            "daemon.backends",
+            "daemon.monitor",
+            "daemon.metrics",
+            "daemon.compaction",
+        ),
     ),
     (
         "apps",
@@ -182,6 +189,6 @@ def test_protocols_are_pure() -> None:
         if a.startswith("daemon.protocols")
         for b in deps
         if b.startswith(("daemon.proxy", "daemon.upstream", "daemon.accounts", "daemon.service"))
-        or b in ("daemon.dispatch", "daemon.monitor", "daemon.metrics", "daemon.admin")
+        or b in ("daemon.dispatch", "daemon.backends", "daemon.monitor", "daemon.metrics", "daemon.admin")
     ]
     assert not bad, bad

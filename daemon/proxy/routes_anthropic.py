@@ -4,14 +4,13 @@ dispatch (hot routes: daemon.proxy.hot_routes)."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from daemon import models as models_mod
 from daemon.app_deps import ProxyDeps
-from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
+from daemon.errors import GatewayError, NoAccountAvailable, Overloaded, RateLimited
 from daemon.ids import hex_id
 from daemon.protocols import anthropic
 from daemon.proxy.exchange import Out, Req, StreamOut
@@ -30,38 +29,6 @@ from daemon.records import Attempt, RequestCtx
 from daemon.upstream.zai import Zai
 
 log = logging.getLogger(__name__)
-_pooled_counter = itertools.count()
-
-
-def _zai_mode(svc: ProxyDeps) -> str:
-    z = svc.config.zai
-    if not z.enabled or not z.api_key:
-        return "off"
-    return str(z.dispatch_mode)
-
-
-def _zai_knows(svc: ProxyDeps, client_model: str) -> bool:
-    """Whether z.ai has a glm-* model for this name (a gemini-* name has none)."""
-    from daemon.protocols import zai as zai_tr
-
-    try:
-        zai_tr.zai_model(client_model, svc.config.zai.models)
-    except ModelNotFound:
-        return False
-    return True
-
-
-def _use_zai_first(svc: ProxyDeps, client_model: str) -> bool:
-    mode = _zai_mode(svc)
-    if mode == "exclusive":
-        return True
-    if mode == "pooled" and _zai_knows(svc, client_model):
-        # z.ai is one more slot in the rotation.
-        slots: int = svc.pool.active_count() + 1
-        return next(_pooled_counter) % slots == 0
-    return False
-
-
 def _thinking_model(svc: ProxyDeps, body: dict[str, Any], model: str) -> str:
     """With thinking on, a Claude id that has a ``-thinking`` twin in the
     catalog is served by the twin (else thinking would silently never come
@@ -130,18 +97,18 @@ async def messages(req: Req) -> Out:
     svc = req.service
     ctx = new_ctx(req, "anthropic", "messages")
     store = store_of(req)
-    mode = _zai_mode(svc)
+    plan = svc.backends
     try:
         body = await decode_body(req)
         client_model = model_of(body)
         ctx.client_model = client_model
         zai_tried = False
-        if mode != "off" and _use_zai_first(svc, client_model):
+        if plan.first(client_model) == "zai":
             zai_tried = True
             try:
                 return await _serve_zai(req, body, ctx)
             except GatewayError as exc:
-                if mode == "exclusive" or not svc.pool.active_count():
+                if not plan.google_after_zai(exc):
                     raise
                 log.info("z.ai failed (%s); failing over to Google accounts", exc.message)
                 ctx.attempts.append(Attempt(account="z.ai", status=exc.status, error=exc.message[:300]))
@@ -149,11 +116,7 @@ async def messages(req: Req) -> Out:
         with shape_errors():
             call = anthropic.to_gemini(body, model=model, store=store)
         call.extra.setdefault("id", "msg_" + hex_id(12))
-        can_fall_back = (
-            mode in ("fallback", "pooled")
-            and not zai_tried  # z.ai failed first already: Google's answer stands
-            and _zai_knows(svc, client_model)  # else the client hears why Google could not
-        )
+        can_fall_back = plan.zai_after_google(client_model, zai_tried=zai_tried)
         try:
             return await run_call(
                 req,
@@ -164,7 +127,7 @@ async def messages(req: Req) -> Out:
                 record_failure=not can_fall_back,  # one monitor row per request
             )
         except GatewayError as exc:
-            if can_fall_back and (isinstance(exc, NoAccountAvailable) or exc.status >= 429):
+            if can_fall_back and plan.falls_back_on(exc):
                 log.info("no Google account could serve (%s); falling back to z.ai", exc.message)
                 ctx.status, ctx.error, ctx.error_kind = 200, "", ""
                 return await _serve_zai(req, body, ctx)
@@ -193,8 +156,7 @@ async def count_tokens(req: Req) -> Out:
         body = await decode_body(req)
         client_model = model_of(body)
         ctx.client_model = client_model
-        mode = _zai_mode(svc)
-        if mode == "exclusive":
+        if svc.backends.mode == "exclusive":
             data = await _count_zai(req, body, client_model)
             finish_ctx(svc, ctx)
             return json_out(data)
@@ -209,11 +171,8 @@ async def count_tokens(req: Req) -> Out:
         except GatewayError as exc:
             # pooled / fallback: a proxy whose Google accounts cannot serve
             # (or that has none) still counts, on z.ai.
-            if (
-                mode in ("pooled", "fallback")
-                and (isinstance(exc, NoAccountAvailable) or exc.status >= 429)
-                and _zai_knows(svc, client_model)
-            ):
+            plan = svc.backends
+            if plan.zai_after_google(client_model, zai_tried=False) and plan.falls_back_on(exc):
                 data = await _count_zai(req, body, client_model)
                 ctx.account = "z.ai"
                 finish_ctx(svc, ctx)
