@@ -13,7 +13,7 @@ import pytest
 from daemon import models as M
 from daemon.errors import ModelNotFound
 
-GOLDEN = Path(__file__).parent / "golden" / "catalog_2026_08_22.json"
+GOLDEN = Path(__file__).parent.parent / "golden" / "catalog_2026_08_22.json"
 RAW: dict[str, Any] = json.loads(GOLDEN.read_text())
 CAT = M.parse_catalog(RAW)
 

@@ -40,7 +40,7 @@ from daemon.protocols import GeminiCall, common, openai_chat, openai_completions
 from daemon.protocols.shared_extra import SKIP_SIGNATURE
 from daemon.protocols.signatures import SignatureStore
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent.parent / "golden"
 MODULES: dict[str, ModuleType] = {"openai_chat": openai_chat, "openai_responses": openai_responses}
 FIXED_IDS = {"openai_chat": "chatcmpl-golden", "openai_responses": "resp_golden"}
 CREATED = 1_700_000_000

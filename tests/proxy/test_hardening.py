@@ -46,8 +46,8 @@ from daemon.proxy.refusals import MAX_PAIRS, OVERFLOW_CLIENT, WINDOW, Refusals
 from daemon.records import Refusal
 from tests.conftest import Daemon, _bin, base_config, free_port
 from tests.fakes.google import FakeGoogle
+from tests.proxy.test_security import Answer, parse_answers
 from tests.test_reliability import port_of, spec, start_daemon, uid
-from tests.test_security import Answer, parse_answers
 
 EVIL = "https://evil.example"
 # As in test_fuzz: keep Hypothesis' cache out of the repository.

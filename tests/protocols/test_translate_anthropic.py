@@ -20,7 +20,7 @@ from daemon.protocols import anthropic as A
 from daemon.protocols import zai
 from daemon.protocols.signatures import SignatureStore
 
-GOLDEN = Path(__file__).parent / "golden" / "anthropic"
+GOLDEN = Path(__file__).parent.parent / "golden" / "anthropic"
 CASES = sorted(GOLDEN.glob("*.json"))
 EVENT = TypeAdapter(RawMessageStreamEvent)
 

@@ -21,7 +21,7 @@ import pytest
 from daemon.proxy import auth as auth_mod
 from tests.conftest import Daemon, free_port
 from tests.fakes.google import FakeGoogle
-from tests.test_daemon import daemon_in_tmp, raw_http, serving_config, settled
+from tests.service.test_daemon import daemon_in_tmp, raw_http, serving_config, settled
 
 KEY_RE = re.compile(r"^sk-[0-9a-f]{32}$")
 WRONG = "sk-wrong-0123456789abcdef"

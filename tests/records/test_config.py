@@ -24,7 +24,7 @@ import pytest
 from daemon import config as config_mod
 from daemon.errors import ConfigError
 from tests.conftest import AdminError, Daemon, _bin, free_port
-from tests.test_daemon import daemon_in_tmp, refused, serving_config, settled
+from tests.service.test_daemon import daemon_in_tmp, refused, serving_config, settled
 
 KEY_RE = re.compile(r"^sk-[0-9a-f]{32}$")
 AUTH_MODES = "off, strict, all_except_health, auto"

@@ -25,7 +25,7 @@ import pytest
 
 from daemon import logs, sdnotify
 from tests.conftest import Daemon, free_port
-from tests.test_daemon import bind_message, serving_config, taken_port
+from tests.service.test_daemon import bind_message, serving_config, taken_port
 
 HAVE_SYSTEMD_PYTHON = importlib.util.find_spec("systemd") is not None
 needs_systemd_python = pytest.mark.skipif(

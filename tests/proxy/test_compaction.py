@@ -24,8 +24,8 @@ from openai import OpenAI
 
 from daemon.protocols.openai_compaction import SUMMARY_INSTRUCTION
 from tests.conftest import Daemon, pooled_daemon
+from tests.ctl.test_real_clients import client_bin, function_responses, run
 from tests.fakes.google import FakeGoogle, Reply
-from tests.test_real_clients import client_bin, function_responses, run
 
 EMAIL = "compaction@example.com"
 GEMINI = "gemini-3-flash"
