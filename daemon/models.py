@@ -91,12 +91,12 @@ import fnmatch
 import math
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
 from daemon.errors import ModelNotFound
+from daemon.timeparse import parse_timestamp
 
 # --------------------------------------------------------------------------- constants
 
@@ -276,19 +276,6 @@ def _str_list(value: Any) -> list[str]:
     return [v for v in (_text(x) for x in value) if v]
 
 
-def _timestamp(value: Any) -> float | None:
-    text = _text(value)
-    if not text:
-        return None
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        return None  # an instant without a zone cannot be placed
-    return dt.timestamp()
-
-
 # --------------------------------------------------------------------------- names
 
 
@@ -420,7 +407,9 @@ def _parse_model(model_id: str, entry: Mapping[str, Any], *, hidden: bool) -> Mo
         raw = _float(quota.get("remainingFraction"))
         # Missing means 0 (protobuf omits zero); values above 1 are clamped.
         frac = min(max(raw if raw is not None else 0.0, 0.0), 1.0)
-        reset = _timestamp(quota.get("resetTime"))
+        raw_reset = quota.get("resetTime")
+        # Google sends RFC 3339 text; anything else is not a reset time.
+        reset = parse_timestamp(raw_reset) if isinstance(raw_reset, str) else None
     listed = not (internal or hidden or not display or model_id.startswith(("tab_", "chat_")))
     max_tokens = _int(entry.get("maxTokens"))
     max_out = _int(entry.get("maxOutputTokens"))
