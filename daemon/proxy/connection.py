@@ -43,6 +43,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from daemon.config import LimitsConfig
 from daemon.errors import GatewayError, HeadersTooLarge, RequestTimeout, TooManyConnections
 from daemon.protocols.error_shapes import body_for, protocol_for_path
+from daemon.proxy.exchange import CONNECTION_KEY
 from daemon.proxy.refusals import Refusals
 from daemon.records import Refusal
 
@@ -143,6 +144,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self.last_read = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.timer_mode = ""
+        self.lost = False
+        # Tasks awaiting a whole answer for this connection's request
+        # (exchange.until_disconnect): cancelled when the connection is lost;
+        # the value says whether the loss cancelled it.
+        self.watched: dict[asyncio.Task[Any], bool] = {}
 
     # ---------------------------------------------------------------- connection
 
@@ -170,9 +176,25 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.rejected:
             return
+        self.lost = True
         self._cancel_timer()
         self.guard.busy(self)
         super().connection_lost(exc)
+        for task in self.watched:
+            if not task.done():
+                task.cancel()
+                self.watched[task] = True
+
+    # ------------------------------------------- exchange.Disconnects, for the app
+
+    def watch(self, task: asyncio.Task[Any]) -> bool:
+        if self.lost or self.done:
+            return False
+        self.watched[task] = False
+        return True
+
+    def unwatch(self, task: asyncio.Task[Any]) -> bool:
+        return self.watched.pop(task, False)
 
     def evict(self) -> None:
         """Closed to make room for a new connection (it was waiting for a head)."""
@@ -244,6 +266,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.in_head = False
         self._cancel_timer()
         self.guard.busy(self)
+        self.scope[CONNECTION_KEY] = self  # type: ignore[literal-required]
         super().on_headers_complete()
         self._arm("body", self.lim.body_timeout)
 

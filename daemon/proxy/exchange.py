@@ -16,7 +16,10 @@ What Litestar did for these routes is done here, once:
   stream, which also sends the protocol's keepalive when the stream has been
   quiet for ``keepalive`` seconds, so nothing is spent per chunk;
 - a whole answer: ``until_disconnect`` cancels the work when the client
-  leaves before it is ready.
+  leaves before it is ready. On the proxy listener the connection itself
+  cancels the waiting task when it is lost (``Disconnects``, in the scope
+  under ``CONNECTION_KEY``), so a whole answer costs no watcher task; a
+  server without it (tests, other listeners) gets the watcher.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, MutableMapping
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from daemon.app_deps import ProxyDeps
@@ -41,6 +44,22 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 class ClientGone(Exception):
     """The client disconnected before the answer could be sent."""
+
+
+CONNECTION_KEY = "antigravity.connection"
+
+
+class Disconnects(Protocol):
+    """What the proxy's connection offers in the scope (``CONNECTION_KEY``):
+    it cancels a watched task when the client's connection is lost."""
+
+    def watch(self, task: asyncio.Task[Any]) -> bool:
+        """Watch ``task``; False when the connection is already gone."""
+        ...
+
+    def unwatch(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching; True when the loss of the connection cancelled it."""
+        ...
 
 
 class Headers:
@@ -272,9 +291,28 @@ def _absorb_disconnect(watch: _Watch) -> Iterator[None]:
         watch.stop()
 
 
-async def until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
+async def until_disconnect(req: Req, work: Coroutine[Any, Any, Any]) -> Any:
     """Await ``work`` in this task; ClientGone (and ``work`` cancelled) when
     the client disconnects first. Call after the body has been read."""
+    conn: Disconnects | None = req.scope.get(CONNECTION_KEY)
+    task = asyncio.current_task()
+    if conn is None or task is None:
+        return await _watched(req.receive, work)
+    if not conn.watch(task):
+        work.close()
+        raise ClientGone()
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if conn.unwatch(task):
+            task.uncancel()
+            raise ClientGone() from None
+        raise
+    finally:
+        conn.unwatch(task)
+
+
+async def _watched(receive: Receive, work: Awaitable[Any]) -> Any:
     watch = _Watch(receive)
     with _absorb_disconnect(watch):
         return await work

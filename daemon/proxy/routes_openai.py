@@ -277,7 +277,7 @@ async def images_generations(req: Req) -> Out:
     answers: list[dict[str, Any]] = []
     try:
         for _ in range(int(call.extra["n"])):
-            resp = await until_disconnect(req.receive, svc.dispatcher.generate_image(call, ctx))
+            resp = await until_disconnect(req, svc.dispatcher.generate_image(call, ctx))
             answers.append(resp)
             meta = resp.get("usageMetadata") or {}
             usage.input_tokens += int(meta.get("promptTokenCount") or 0)

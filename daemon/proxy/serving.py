@@ -288,7 +288,7 @@ async def run_call(
         if call.stream:
             return await _open_stream(svc, ctx, call, translator(), media_type, on_complete)
         try:
-            resp = await until_disconnect(req.receive, svc.dispatcher.generate(call, ctx))
+            resp = await until_disconnect(req, svc.dispatcher.generate(call, ctx))
         except ClientGone:
             ctx.status, ctx.error_kind, ctx.error = 499, "client_closed", "the client went away"
             finish_ctx(svc, ctx)
