@@ -298,3 +298,27 @@ def test_upstream_error_kinds() -> None:
     assert upstream_error_kind(500, "") == "server_error"
     assert upstream_error_kind(504, "") == "timeout"
     assert upstream_error_kind(None, "empty answer") == "empty_answer"
+
+
+def test_histogram_buckets_are_inclusive_and_cumulative() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+
+    from daemon.metrics import _Histogram
+
+    h = _Histogram("x_seconds", "doc", ("route",), (0.1, 1.0))
+    for v in (0.1, 0.5, 1.0, 7.0):  # a value on a bound counts in that bucket (le)
+        h.observe(("r",), v)
+
+    class _One(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield h.family()
+
+    reg = CollectorRegistry()
+    reg.register(_One())
+    text = generate_latest(reg).decode()
+    assert 'x_seconds_bucket{le="0.1",route="r"} 1.0' in text
+    assert 'x_seconds_bucket{le="1.0",route="r"} 3.0' in text
+    assert 'x_seconds_bucket{le="+Inf",route="r"} 4.0' in text
+    assert 'x_seconds_count{route="r"} 4.0' in text and 'x_seconds_sum{route="r"} 8.6' in text
