@@ -22,7 +22,7 @@ import math
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -30,6 +30,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from daemon.accounts.pool import Pool
+    from daemon.config import Config
+    from daemon.monitor import Monitor
     from daemon.records import Refusal, RequestCtx
 
 log = logging.getLogger(__name__)
@@ -150,8 +153,14 @@ class _Histogram:
 
 
 class Metrics(Collector):
-    def __init__(self, service: Any) -> None:
-        self.service = service
+    """The request series, and (``_StateCollector``) the pool's and the
+    request log's state, read when scraped from what it is given."""
+
+    def __init__(
+        self, pool: Callable[[], Pool], config: Callable[[], Config], monitor: Callable[[], Monitor]
+    ) -> None:
+        self._pool = pool
+        self._config = config
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.requests = _Counter(
@@ -208,7 +217,7 @@ class Metrics(Collector):
             self.credit_requests,
         )
         reg.register(self)
-        reg.register(_StateCollector(service))
+        reg.register(_StateCollector(pool, monitor))
         self._sets_at = -LABEL_SETS_TTL
         self._models: set[str] = set()
         self._emails: set[str] = set()
@@ -230,12 +239,11 @@ class Metrics(Collector):
             return
         self._sets_at = now
         self._models = self._known_models()
-        self._emails = {a.email for a in self.service.pool.accounts.values()}
+        self._emails = {a.email for a in self._pool().accounts.values()}
 
     def _known_models(self) -> set[str]:
-        svc = self.service
-        known = set(svc.pool.catalog().models)
-        cfg_models = svc.config.models
+        known = set(self._pool().catalog().models)
+        cfg_models = self._config().models
         known.update(cfg_models.keys())
         known.update(cfg_models.values())
         return known
@@ -298,7 +306,7 @@ class Metrics(Collector):
         if show_accounts:
             return text
         ids: dict[bytes, bytes] = {
-            a.email.encode(): a.id.encode() for a in list(self.service.pool.accounts.values())
+            a.email.encode(): a.id.encode() for a in list(self._pool().accounts.values())
         }
 
         def swap(m: re.Match[bytes]) -> bytes:
@@ -313,15 +321,15 @@ class Metrics(Collector):
 class _StateCollector(Collector):
     """Pool and monitor state, read when scraped."""
 
-    def __init__(self, service: Any) -> None:
-        self.service = service
+    def __init__(self, pool: Callable[[], Pool], monitor: Callable[[], Monitor]) -> None:
+        self._pool = pool
+        self._monitor = monitor
 
     def describe(self) -> list[Any]:
         return []  # families vary with the pool: not described up front
 
     def collect(self) -> Iterator[Any]:
-        svc = self.service
-        pool = svc.pool
+        pool = self._pool()
         now = time.time()
         states = GaugeMetricFamily(
             f"{PREFIX}_accounts",
@@ -377,7 +385,7 @@ class _StateCollector(Collector):
             "Access-token refreshes that failed.",
             value=pool.token_refresh_failures,
         )
-        mon = svc.monitor
+        mon = self._monitor()
         yield CounterMetricFamily(
             f"{PREFIX}_monitor_dropped_rows",
             "Request-log rows dropped (queue full or write failed).",

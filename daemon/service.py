@@ -103,7 +103,7 @@ class Service:
         self.dispatcher = Dispatcher(lambda: self.pool, lambda: self._config)
         self.backends = BackendPlan(lambda: self._config, self.pool.active_count)
         self.signatures = SignatureStore()
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(lambda: self.pool, lambda: self._config, lambda: self.monitor)
         self.responses = ResponseStore()
         # Seals and opens Codex's compaction items (key made on first use).
         self.compaction = Sealer(paths.compaction_key)
