@@ -7,6 +7,7 @@ scope to that same path: what auth decides on is exactly what gets routed, so
 
 from __future__ import annotations
 
+import functools
 import hmac
 import posixpath
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -29,8 +30,10 @@ _encode = msgspec.json.Encoder().encode
 _MAX_DECODE_ROUNDS = 4
 
 
+@functools.lru_cache(maxsize=512)
 def normalize_path(raw: str) -> str:
-    """Percent-decode (repeatedly, so double encoding cannot hide a dot
+    """(Cached: the guard and the auth layer both ask, for a few paths.)
+    Percent-decode (repeatedly, so double encoding cannot hide a dot
     segment), collapse slashes, resolve ``.``/``..``; never above root."""
     path = raw
     for _ in range(_MAX_DECODE_ROUNDS):
