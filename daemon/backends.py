@@ -9,7 +9,8 @@ this module what to do:
 - ``pooled``: z.ai is one more slot in the rotation, for names it has a
   ``glm-*`` model for; when it fails, Google's accounts take the request.
 - ``fallback``: z.ai only when no Google account could serve (a 429 or
-  worse, or no account at all), for names it has a model for.
+  worse, no account at all, or a model name Google does not serve: its 404
+  or none in the catalog), for names it has a model for.
 """
 
 from __future__ import annotations
@@ -70,5 +71,6 @@ class BackendPlan:
 
     @staticmethod
     def falls_back_on(err: GatewayError) -> bool:
-        """Google's failures that z.ai may answer: no account, 429 or worse."""
-        return isinstance(err, NoAccountAvailable) or err.status >= 429
+        """Google's failures that z.ai may answer: no account, a model Google
+        does not serve (404), 429 or worse."""
+        return isinstance(err, NoAccountAvailable | ModelNotFound) or err.status >= 429

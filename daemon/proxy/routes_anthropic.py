@@ -10,7 +10,7 @@ from typing import Any
 
 from daemon import models as models_mod
 from daemon.app_deps import ProxyDeps
-from daemon.errors import GatewayError, NoAccountAvailable, Overloaded, RateLimited
+from daemon.errors import GatewayError, ModelNotFound, NoAccountAvailable, Overloaded, RateLimited
 from daemon.ids import hex_id
 from daemon.protocols import anthropic
 from daemon.proxy.exchange import Out, Req, StreamOut
@@ -112,11 +112,17 @@ async def messages(req: Req) -> Out:
                     raise
                 log.info("z.ai failed (%s); failing over to Google accounts", exc.message)
                 ctx.attempts.append(Attempt(account="z.ai", status=exc.status, error=exc.message[:300]))
-        model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
+        can_fall_back = plan.zai_after_google(client_model, zai_tried=zai_tried)
+        try:
+            model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
+        except ModelNotFound as exc:
+            if not can_fall_back:
+                raise
+            log.info("Google serves no model for %r (%s); falling back to z.ai", client_model, exc.message)
+            return await _serve_zai(req, body, ctx)
         with shape_errors():
             call = anthropic.to_gemini(body, model=model, store=store)
         call.extra.setdefault("id", "msg_" + hex_id(12))
-        can_fall_back = plan.zai_after_google(client_model, zai_tried=zai_tried)
         try:
             return await run_call(
                 req,
@@ -160,13 +166,13 @@ async def count_tokens(req: Req) -> Out:
             data = await _count_zai(req, body, client_model)
             finish_ctx(svc, ctx)
             return json_out(data)
-        model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
-        ctx.model = model
-        with shape_errors():
-            call = anthropic.to_gemini(
-                {**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(req)
-            )
         try:
+            model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
+            ctx.model = model
+            with shape_errors():
+                call = anthropic.to_gemini(
+                    {**body, "max_tokens": body.get("max_tokens") or 1}, model=model, store=store_of(req)
+                )
             total = await svc.dispatcher.count_tokens(call, ctx)
         except GatewayError as exc:
             # pooled / fallback: a proxy whose Google accounts cannot serve

@@ -7,7 +7,7 @@ import pytest
 
 from daemon.backends import BackendPlan
 from daemon.config import Config
-from daemon.errors import BadRequest, NoAccountAvailable, RateLimited, UpstreamError
+from daemon.errors import BadRequest, ModelNotFound, NoAccountAvailable, RateLimited, UpstreamError
 
 
 def plan(mode: str, active: int = 2, *, enabled: bool = True) -> BackendPlan:
@@ -43,6 +43,7 @@ def test_pooled_rotates_zai_as_one_more_slot_for_names_it_knows() -> None:
         (NoAccountAvailable("none"), True),
         (RateLimited("quota"), True),
         (UpstreamError("502"), True),
+        (ModelNotFound("not served"), True),
         (BadRequest("bad"), False),
     ],
 )

@@ -314,3 +314,21 @@ def test_zai_only_proxy_starts_and_serves(make_daemon: Any, zai: FakeZai, sdk: A
         n = c.messages.count_tokens(model="claude-sonnet-4-5", messages=HELLO)
         assert n.input_tokens == zai_count({"messages": HELLO}), mode
         assert [r.body["model"] for r in zai.messages_calls()] == ["glm-4.7", "glm-4.7"], mode
+
+
+def test_fallback_takes_a_claude_name_google_does_not_serve(
+    mixed: Daemon, fake: FakeGoogle, zai: FakeZai, sdk: Any
+) -> None:
+    """Google answers 404 for the name (the model left its catalog): in
+    fallback mode z.ai, which has a model for it, answers, not the 404."""
+    d = _mode(mixed, fake, zai, "fallback")
+    fake.fail_next("NOT_FOUND", n=len(GOOGLE))
+    msg = sdk(d).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
+    assert is_zai(msg)
+    assert len(zai.messages_calls()) == 1 and len(google_calls(fake)) >= 1
+    # Off: the 404 stands, in Anthropic's shape.
+    d2 = _mode(mixed, fake, zai, "off")
+    fake.fail_next("NOT_FOUND", n=len(GOOGLE))
+    with pytest.raises(anthropic.NotFoundError):
+        sdk(d2).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
+    assert zai.messages_calls() == []  # (_mode reset it)
