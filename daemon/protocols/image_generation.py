@@ -252,6 +252,18 @@ def item(item_id: str, res: Json) -> Json:
     return out
 
 
+def without_pictures(items: list[Any]) -> list[Any]:
+    """Conversation items to keep for ``previous_response_id``, with the
+    pictures of ``image_generation_call`` items dropped: ``history_part``
+    never sends them upstream, and each is megabytes of base64."""
+    return [
+        {**entry, "result": None}
+        if isinstance(entry, dict) and entry.get("type") == "image_generation_call" and entry.get("result")
+        else entry
+        for entry in items
+    ]
+
+
 def history_part(entry: Json) -> Json:
     """An ``image_generation_call`` item from the client's input as the model
     turn's text: the upstream has no such item, and the picture itself need

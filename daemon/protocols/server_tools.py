@@ -148,10 +148,22 @@ def chunk(parts: list[Json]) -> Json:
 
 
 def relax_choice(request: Json, tools: dict[str, Json]) -> None:
-    """A tool_choice that forced only server tools becomes AUTO."""
+    """A tool_choice that forces a call among server tools only (named ones,
+    or ``required`` when every declared function is a server tool) becomes
+    AUTO: each round would otherwise have to call one again, up to the budget."""
     fcc = (request.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    if fcc.get("mode") != "ANY":
+        return
     forced = fcc.get("allowedFunctionNames")
-    if fcc.get("mode") == "ANY" and isinstance(forced, list) and forced and set(forced) <= set(tools):
+    if not isinstance(forced, list) or not forced:
+        forced = [
+            decl.get("name")
+            for tool in request.get("tools") or []
+            if isinstance(tool, dict)
+            for decl in tool.get("functionDeclarations") or []
+            if isinstance(decl, dict)
+        ]
+    if forced and set(forced) <= set(tools):
         request["toolConfig"] = {"functionCallingConfig": {"mode": "AUTO"}}
 
 

@@ -185,7 +185,8 @@ async def responses(req: Req) -> Out:
     def remember(resp_obj: Any) -> None:
         if body.get("store") is False or not isinstance(resp_obj, dict):
             return
-        svc.responses.put(str(resp_obj.get("id")), [*past, *inputs, *openai_responses.output_items(resp_obj)])
+        items = [*past, *inputs, *openai_responses.output_items(resp_obj)]
+        svc.responses.put(str(resp_obj.get("id")), image_generation.without_pictures(items))
 
     if compacting:
         return await run_call(

@@ -187,6 +187,29 @@ def test_relax_choice() -> None:
     client = {"toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["exec"]}}}
     server_tools.relax_choice(client, tools)
     assert client["toolConfig"]["functionCallingConfig"]["mode"] == "ANY"
+    # "required" with only server tools declared: relaxed; with a client function: kept.
+    decls = [{"name": "image_generation"}]
+    required: dict[str, Any] = {
+        "tools": [{"functionDeclarations": decls}],
+        "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+    }
+    server_tools.relax_choice(required, tools)
+    assert required["toolConfig"]["functionCallingConfig"]["mode"] == "AUTO"
+    required["tools"] = [{"functionDeclarations": [*decls, {"name": "exec"}]}]
+    required["toolConfig"] = {"functionCallingConfig": {"mode": "ANY"}}
+    server_tools.relax_choice(required, tools)
+    assert required["toolConfig"]["functionCallingConfig"]["mode"] == "ANY"
+
+
+def test_without_pictures() -> None:
+    items = [
+        {"role": "user", "content": "draw"},
+        {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "QUJD"},
+    ]
+    kept = image_generation.without_pictures(items)
+    assert kept[0] is items[0]
+    assert kept[1] == {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": None}
+    assert items[1]["result"] == "QUJD"  # the answer already sent is not touched
 
 
 # ---------------------------------------------------- Responses translation

@@ -276,3 +276,18 @@ def test_refused_options_are_a_400_naming_them(
     err = info.value.body
     assert isinstance(err, dict) and err.get("param") == param, err
     assert generate_calls(fake) == []
+
+
+def test_a_forced_image_call_is_relaxed_after_it_ran(client: OpenAI, fake: FakeGoogle) -> None:
+    script_image(fake)
+    r = client.responses.create(
+        model=GEMINI,
+        input="Draw me a bicycle",
+        tools=[EXEC, {"type": "image_generation"}],
+        tool_choice={"type": "image_generation"},
+    )
+    check_answer(r)
+    main, _ = split_upstream(fake)
+    forced = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["image_generation"]}}
+    assert main[0].body["request"]["toolConfig"] == forced
+    assert main[1].body["request"]["toolConfig"]["functionCallingConfig"]["mode"] == "AUTO"
