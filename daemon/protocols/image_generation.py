@@ -190,6 +190,10 @@ def result(call_part: Json, prompt: str, resp: Json) -> Json:
     without a picture, a refused prompt)."""
     try:
         mime, b64, _remark = openai_images.picture(resp)
+    except BadRequest as exc:
+        # The image model would not draw this prompt (a safety finish or a
+        # blocked prompt): OpenAI calls that moderation_blocked.
+        return failure(call_part, prompt, exc, code="moderation_blocked")
     except GatewayError as exc:
         return failure(call_part, prompt, exc)
     return {
@@ -201,11 +205,8 @@ def result(call_part: Json, prompt: str, resp: Json) -> Json:
     }
 
 
-def failure(call_part: Json, prompt: str, exc: GatewayError) -> Json:
+def failure(call_part: Json, prompt: str, exc: GatewayError, code: str = "image_generation_failed") -> Json:
     """A picture that was not made: the model is told why and goes on."""
-    # A 400 from the image side is a refused prompt (openai_images.picture);
-    # OpenAI calls that moderation_blocked.
-    code = "moderation_blocked" if exc.status == 400 else "image_generation_failed"
     return {
         "call_id": _call_id(call_part),
         "prompt": prompt,

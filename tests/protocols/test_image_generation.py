@@ -120,6 +120,9 @@ def test_failures() -> None:
     assert res["status"] == "failed" and res["error"]["code"] == "moderation_blocked"
     other = image_generation.failure(part, "x", UpstreamError("quota"))
     assert other["error"]["code"] == "image_generation_failed"
+    # An upstream 400 on the image call is not a moderation verdict.
+    bad = image_generation.failure(part, "x", BadRequest("bad"))
+    assert bad["error"]["code"] == "image_generation_failed"
     assert "error" in image_generation.function_response(other)["functionResponse"]["response"]
     item = image_generation.item("ig_2", other)
     assert item["status"] == "failed" and item["result"] is None and item["error"]["message"] == "quota"
