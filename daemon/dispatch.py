@@ -23,16 +23,18 @@ from daemon.accounts.pool import Pool
 from daemon.accounts.store import Account
 from daemon.config import Config
 from daemon.errors import (
+    BadRequest,
     ContextTooLong,
     GatewayError,
     ModelNotFound,
     NoAccountAvailable,
+    NotFound,
     RateLimited,
     UpstreamError,
     UpstreamTimeout,
     token_counts,
 )
-from daemon.protocols import GeminiCall, rules, web_search
+from daemon.protocols import GeminiCall, image_generation, rules, server_tools, web_search
 from daemon.protocols.common import candidate, parts_of, usage_from_gemini
 from daemon.records import Attempt, RequestCtx
 from daemon.upstream.classify import Verdict, refuses_client_version
@@ -334,56 +336,112 @@ class Dispatcher:
         return body_for
 
     async def generate(self, call: GeminiCall, ctx: RequestCtx) -> dict[str, Any]:
-        opts = web_search.enabled(call)
-        shown: list[dict[str, Any]] = []  # earlier rounds' parts and search results
-        searches = 0
-        rounds = _search_rounds(opts)
+        tools = server_tools.enabled(call)
+        shown: list[dict[str, Any]] = []  # earlier rounds' parts and server tools' results
+        used: dict[str, int] = {}
+        rounds = server_tools.rounds(tools)
         for n in range(rounds):
             _, resp = await self._run(call, ctx, "generateContent", self._envelope(call))
             rules.strip_placeholder_calls(resp, self._prepare(call))
             ctx.usage = usage_from_gemini(resp.get("usageMetadata"))
             result: dict[str, Any] = resp
-            if opts is None:
+            if not tools:
                 return result
             parts = parts_of(resp)
-            kept, calls, other = web_search.split_calls(parts)
+            kept, calls, other = server_tools.split_calls(parts, tools)
             if calls or shown:
                 _set_parts(resp, shown + kept)
             if not calls or other or n == rounds - 1:
                 return result
-            responses, results, searches = await self._searches(ctx, calls, opts, searches)
-            shown += kept + [{web_search.SEARCH_PART: r} for r in results]
-            self._continue(call, parts, responses)
+            planned = server_tools.plan(calls, tools, used)
+            responses, results = await self._server_calls(ctx, planned, tools)
+            shown += kept + results
+            self._continue(call, parts, responses, tools)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # ------------------------------------------------------------ web search
+    # ---------------------------------------------------------- server tools
 
-    async def _searches(
-        self, ctx: RequestCtx, calls: list[dict[str, Any]], opts: dict[str, Any], done: int
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-        """Run the model's web_search calls (within the request's budget):
-        (function responses, results to show, searches done so far)."""
+    async def _server_calls(
+        self, ctx: RequestCtx, planned: list[tuple[dict[str, Any], bool]], tools: dict[str, dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Run the model's server-tool calls (``protocols.server_tools``):
+        (function responses for the model, synthetic parts for the client)."""
+        runners = {
+            web_search.FUNCTION_NAME: self._search_call,
+            image_generation.FUNCTION_NAME: self._image_call,
+        }
         responses: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
-        for part in calls:
-            if done >= opts["max_uses"]:
-                responses.append(web_search.limit_response(part))
+        for part, run in planned:
+            if not run:
+                responses.append(server_tools.limit_response(part))
                 continue
-            done += 1
-            query = web_search.query_of(part)
-            try:
-                if not query:
-                    raise UpstreamError("the web_search call has no query")
-                resp = await self._web_search(ctx, query, opts.get("domains"))
-                res = web_search.result(part, query, resp)
-            except GatewayError as exc:
-                # The model gets the failure as the search's answer and goes on;
-                # the caller sees a search that failed, not a failed request.
-                log.info("request %s: web search failed: %s", ctx.request_id, exc.message)
-                res = web_search.result(part, query, None, exc.message)
-            responses.append(web_search.function_response(res))
-            results.append(res)
-        return responses, results, done
+            name = server_tools.name_of(part) or ""
+            answer, shown = await runners[name](ctx, part, tools[name])
+            responses.append(answer)
+            results.append(shown)
+        return responses, results
+
+    async def _search_call(
+        self, ctx: RequestCtx, part: dict[str, Any], opts: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        query = web_search.query_of(part)
+        try:
+            if not query:
+                raise UpstreamError("the web_search call has no query")
+            resp = await self._web_search(ctx, query, opts.get("domains"))
+            res = web_search.result(part, query, resp)
+        except GatewayError as exc:
+            # The model gets the failure as the search's answer and goes on;
+            # the caller sees a search that failed, not a failed request.
+            log.info("request %s: web search failed: %s", ctx.request_id, exc.message)
+            res = web_search.result(part, query, None, exc.message)
+        return web_search.function_response(res), {web_search.SEARCH_PART: res}
+
+    async def _image_call(
+        self, ctx: RequestCtx, part: dict[str, Any], opts: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One picture on the image model (the call ``generate_image`` makes
+        for /v1/images/generations), for the model's image_generation call."""
+        prompt = image_generation.prompt_of(part)
+        try:
+            if not prompt:
+                raise UpstreamError("the image_generation call has no prompt")
+            model = str(opts.get("model") or self.image_model(None))
+            picture = GeminiCall(
+                request=image_generation.image_request(prompt, opts), client_model=model, model=model
+            )
+            res = image_generation.result(part, prompt, await self.generate_image(picture, ctx))
+        except GatewayError as exc:
+            res = image_generation.failure(part, prompt, exc)
+        if res["status"] == "failed":
+            # As with a failed search: the model is told, the caller sees a failed item.
+            log.info("request %s: image generation failed: %s", ctx.request_id, res["error"]["message"])
+        return image_generation.function_response(res), {image_generation.IMAGE_PART: res}
+
+    def image_model(self, requested: str | None, param: str = "model") -> str:
+        """The upstream image model: the catalog's first ``imageGenerationModelIds``
+        entry (UPSTREAM.md §5.5) when the client named none of its own, else the
+        client's name resolved, which must be an image model."""
+        catalog = self.pool.catalog()
+        if not catalog.models:
+            catalog = models_mod.DEFAULT_CATALOG
+        image_models: list[str] = list(catalog.image_models)
+        if requested is None:
+            if not image_models:
+                raise NotFound(
+                    "no image generation model is served now (the catalog lists none)", param=param
+                )
+            return image_models[0]
+        model = self.resolve_model(requested)
+        if model not in image_models:
+            served = ", ".join(image_models) or "none now"
+            raise BadRequest(
+                f"model {requested!r} ({model}) does not generate images; leave {param} out, or use an "
+                f"image model: {served}",
+                param=param,
+            )
+        return model
 
     async def _web_search(self, ctx: RequestCtx, query: str, domains: list[str] | None) -> dict[str, Any]:
         """The separate search call (UPSTREAM.md §5.4): requestType web_search,
@@ -411,16 +469,19 @@ class Dispatcher:
         return out
 
     @staticmethod
-    def _continue(call: GeminiCall, turn: list[dict[str, Any]], responses: list[dict[str, Any]]) -> None:
+    def _continue(
+        call: GeminiCall,
+        turn: list[dict[str, Any]],
+        responses: list[dict[str, Any]],
+        tools: dict[str, dict[str, Any]],
+    ) -> None:
         """Append the model's turn (as it came, signatures included) and the
-        search answers; a tool_choice that forced web_search is relaxed, or
-        the model would have to search again and again."""
+        server tools' answers; a tool_choice that forced a server tool is
+        relaxed, or the model would have to call it again and again."""
         contents = call.request.setdefault("contents", [])
         contents.append({"role": "model", "parts": turn})
         contents.append({"role": "user", "parts": responses})
-        fcc = (call.request.get("toolConfig") or {}).get("functionCallingConfig") or {}
-        if fcc.get("mode") == "ANY" and fcc.get("allowedFunctionNames") == [web_search.FUNCTION_NAME]:
-            call.request["toolConfig"] = {"functionCallingConfig": {"mode": "AUTO"}}
+        server_tools.relax_choice(call.request, tools)
 
     async def generate_image(self, call: GeminiCall, ctx: RequestCtx) -> dict[str, Any]:
         """One answer of the image model (UPSTREAM.md §5.5). ``call.request``
@@ -451,24 +512,25 @@ class Dispatcher:
         (client gone) closes the upstream response at once."""
         _, (resp, events, first) = await self._run(call, ctx, "stream", self._envelope(call))
         relay = self._relay(resp, events, first, ctx, self._prepare(call))
-        opts = web_search.enabled(call)
-        if opts is None:
+        tools = server_tools.enabled(call)
+        if not tools:
             return relay
-        return self._searching(call, ctx, relay, opts)
+        return self._serving_tools(call, ctx, relay, tools)
 
-    async def _searching(
+    async def _serving_tools(
         self,
         call: GeminiCall,
         ctx: RequestCtx,
         relay: AsyncIterator[dict[str, Any]],
-        opts: dict[str, Any],
+        tools: dict[str, dict[str, Any]],
     ) -> AsyncIterator[dict[str, Any]]:
-        """The stream of a request with web search: each round's events go
-        on without the web_search calls (and without the round's end when it
-        searched), then a chunk with the search results, then the next
-        round's stream, in one answer (see ``protocols.web_search``)."""
-        searches = 0
-        rounds = _search_rounds(opts)
+        """The stream of a request with server tools: each round's events go
+        on without the server calls (and without the round's end when it
+        called one), then a chunk saying which calls run (tools that show
+        progress), a chunk with their results, then the next round's stream,
+        in one answer (see ``protocols.server_tools``)."""
+        used: dict[str, int] = {}
+        rounds = server_tools.rounds(tools)
         for n in range(rounds):
             last = n == rounds - 1
             turn: list[dict[str, Any]] = []
@@ -478,7 +540,7 @@ class Dispatcher:
                 async for ev in relay:
                     parts = parts_of(ev)
                     turn.extend(parts)
-                    kept, found, has_other = web_search.split_calls(parts)
+                    kept, found, has_other = server_tools.split_calls(parts, tools)
                     other = other or has_other
                     if found:
                         calls += found
@@ -492,10 +554,14 @@ class Dispatcher:
                     await aclose()
             if not calls or other or last:
                 return
-            responses, results, searches = await self._searches(ctx, calls, opts, searches)
+            planned = server_tools.plan(calls, tools, used)
+            running = server_tools.pending_parts(planned)
+            if running:
+                yield server_tools.chunk(running)
+            responses, results = await self._server_calls(ctx, planned, tools)
             if results:
-                yield web_search.result_chunk(results)
-            self._continue(call, web_search.merge_parts(turn), responses)
+                yield server_tools.chunk(results)
+            self._continue(call, server_tools.merge_parts(turn), responses, tools)
             _, (resp, events, first) = await self._run(call, ctx, "stream", self._envelope(call))
             relay = self._relay(resp, events, first, ctx, self._prepare(call))
 
@@ -547,12 +613,6 @@ class Dispatcher:
         if not isinstance(total, int):
             raise UpstreamError("the upstream countTokens answer has no totalTokens")
         return total
-
-
-def _search_rounds(opts: dict[str, Any] | None) -> int:
-    """Upstream rounds of one request: one per allowed search, one to answer
-    after the last, and one where a search past the budget is refused."""
-    return 1 if opts is None else opts["max_uses"] + 2
 
 
 def _set_parts(resp: dict[str, Any], parts: list[dict[str, Any]]) -> None:

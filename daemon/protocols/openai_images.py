@@ -97,22 +97,22 @@ def requested_model(body: dict[str, Any]) -> str | None:
     return model.strip()
 
 
-def image_config(size: Any) -> dict[str, str]:
-    """``generationConfig.imageConfig`` for an OpenAI ``size``."""
+def image_config(size: Any, *, param: str = "size") -> dict[str, str]:
+    """``generationConfig.imageConfig`` for an OpenAI ``size`` (a refusal names ``param``)."""
     if size is None or size == "auto":
         return {}
     if not isinstance(size, str):
-        raise BadRequest("size must be a string such as 1024x1024, or auto", param="size")
+        raise BadRequest(f"{param} must be a string such as 1024x1024, or auto", param=param)
     ratio = _LEGACY_SIZES.get(size.strip())
     m = _SIZE.match(size)
     if m is None:
-        raise BadRequest(_size_message(size), param="size")
+        raise BadRequest(_size_message(size, param), param=param)
     w, h = int(m.group(1)), int(m.group(2))
     if ratio is None:
         g = math.gcd(w, h) or 1
         ratio = f"{w // g}:{h // g}"
         if ratio not in ASPECT_RATIOS:
-            raise BadRequest(_size_message(size), param="size")
+            raise BadRequest(_size_message(size, param), param=param)
     config = {"aspectRatio": ratio}
     edge = max(w, h)
     if edge >= 3840:
@@ -122,12 +122,28 @@ def image_config(size: Any) -> dict[str, str]:
     return config
 
 
-def _size_message(size: str) -> str:
+def _size_message(size: str, param: str = "size") -> str:
     ratios = ", ".join(sorted(ASPECT_RATIOS, key=lambda r: int(r.split(":")[0]) / int(r.split(":")[1])))
     return (
-        f"size {size!r} is not served: the image model draws in the aspect ratios {ratios}; "
+        f"{param} {size!r} is not served: the image model draws in the aspect ratios {ratios}; "
         "send auto, 1024x1024, 1536x1024, 1024x1536, or another WIDTHxHEIGHT in one of those ratios"
     )
+
+
+def image_request(prompt: str, config: dict[str, str]) -> dict[str, Any]:
+    """The image model's ``request`` for one picture of ``prompt``.
+
+    UPSTREAM.md §5.5: no tools, no systemInstruction, the shape in
+    ``generationConfig.imageConfig``, no responseMimeType / responseModalities."""
+    request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+    if config:
+        request["generationConfig"] = {"imageConfig": dict(config)}
+    return request
+
+
+def image_format(mime: str) -> str:
+    """The OpenAI ``output_format`` name of a picture's mime type."""
+    return _FORMATS.get(mime, mime)
 
 
 def to_gemini(body: dict[str, Any], *, model: str, client_model: str = "") -> GeminiCall:
@@ -157,15 +173,7 @@ def to_gemini(body: dict[str, Any], *, model: str, client_model: str = "") -> Ge
             "send the request without stream",
             param="stream",
         )
-    # UPSTREAM.md §5.5: no tools, no systemInstruction, the shape in imageConfig,
-    # no responseMimeType / responseModalities.
-    generation: dict[str, Any] = {}
-    config = image_config(body.get("size"))
-    if config:
-        generation["imageConfig"] = config
-    request: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
-    if generation:
-        request["generationConfig"] = generation
+    request = image_request(prompt, image_config(body.get("size")))
     ignored = [k for k in _IGNORED if body.get(k) is not None]
     return GeminiCall(
         request=request,
@@ -206,7 +214,7 @@ def from_gemini(resps: list[dict[str, Any]], *, call: GeminiCall) -> dict[str, A
     prompt_tokens = output_tokens = total = 0
     for resp in resps:
         mime, b64, _ = picture(resp)
-        formats.add(_FORMATS.get(mime, mime))
+        formats.add(image_format(mime))
         item: dict[str, Any] = (
             {"url": f"data:{mime};base64,{b64}"}
             if call.extra.get("response_format") == "url"

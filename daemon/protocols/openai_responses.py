@@ -14,7 +14,11 @@ model, next to function tools or alone: Codex sends it on every request)
 becomes the gateway's ``web_search`` function, run as a separate search
 call and answered as ``web_search_call`` items with ``url_citation``
 annotations on the text after them (``protocols.web_search``; Google
-refuses ``googleSearch`` next to function declarations); ``namespace`` tools (Codex's MCP servers and
+refuses ``googleSearch`` next to function declarations); ``image_generation``
+becomes the gateway's ``image_generation(prompt)`` function, run on the
+catalog's image model and answered as ``image_generation_call`` items
+(``protocols.image_generation``; earlier such items in the input become a
+model-turn note); ``namespace`` tools (Codex's MCP servers and
 ``multi_agent_v1``) are flattened to ``<namespace>__<tool>`` declarations and
 their calls answered as ``function_call`` items carrying ``namespace`` and the
 tool's own ``name`` (see ``_namespace``); every other built-in tool is
@@ -54,7 +58,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.errors import BadRequest, ContextTooLong, GatewayError, RateLimited, UnreadableCompaction
-from daemon.protocols import GeminiCall, common, shared_extra, web_search
+from daemon.protocols import GeminiCall, common, image_generation, shared_extra, web_search
 from daemon.protocols.openai_chat import (
     KEEPALIVE,
     add_thinking,
@@ -158,6 +162,7 @@ class _Tools:
         self.kinds: dict[str, str] = {}  # sanitized -> "function" | "custom"
         self.namespaces: dict[str, list[str]] = {}  # upstream name -> [namespace, tool name]
         self.search: dict[str, Any] | None = None  # web_search.options
+        self.image: dict[str, Any] | None = None  # image_generation.options
         self.ignored: list[str] = []
 
     def add(self, param: str, tool: dict[str, Any], namespace: str | None = None) -> None:
@@ -236,6 +241,9 @@ def _tools(raw: Any, model: str) -> _Tools:
                 filters = tool.get("filters")
                 domains = filters.get("allowed_domains") if isinstance(filters, dict) else None
                 out.search = web_search.options(None, domains)
+        elif kind == image_generation.TOOL_TYPE:
+            if out.image is None:
+                out.image = image_generation.options(tool, param)
         else:
             out.ignored.append(str(kind))
     if out.search is not None:
@@ -245,6 +253,12 @@ def _tools(raw: Any, model: str) -> _Tools:
             out.ignored.append("web_search")
         else:
             out.decls.append(web_search.declaration())
+    if out.image is not None:
+        if image_generation.FUNCTION_NAME in out.kinds:
+            out.image = None
+            out.ignored.append(image_generation.TOOL_TYPE)
+        else:
+            out.decls.append(image_generation.declaration())
     return out
 
 
@@ -399,6 +413,10 @@ class _Conversation:
             self._reasoning(item)
         elif kind in COMPACTION_ITEMS:
             self._compaction(param, item)
+        elif kind == "image_generation_call":
+            # A picture made in an earlier turn: the model's turn says so (the
+            # upstream has no such item; the bytes need not go back).
+            self._turn("model").append(image_generation.history_part(item))
         elif kind == "compaction_trigger":
             raise BadRequest(
                 f"{param}: a compaction_trigger must be the last input item", param=f"{param}.type"
@@ -605,6 +623,13 @@ def to_gemini(
         if tools.search is not None and isinstance(choice, dict) and choice.get("type") in _WEB_SEARCH:
             forced = [web_search.FUNCTION_NAME]
             tc = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": forced}}
+        if (
+            tools.image is not None
+            and isinstance(choice, dict)
+            and choice.get("type") == image_generation.TOOL_TYPE
+        ):
+            forced = [image_generation.FUNCTION_NAME]
+            tc = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": forced}}
         if tc:
             request["toolConfig"] = tc
     if gen:
@@ -625,6 +650,8 @@ def to_gemini(
         extra["ignored_tools"] = tools.ignored
     if tools.search is not None:
         extra[web_search.EXTRA_KEY] = tools.search
+    if tools.image is not None:
+        extra[image_generation.EXTRA_KEY] = tools.image
     if conv.ignored:
         extra["ignored_items"] = conv.ignored
     if notes:
@@ -697,6 +724,9 @@ class _Assembler:
         self.blocked = False
         self.cite: list[tuple[str, str]] = []  # (url, title) for the next message (web search)
         self.open_cite: list[tuple[str, str]] = []
+        # image_generation_call items shown as running (stream), oldest first:
+        # (item, output index); each result closes the oldest.
+        self.drawing: list[tuple[dict[str, Any], int]] = []
 
     # --- events
     def emit(self, kind: str, **fields: Any) -> None:
@@ -920,6 +950,38 @@ class _Assembler:
         self._done({**item, "status": "failed" if res.get("error") else "completed", "action": action})
         self.cite += [(url, title) for url, title, _ in web_search.citation_sources(res)]
 
+    def _image(self, res: dict[str, Any]) -> None:
+        """A picture the gateway drew (``protocols.image_generation``): an
+        ``image_generation_call`` item. A running call (stream) opens the item
+        at once and its result finishes it; a result alone does both."""
+        if res.get("status") == "generating":
+            self.drawing.append(self._start_image())
+            return
+        item, index = self.drawing.pop(0) if self.drawing else self._start_image()
+        done = image_generation.item(item["id"], res)
+        item.clear()
+        item.update(done)  # the item keeps its place in the output
+        if done["status"] == "completed":
+            self.emit("response.image_generation_call.completed", item_id=done["id"], output_index=index)
+        self.emit("response.output_item.done", output_index=index, item=done)
+
+    def _start_image(self) -> tuple[dict[str, Any], int]:
+        self.close()
+        item: dict[str, Any] = {
+            "id": self._item_id("ig"),
+            "type": "image_generation_call",
+            "status": "in_progress",
+            "result": None,
+        }
+        index = len(self.items)
+        self._open_atomic(item)
+        # The output index is taken now: items that follow come after it.
+        self.items.append(item)
+        ref = {"item_id": item["id"], "output_index": index}
+        self.emit("response.image_generation_call.in_progress", **ref)
+        self.emit("response.image_generation_call.generating", **ref)
+        return item, index
+
     def _open_atomic(self, item: dict[str, Any]) -> None:
         self.emit("response.output_item.added", output_index=len(self.items), item=dict(item))
 
@@ -936,6 +998,10 @@ class _Assembler:
             found = part.get(web_search.SEARCH_PART)
             if isinstance(found, dict):
                 self._search(found)
+                continue
+            drawn = part.get(image_generation.IMAGE_PART)
+            if isinstance(drawn, dict):
+                self._image(drawn)
                 continue
             piece = shared_extra.read_part(part)
             if piece is None:

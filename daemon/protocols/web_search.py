@@ -1,4 +1,5 @@
-"""Server-side web search, the pure half (the upstream calls are in dispatch).
+"""Server-side web search, the pure half (the upstream calls are in dispatch;
+the loop it runs in, shared with image generation, is ``protocols.server_tools``).
 
 Anthropic's ``web_search_*`` tool and the Responses ``web_search`` tool are
 run by the gateway. Google answers a search only on its own request: a
@@ -21,8 +22,7 @@ decision is:
   Responses ``web_search_call``), and the grounding sources become citations
   of the text that follows;
 * a web_search call that comes together with calls of the client's own
-  tools is dropped (the client's calls are answered; running the search
-  would leave a turn the client cannot send back).
+  tools is dropped (a rule of every server tool, ``server_tools``).
 
 Past searches in the conversation history (Anthropic ``server_tool_use`` /
 ``web_search_tool_result`` blocks, Responses ``web_search_call`` items) stay
@@ -32,8 +32,6 @@ dropped as before: the answer text that used them remains.
 from __future__ import annotations
 
 from typing import Any
-
-from daemon.protocols import GeminiCall
 
 Json = dict[str, Any]
 
@@ -78,11 +76,6 @@ def options(max_uses: Any = None, domains: Any = None) -> Json:
     return out
 
 
-def enabled(call: GeminiCall) -> Json | None:
-    opts = call.extra.get(EXTRA_KEY)
-    return opts if isinstance(opts, dict) else None
-
-
 def search_request(query: str, domains: list[str] | None = None) -> Json:
     """The ``request`` of the separate search call (UPSTREAM.md §5.4)."""
     search: Json = {}
@@ -94,35 +87,6 @@ def search_request(query: str, domains: list[str] | None = None) -> Json:
         "tools": [{"googleSearch": search}],
         "generationConfig": {"candidateCount": 1},
     }
-
-
-def _is_search_call(part: Any) -> bool:
-    fc = part.get("functionCall") if isinstance(part, dict) else None
-    return isinstance(fc, dict) and fc.get("name") == FUNCTION_NAME
-
-
-def split_calls(parts: list[Json]) -> tuple[list[Json], list[Json], bool]:
-    """(parts without the web_search calls, the web_search calls, other calls present)."""
-    kept: list[Json] = []
-    searches: list[Json] = []
-    other = False
-    pending_sig: str | None = None
-    for part in parts:
-        if _is_search_call(part):
-            searches.append(part)
-            sig = part.get("thoughtSignature")
-            if isinstance(sig, str) and sig:
-                pending_sig = sig
-            continue
-        if isinstance(part.get("functionCall"), dict):
-            other = True
-            if pending_sig and not part.get("thoughtSignature"):
-                # Gemini signs the first call of a turn: the dropped search call's
-                # signature moves to the call that stays.
-                part = {**part, "thoughtSignature": pending_sig}
-                pending_sig = None
-        kept.append(part)
-    return kept, searches, other
 
 
 def query_of(call_part: Json) -> str:
@@ -182,35 +146,6 @@ def limit_response(call_part: Json) -> Json:
     """The answer to a web_search call past the request's search budget."""
     res = result(call_part, query_of(call_part), None, "no more searches in this request; answer now")
     return function_response(res)
-
-
-def result_chunk(results: list[Json]) -> Json:
-    """A stream chunk carrying the searches' synthetic parts."""
-    return {"candidates": [{"content": {"role": "model", "parts": [{SEARCH_PART: r} for r in results]}}]}
-
-
-def merge_parts(parts: list[Json]) -> list[Json]:
-    """A streamed turn's parts joined back into the turn the model produced
-    (consecutive thought texts and answer texts concatenated, each keeping the
-    signature that closed it), for sending the turn back upstream."""
-    out: list[Json] = []
-    plain = {"text", "thought", "thoughtSignature"}
-    for part in parts:
-        prev = out[-1] if out else None
-        if (
-            prev is not None
-            and set(part) <= plain
-            and set(prev) <= plain
-            and bool(prev.get("thought")) == bool(part.get("thought"))
-            and not prev.get("thoughtSignature")
-        ):
-            # A signature may come alone on a part after its text (Claude).
-            prev["text"] = str(prev.get("text", "")) + str(part.get("text", ""))
-            if part.get("thoughtSignature"):
-                prev["thoughtSignature"] = part["thoughtSignature"]
-            continue
-        out.append(dict(part))
-    return [p for p in out if p.get("text") or p.get("thoughtSignature") or set(p) - plain]
 
 
 def citation_sources(res: Json) -> list[tuple[str, str, str]]:

@@ -15,12 +15,12 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from daemon import models as models_mod
 from daemon.app_deps import ProxyDeps
-from daemon.errors import BadRequest, GatewayError, NotFound
+from daemon.errors import GatewayError, NotFound
 from daemon.ids import hex_id
 from daemon.models import client_names
 from daemon.protocols import (
+    image_generation,
     openai_chat,
     openai_compaction,
     openai_completions,
@@ -131,6 +131,18 @@ async def completions(req: Req) -> Out:
     return await _serve(req, openai_completions, "completions")
 
 
+def _image_tool_model(svc: ProxyDeps, call: Any) -> None:
+    """The upstream image model of a request with the image_generation tool
+    (checked now, so a model that draws nothing is a 400 before any call)."""
+    opts = image_generation.enabled(call)
+    if opts is not None:
+        param = f"{opts['param']}.model"
+        opts["model"] = svc.dispatcher.image_model(opts.get("requested_model"), param=param)
+        ignored = opts.get("ignored") or []
+        if ignored:
+            log.info("responses: image_generation settings not applied: %s", ", ".join(ignored))
+
+
 async def responses(req: Req) -> Out:
     """POST /v1/responses"""
     svc = req.service
@@ -158,6 +170,7 @@ async def responses(req: Req) -> Out:
                 call = openai_responses.to_gemini(
                     body, model=model, store=store, history=history, unseal=sealer.open
                 )
+                _image_tool_model(svc, call)
     except GatewayError as exc:
         ctx.fail(exc)
         finish_ctx(svc, ctx)
@@ -172,7 +185,8 @@ async def responses(req: Req) -> Out:
     def remember(resp_obj: Any) -> None:
         if body.get("store") is False or not isinstance(resp_obj, dict):
             return
-        svc.responses.put(str(resp_obj.get("id")), [*past, *inputs, *openai_responses.output_items(resp_obj)])
+        items = [*past, *inputs, *openai_responses.output_items(resp_obj)]
+        svc.responses.put(str(resp_obj.get("id")), image_generation.without_pictures(items))
 
     if compacting:
         return await run_call(
@@ -227,29 +241,6 @@ async def responses_compact(req: Req) -> Out:
     )
 
 
-def _image_model(svc: ProxyDeps, requested: str | None) -> str:
-    """The upstream image model: the catalog's first ``imageGenerationModelIds``
-    entry (UPSTREAM.md §5.5) when the client named none of its own, else the
-    client's name resolved, which must be an image model."""
-    catalog = svc.pool.catalog()
-    if not catalog.models:
-        catalog = models_mod.DEFAULT_CATALOG
-    image_models: list[str] = list(catalog.image_models)
-    if requested is None:
-        if not image_models:
-            raise NotFound("no image generation model is served now (the catalog lists none)", param="model")
-        return image_models[0]
-    model = str(svc.dispatcher.resolve_model(requested))
-    if model not in image_models:
-        served = ", ".join(image_models) or "none now"
-        raise BadRequest(
-            f"model {requested!r} ({model}) does not generate images; leave model out, or use an "
-            f"image model: {served}",
-            param="model",
-        )
-    return model
-
-
 async def images_generations(req: Req) -> Out:
     """POST /v1/images/generations: one image-model call per picture, one
     after the other (each goes through failover on its own; at most
@@ -261,7 +252,7 @@ async def images_generations(req: Req) -> Out:
         with shape_errors():
             requested = openai_images.requested_model(body)
             ctx.client_model = str(body.get("model") or "")
-            model = _image_model(svc, requested)
+            model = svc.dispatcher.image_model(requested)
             call = openai_images.to_gemini(body, model=model)
     except GatewayError as exc:
         ctx.fail(exc)
