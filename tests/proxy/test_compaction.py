@@ -10,6 +10,7 @@ One daemon for the module, with its own account whose catalog gives
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -425,6 +426,132 @@ def test_real_codex_compacts_locally(proxy: Daemon, fake: FakeGoogle, short_tmp:
         assert not function_responses(nxt)
     # Not the gateway's remote compaction: no summary instruction of its own.
     assert not any(_asks_for_summary(c.body["request"]) for c in calls)
+
+
+# ------------------------------------------------------------ the real Claude Code
+
+CC_EMAIL = "compaction-cc@example.com"
+CC_MODEL = "claude-opus-4-6-thinking"
+#: Claude Code's first request alone is about 12 000 tokens by the gateway's
+#: estimate (system prompt, tools, reminders; 2.1.332 on its default Opus;
+#: 21 000 with --model claude-sonnet-4-6); each tool result below adds about
+#: 7 000. Over this limit (x 1.1, the gateway's margin) the session overflows at
+#: the fourth result and again at the sixth; a summary and the latest result fit.
+CC_LIMIT = 30000
+#: How Claude Code asks for its summary: a last user text (2.1.332).
+CC_SUMMARY_PROMPT = "CRITICAL: Respond with TEXT ONLY. Do NOT call any tools."
+#: How the summary comes back at the head of the compacted conversation.
+CC_CONTINUED = "This session is being continued from a previous conversation that ran out of context."
+CC_SUMMARY = (
+    "<analysis>Six commands to run.</analysis>\n"
+    "<summary>1. Primary Request: run the commands; this is summary {n}.</summary>"
+)
+
+
+@pytest.fixture
+def claude_proxy(fake: FakeGoogle) -> Iterator[Daemon]:
+    """A daemon whose one account serves a single Claude model (the Opus that
+    Claude Code's own default name resolves to) with a small input limit."""
+    fake.add_account(email=CC_EMAIL, models={CC_MODEL: {"maxTokens": CC_LIMIT}, GEMINI: {}})
+    with pooled_daemon(fake, [CC_EMAIL], "ag-cmpcc-") as d:
+        fake.reset()
+        yield d
+        fake.reset()
+
+
+def _asks_claude_code_summary(req: dict[str, Any]) -> bool:
+    return _last_user_text_has(req, CC_SUMMARY_PROMPT)
+
+
+def test_real_claude_code_compacts_on_prompt_too_long(
+    claude_proxy: Daemon, fake: FakeGoogle, short_tmp: Any
+) -> None:
+    """Claude Code with a model whose input limit is smaller than its session.
+
+    How Claude Code 2.1.332 compacts. Proactively, when the prompt nears a
+    threshold taken from its own table of context windows by model name
+    (at least 100 000 tokens, as is its CLAUDE_CODE_AUTO_COMPACT_WINDOW
+    setting; it asks no endpoint for a window), or a percentage of that
+    window set by CLAUDE_AUTOCOMPACT_PCT_OVERRIDE: no help for a limit it
+    cannot know. And REACTIVELY, which needs nothing from the user: on a 400
+    ``invalid_request_error`` whose message says "prompt is too long" (it
+    reads the gap from "N tokens > M maximum") it summarises the oldest
+    rounds (a request ending with ``CC_SUMMARY_PROMPT``, tools still
+    declared), puts ``CC_CONTINUED`` + the summary in their place and
+    retries, within the same ``claude -p`` run. The gateway refuses an
+    over-long prompt in that shape before asking any account (its estimate
+    over the catalog's limit), which is all it takes."""
+    exe = client_bin("claude")
+    if not exe:
+        pytest.skip("Claude Code is not installed (npm install @anthropic-ai/claude-code)")
+    work = short_tmp / "work"
+    home = work / "home"
+    home.mkdir(parents=True)
+    summaries: list[str] = []
+
+    def summary_reply(req: dict[str, Any]) -> Reply | None:
+        if not _asks_claude_code_summary(req):
+            return None
+        summaries.append(CC_SUMMARY.format(n=len(summaries) + 1))
+        return Reply.text(summaries[-1])
+
+    # Side requests (no tools) get the default answer; summary requests a summary
+    # in the shape Claude Code asks for; the task's replies stay in order.
+    fake.unscripted_when = lambda req: not req.get("tools")
+    fake.reply_when = summary_reply
+    # Each command prints about 28 KB (under Claude Code's 30 000-character cut of
+    # a command's output), then its marker.
+    steps = [f"seq {10000 * i} {10000 * i + 3999}; echo marker-{i}" for i in range(1, 7)]
+    fake.script(
+        [Reply.function_call("Bash", {"command": cmd, "description": "print numbers"}) for cmd in steps]
+        + [Reply.text("The last command printed marker-6.")]
+    )
+    res = run(
+        [
+            exe,
+            "-p",
+            "Run the six commands I will be given and report the last marker",
+            "--dangerously-skip-permissions",
+        ],
+        {
+            "ANTHROPIC_BASE_URL": claude_proxy.base_url,
+            "ANTHROPIC_API_KEY": claude_proxy.api_key,
+            "IS_SANDBOX": "1",
+            "HOME": str(home),
+            "DISABLE_AUTOUPDATER": "1",
+        },
+        work,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "marker-6" in res.stdout
+    # The gateway refused over-long prompts (answered as Anthropic's "prompt is
+    # too long: N tokens > M maximum", see test_anthropic_prompt_is_too_long) ...
+    rows = claude_proxy.admin("GET", "/logs")["rows"]
+    refused = [r for r in rows if r["route"] == "messages" and r["status"] == 400]
+    assert refused and all("maximum context length is 30000" in r["error"] for r in refused), rows
+    # ... none of them reached an account ...
+    calls = [c for c in generate_calls(fake) if c.status == 200]
+    served = [r for r in rows if r["route"] == "messages" and r["status"] == 200]
+    assert len(calls) == len(served)
+    assert all(c.model == CC_MODEL for c in calls)
+    # ... and Claude Code compacted, twice over the six commands: each summary
+    # request ended with its prompt, each got its summary.
+    asked = [c for c in calls if _asks_claude_code_summary(c.body["request"])]
+    assert len(summaries) >= 2 and len(asked) == len(summaries), "Claude Code compacted less than twice"
+    # Each summary request was answered, then the request after it carried that
+    # summary back (the retry of the turn that was refused).
+    for n, c in enumerate(asked):
+        nxt = calls[calls.index(c) + 1]
+        carried = [t for t in upstream_texts(nxt) if CC_CONTINUED in t]
+        assert carried and f"this is summary {n + 1}." in carried[0], upstream_texts(nxt)
+        assert not _asks_claude_code_summary(nxt.body["request"])
+    # The session finished on the latest summary and the last command's output;
+    # the first commands' outputs are gone.
+    last = calls[-1]
+    assert not _asks_claude_code_summary(last.body["request"])
+    assert any(f"this is summary {len(summaries)}." in t for t in upstream_texts(last))
+    outputs = json.dumps(function_responses(last))
+    assert "marker-6" in outputs and "marker-1" not in outputs
 
 
 # ------------------------------------------------------------ units
