@@ -400,8 +400,9 @@ def test_real_codex_compacts_remotely(proxy: Daemon, fake: FakeGoogle, short_tmp
 
 def test_real_codex_compacts_locally(proxy: Daemon, fake: FakeGoogle, short_tmp: Any) -> None:
     """Codex with a provider NOT named "OpenAI" compacts locally: an ordinary
-    streamed /v1/responses turn (its tools still declared) whose history ends
-    with Codex's own summarisation prompt as a user message; the answer's text
+    streamed /v1/responses turn (0.171 declares no tools on it, though the
+    history holds tool calls) whose history ends with Codex's own
+    summarisation prompt as a user message; the answer's text
     becomes a user message (``LOCAL_SUMMARY_PREFIX`` + the summary) in the next
     history, after the user's own messages. Nothing compaction-specific reaches
     the gateway, so this checks that an ordinary turn carries it through: the
@@ -418,6 +419,7 @@ def test_real_codex_compacts_locally(proxy: Daemon, fake: FakeGoogle, short_tmp:
     assert not _asks_for_local_summary(calls[-1].body["request"])
     for n, i in enumerate(summaries):
         assert STEP_OUTPUTS[n] in str(function_responses(calls[i]))
+        assert calls[i].method == "streamGenerateContent"
         nxt = calls[i + 1]
         texts = upstream_texts(nxt)
         carried = [t for t in texts if t.startswith(LOCAL_SUMMARY_PREFIX)]
