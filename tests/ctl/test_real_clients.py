@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,116 @@ def test_gemini_cli_tool_loop(proxy: Daemon, fake: FakeGoogle, workdir: Path) ->
     # CLIENTS.md), which no catalog serves: the family fallback picks the best Flash
     # of the 2026-08-22 catalog, the newest version at its highest effort.
     assert {c.model for c in calls} == {"gemini-3.7-flash-high"}
+
+
+#: A stdio MCP server: JSON-RPC 2.0, one message a line. One tool,
+#: ``secret_word(topic)``, answering with a word from argv[2] nobody could
+#: guess; each call is appended (as JSON) to the file argv[1].
+MCP_SERVER = """
+import json, sys
+
+log_path, word = sys.argv[1], sys.argv[2]
+TOOL = {
+    "name": "secret_word",
+    "description": "The secret word of a topic.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {"topic": {"type": "string"}},
+        "required": ["topic"],
+    },
+}
+
+
+def send(msg):
+    sys.stdout.write(json.dumps(msg) + "\\n")
+    sys.stdout.flush()
+
+
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    msg = json.loads(line)
+    method, mid = msg.get("method"), msg.get("id")
+    if mid is None:  # a notification (notifications/initialized, ...)
+        continue
+    if method == "initialize":
+        version = msg.get("params", {}).get("protocolVersion", "2025-06-18")
+        result = {
+            "protocolVersion": version,
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "vault", "version": "1.0"},
+        }
+    elif method == "tools/list":
+        result = {"tools": [TOOL]}
+    elif method == "tools/call":
+        params = msg.get("params", {})
+        with open(log_path, "a") as f:
+            f.write(json.dumps(params) + "\\n")
+        topic = params.get("arguments", {}).get("topic")
+        text = f"The secret word for {topic} is {word}."
+        result = {"content": [{"type": "text", "text": text}], "isError": False}
+    elif method == "ping":
+        result = {}
+    else:
+        send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32601, "message": "no such method"}})
+        continue
+    send({"jsonrpc": "2.0", "id": mid, "result": result})
+"""
+
+
+def test_codex_exec_calls_a_real_mcp_server(proxy: Daemon, fake: FakeGoogle, workdir: Path) -> None:
+    """Codex 0.171 sends an MCP server's tools as a ``namespace`` tool
+    (``mcp__<server>``, CLIENTS.md); the gateway declares them upstream as
+    ``mcp__<server>__<tool>`` and answers the model's call under the tool's own
+    name with the namespace beside it, so Codex runs it on the right server."""
+    exe = client_bin("codex")
+    if not exe:
+        pytest.skip("Codex is not installed (npm install @openai/codex)")
+    home = workdir / "codex"
+    home.mkdir()
+    server, calls_log = workdir / "vault_mcp.py", workdir / "vault-calls.jsonl"
+    server.write_text(MCP_SERVER)
+    word = "quokka-" + os.urandom(4).hex()
+    (home / "config.toml").write_text(
+        'model = "gemini-3-flash"\nmodel_provider = "ag"\napproval_policy = "never"\n'
+        'sandbox_mode = "danger-full-access"\n\n[model_providers.ag]\nname = "ag"\n'
+        f'base_url = "{proxy.base_url}/v1"\nenv_key = "AG_KEY"\nwire_api = "responses"\n\n'
+        f"[mcp_servers.vault]\ncommand = {json.dumps(sys.executable)}\n"
+        f"args = {json.dumps([str(server), str(calls_log), word])}\n"
+    )
+    fake.script(
+        [
+            Reply.function_call("mcp__vault__secret_word", {"topic": "harbour"}),
+            Reply.text(f"The secret word for harbour is {word}."),
+        ]
+    )
+    res = run(
+        [
+            exe,
+            "exec",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "--skip-git-repo-check",
+            "Ask the vault for the secret word of harbour and tell me",
+        ],
+        {"CODEX_HOME": str(home), "AG_KEY": proxy.api_key, "HOME": str(workdir)},
+        workdir,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert word in res.stdout
+    # The server ran the call, with the model's arguments (Codex adds a ``_meta``).
+    assert calls_log.exists(), res.stderr
+    logged = [json.loads(line) for line in calls_log.read_text().splitlines()]
+    assert [(c["name"], c["arguments"]) for c in logged] == [("secret_word", {"topic": "harbour"})]
+    calls = generate_calls(fake)
+    assert len(calls) >= 2
+    # The tool was declared upstream under its flattened name ...
+    declared = [
+        d["name"]
+        for t in calls[0].body["request"].get("tools", [])
+        for d in t.get("functionDeclarations", [])
+    ]
+    assert "mcp__vault__secret_word" in declared, declared
+    # ... and its result went back to the model under that name.
+    results = function_responses(calls[-1])
+    assert [r["name"] for r in results] == ["mcp__vault__secret_word"]
+    assert word in json.dumps(results)

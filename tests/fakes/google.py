@@ -2018,6 +2018,10 @@ class FakeGoogle:
         # default reply and leave the scripts alone (a client's side requests,
         # e.g. Claude Code's title generation, must not eat a scripted reply).
         self.unscripted_when: Callable[[dict[str, Any]], bool] | None = None
+        # The same, with a reply of its own: a Reply for the requests it picks
+        # (e.g. a client's compaction request, answered with a summary), None
+        # for the rest, which go on to the scripts.
+        self.reply_when: Callable[[dict[str, Any]], Reply | None] | None = None
         self.last_auth_params: dict[str, str] | None = None
         # Client version gates (UPSTREAM.md §2.2, §9.5), from the User-Agent
         # (``antigravity/hub/X.Y.Z``, ``antigravity/cli/X.Y.Z``, legacy ``antigravity/X.Y.Z``).
@@ -2234,6 +2238,10 @@ class FakeGoogle:
             self._scripts.setdefault(email, deque()).extend(replies)
 
     def _next_reply(self, email: str | None, request: dict[str, Any] | None = None) -> Reply:
+        if request is not None and self.reply_when is not None:
+            picked = self.reply_when(request)
+            if picked is not None:
+                return picked
         if request is not None and self.unscripted_when is not None and self.unscripted_when(request):
             return Reply.default()
         with self._lock:

@@ -10,6 +10,8 @@ One daemon for the module, with its own account whose catalog gives
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -313,18 +315,41 @@ def test_count_tokens_is_never_refused(proxy: Daemon) -> None:
 
 # ------------------------------------------------------------ the real Codex
 
+#: How Codex's LOCAL compaction asks for its summary (codex-rs ``templates/compact/
+#: prompt.md``, seen from 0.171 on the wire): an ordinary /v1/responses turn whose
+#: last user text starts so ...
+LOCAL_SUMMARY_PROMPT = "You are performing a CONTEXT CHECKPOINT COMPACTION"
+#: ... and the user text that carries the summary back on every later turn
+#: (``summary_prefix.md``), followed by the summary itself.
+LOCAL_SUMMARY_PREFIX = "Another language model started to solve this problem"
+#: Three tool calls, then the answer: Codex with a tiny auto-compact limit
+#: compacts after each tool result, so at least twice before it answers.
+STEPS = [
+    Reply.function_call("exec_command", {"cmd": "echo step-$((1+1))"}),
+    Reply.function_call("exec_command", {"cmd": "echo step-$((2+1))"}),
+    Reply.function_call("exec_command", {"cmd": "echo step-$((3+1))"}),
+    Reply.text("The commands printed step-2, step-3 and step-4."),
+]
+STEP_OUTPUTS = ["step-2", "step-3", "step-4"]
+
 
 def _asks_for_summary(req: dict[str, Any]) -> bool:
+    return _last_user_text_has(req, SUMMARY_INSTRUCTION)
+
+
+def _asks_for_local_summary(req: dict[str, Any]) -> bool:
+    return _last_user_text_has(req, LOCAL_SUMMARY_PROMPT)
+
+
+def _last_user_text_has(req: dict[str, Any], marker: str) -> bool:
     contents = req.get("contents") or []
     last = contents[-1] if contents else {}
-    return any(SUMMARY_INSTRUCTION in str(p.get("text", "")) for p in last.get("parts", []))
+    return any(marker in str(p.get("text", "")) for p in last.get("parts", []))
 
 
-def test_real_codex_compacts_remotely(proxy: Daemon, fake: FakeGoogle, short_tmp: Any) -> None:
-    """Codex with a provider named "OpenAI" compacts remotely (compaction v2);
-    a tiny auto-compact limit makes it compact mid-task, after its tool call.
-    The session must complete, and the turn after the compaction must carry
-    the summary (the fake's default answer to the summary request)."""
+def _codex(proxy: Daemon, short_tmp: Any, provider_name: str) -> subprocess.CompletedProcess[str]:
+    """``codex exec`` on a three-step task, with an auto-compact limit far under
+    one turn's size (instructions and tools alone are several thousand tokens)."""
     exe = client_bin("codex")
     if not exe:
         pytest.skip("Codex is not installed (npm install @openai/codex)")
@@ -334,36 +359,201 @@ def test_real_codex_compacts_remotely(proxy: Daemon, fake: FakeGoogle, short_tmp
     (home / "config.toml").write_text(
         f'model = "{GEMINI}"\nmodel_provider = "ag"\napproval_policy = "never"\n'
         'sandbox_mode = "danger-full-access"\nmodel_auto_compact_token_limit = 2000\n\n'
-        '[model_providers.ag]\nname = "OpenAI"\n'
+        f'[model_providers.ag]\nname = "{provider_name}"\n'
         f'base_url = "{proxy.base_url}/v1"\nenv_key = "AG_KEY"\nwire_api = "responses"\n'
     )
-    # Summary requests get the fake's default answer ("Hello from <model> ..."):
-    # whenever Codex compacts, the scripted task replies stay in order.
-    fake.unscripted_when = _asks_for_summary
-    fake.script(
-        [
-            Reply.function_call("exec_command", {"cmd": "echo compacted-$((6*7))"}),
-            Reply.text("It printed compacted-42."),
-        ]
-    )
-    res = run(
-        [exe, "exec", "--skip-git-repo-check", "Run echo compacted-$((6*7)) and report the output"],
+    return run(
+        [exe, "exec", "--skip-git-repo-check", "Run echo step-$((N+1)) for N = 1, 2, 3 and report"],
         {"CODEX_HOME": str(home), "AG_KEY": proxy.api_key, "HOME": str(work)},
         work,
     )
+
+
+def test_real_codex_compacts_remotely(proxy: Daemon, fake: FakeGoogle, short_tmp: Any) -> None:
+    """Codex with a provider named "OpenAI" compacts remotely (compaction v2);
+    a tiny auto-compact limit makes it compact mid-task, after each tool call.
+    The multi-turn session compacts at least twice and completes, and the turn
+    after each compaction carries the summary (the fake's default answer to the
+    summary request), opened from the sealed item."""
+    # Summary requests get the fake's default answer ("Hello from <model> ..."):
+    # whenever Codex compacts, the scripted task replies stay in order.
+    fake.unscripted_when = _asks_for_summary
+    fake.script(STEPS)
+    res = _codex(proxy, short_tmp, "OpenAI")
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
-    assert "compacted-42" in res.stdout
+    assert "step-2, step-3 and step-4" in res.stdout
     calls = [c for c in generate_calls(fake) if c.status == 200]
-    summaries = [c for c in calls if _asks_for_summary(c.body["request"])]
-    assert summaries, "Codex never compacted"
-    # A turn after a compaction carried the summary back (opened from the item).
-    later = [c for c in calls[calls.index(summaries[0]) + 1 :] if not _asks_for_summary(c.body["request"])]
-    assert later and any(
-        "Summary of the earlier part" in t and "Hello from" in t for t in upstream_texts(later[0])
+    summaries = [i for i, c in enumerate(calls) if _asks_for_summary(c.body["request"])]
+    assert len(summaries) >= 2, f"Codex compacted {len(summaries)} time(s)"
+    assert not _asks_for_summary(calls[-1].body["request"])  # it finished with an ordinary turn
+    for n, i in enumerate(summaries):
+        # The next turn carried the summary back (opened from the item) ...
+        nxt = calls[i + 1]
+        assert not _asks_for_summary(nxt.body["request"])
+        assert any("Summary of the earlier part" in t and "Hello from" in t for t in upstream_texts(nxt))
+        # ... and the tool ran before the compaction: its output was in what got
+        # summarised (Codex keeps only user messages and the item afterwards).
+        assert any(STEP_OUTPUTS[n] in str(r) for r in function_responses(calls[i]))
+    # Nothing of Codex's own local compaction: the gateway wrote the summaries.
+    assert not any(_asks_for_local_summary(c.body["request"]) for c in calls)
+
+
+def test_real_codex_compacts_locally(proxy: Daemon, fake: FakeGoogle, short_tmp: Any) -> None:
+    """Codex with a provider NOT named "OpenAI" compacts locally: an ordinary
+    streamed /v1/responses turn (0.171 declares no tools on it, though the
+    history holds tool calls) whose history ends with Codex's own
+    summarisation prompt as a user message; the answer's text
+    becomes a user message (``LOCAL_SUMMARY_PREFIX`` + the summary) in the next
+    history, after the user's own messages. Nothing compaction-specific reaches
+    the gateway, so this checks that an ordinary turn carries it through: the
+    tool session compacts at least twice and completes."""
+    fake.unscripted_when = _asks_for_local_summary
+    fake.script(STEPS)
+    res = _codex(proxy, short_tmp, "ag")
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "step-2, step-3 and step-4" in res.stdout
+    assert res.stderr.count("context compacted") >= 2, res.stderr
+    calls = [c for c in generate_calls(fake) if c.status == 200]
+    summaries = [i for i, c in enumerate(calls) if _asks_for_local_summary(c.body["request"])]
+    assert len(summaries) >= 2, f"Codex compacted {len(summaries)} time(s)"
+    assert not _asks_for_local_summary(calls[-1].body["request"])
+    for n, i in enumerate(summaries):
+        assert STEP_OUTPUTS[n] in str(function_responses(calls[i]))
+        assert calls[i].method == "streamGenerateContent"
+        nxt = calls[i + 1]
+        texts = upstream_texts(nxt)
+        carried = [t for t in texts if t.startswith(LOCAL_SUMMARY_PREFIX)]
+        assert carried and "Hello from" in carried[0], texts
+        # The history was replaced: no earlier tool call or result is left.
+        assert not function_responses(nxt)
+    # Not the gateway's remote compaction: no summary instruction of its own.
+    assert not any(_asks_for_summary(c.body["request"]) for c in calls)
+
+
+# ------------------------------------------------------------ the real Claude Code
+
+CC_EMAIL = "compaction-cc@example.com"
+CC_MODEL = "claude-opus-4-6-thinking"
+#: Claude Code's first request alone is about 12 000 tokens by the gateway's
+#: estimate (system prompt, tools, reminders; 2.1.332 on its default Opus;
+#: 21 000 with --model claude-sonnet-4-6); each tool result below adds about
+#: 7 000. Over this limit (x 1.1, the gateway's margin) the session overflows at
+#: the fourth result and again at the sixth; a summary and the latest result fit.
+CC_LIMIT = 30000
+#: How Claude Code asks for its summary: a last user text (2.1.332).
+CC_SUMMARY_PROMPT = "CRITICAL: Respond with TEXT ONLY. Do NOT call any tools."
+#: How the summary comes back at the head of the compacted conversation.
+CC_CONTINUED = "This session is being continued from a previous conversation that ran out of context."
+CC_SUMMARY = (
+    "<analysis>Six commands to run.</analysis>\n"
+    "<summary>1. Primary Request: run the commands; this is summary {n}.</summary>"
+)
+
+
+@pytest.fixture
+def claude_proxy(fake: FakeGoogle) -> Iterator[Daemon]:
+    """A daemon whose one account serves a single Claude model (the Opus that
+    Claude Code's own default name resolves to) with a small input limit."""
+    fake.add_account(email=CC_EMAIL, models={CC_MODEL: {"maxTokens": CC_LIMIT}, GEMINI: {}})
+    with pooled_daemon(fake, [CC_EMAIL], "ag-cmpcc-") as d:
+        fake.reset()
+        yield d
+        fake.reset()
+
+
+def _asks_claude_code_summary(req: dict[str, Any]) -> bool:
+    return _last_user_text_has(req, CC_SUMMARY_PROMPT)
+
+
+def test_real_claude_code_compacts_on_prompt_too_long(
+    claude_proxy: Daemon, fake: FakeGoogle, short_tmp: Any
+) -> None:
+    """Claude Code with a model whose input limit is smaller than its session.
+
+    How Claude Code 2.1.332 compacts. Proactively, when the prompt nears a
+    threshold taken from its own table of context windows by model name
+    (at least 100 000 tokens, as is its CLAUDE_CODE_AUTO_COMPACT_WINDOW
+    setting; it asks no endpoint for a window), or a percentage of that
+    window set by CLAUDE_AUTOCOMPACT_PCT_OVERRIDE: no help for a limit it
+    cannot know. And REACTIVELY, which needs nothing from the user: on a 400
+    ``invalid_request_error`` whose message says "prompt is too long" (it
+    reads the gap from "N tokens > M maximum") it summarises the oldest
+    rounds (a request ending with ``CC_SUMMARY_PROMPT``, tools still
+    declared), puts ``CC_CONTINUED`` + the summary in their place and
+    retries, within the same ``claude -p`` run. The gateway refuses an
+    over-long prompt in that shape before asking any account (its estimate
+    over the catalog's limit), which is all it takes."""
+    exe = client_bin("claude")
+    if not exe:
+        pytest.skip("Claude Code is not installed (npm install @anthropic-ai/claude-code)")
+    work = short_tmp / "work"
+    home = work / "home"
+    home.mkdir(parents=True)
+    summaries: list[str] = []
+
+    def summary_reply(req: dict[str, Any]) -> Reply | None:
+        if not _asks_claude_code_summary(req):
+            return None
+        summaries.append(CC_SUMMARY.format(n=len(summaries) + 1))
+        return Reply.text(summaries[-1])
+
+    # Side requests (no tools) get the default answer; summary requests a summary
+    # in the shape Claude Code asks for; the task's replies stay in order.
+    fake.unscripted_when = lambda req: not req.get("tools")
+    fake.reply_when = summary_reply
+    # Each command prints about 28 KB (under Claude Code's 30 000-character cut of
+    # a command's output), then its marker.
+    steps = [f"seq {10000 * i} {10000 * i + 3999}; echo marker-{i}" for i in range(1, 7)]
+    fake.script(
+        [Reply.function_call("Bash", {"command": cmd, "description": "print numbers"}) for cmd in steps]
+        + [Reply.text("The last command printed marker-6.")]
     )
-    # The tool ran before the compaction: its output was in what got summarised
-    # (Codex keeps only user messages and the compaction item afterwards).
-    assert any("compacted-42" in str(r) for r in function_responses(summaries[0]))
+    res = run(
+        [
+            exe,
+            "-p",
+            "Run the six commands I will be given and report the last marker",
+            "--dangerously-skip-permissions",
+        ],
+        {
+            "ANTHROPIC_BASE_URL": claude_proxy.base_url,
+            "ANTHROPIC_API_KEY": claude_proxy.api_key,
+            "IS_SANDBOX": "1",
+            "HOME": str(home),
+            "DISABLE_AUTOUPDATER": "1",
+        },
+        work,
+    )
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert "marker-6" in res.stdout
+    # The gateway refused over-long prompts (answered as Anthropic's "prompt is
+    # too long: N tokens > M maximum", see test_anthropic_prompt_is_too_long) ...
+    rows = claude_proxy.admin("GET", "/logs")["rows"]
+    refused = [r for r in rows if r["route"] == "messages" and r["status"] == 400]
+    assert refused and all("maximum context length is 30000" in r["error"] for r in refused), rows
+    # ... none of them reached an account ...
+    calls = [c for c in generate_calls(fake) if c.status == 200]
+    served = [r for r in rows if r["route"] == "messages" and r["status"] == 200]
+    assert len(calls) == len(served)
+    assert all(c.model == CC_MODEL for c in calls)
+    # ... and Claude Code compacted, twice over the six commands: each summary
+    # request ended with its prompt, each got its summary.
+    asked = [c for c in calls if _asks_claude_code_summary(c.body["request"])]
+    assert len(summaries) >= 2 and len(asked) == len(summaries), "Claude Code compacted less than twice"
+    # Each summary request was answered, then the request after it carried that
+    # summary back (the retry of the turn that was refused).
+    for n, c in enumerate(asked):
+        nxt = calls[calls.index(c) + 1]
+        carried = [t for t in upstream_texts(nxt) if CC_CONTINUED in t]
+        assert carried and f"this is summary {n + 1}." in carried[0], upstream_texts(nxt)
+        assert not _asks_claude_code_summary(nxt.body["request"])
+    # The session finished on the latest summary and the last command's output;
+    # the first commands' outputs are gone.
+    last = calls[-1]
+    assert not _asks_claude_code_summary(last.body["request"])
+    assert any(f"this is summary {len(summaries)}." in t for t in upstream_texts(last))
+    outputs = json.dumps(function_responses(last))
+    assert "marker-6" in outputs and "marker-1" not in outputs
 
 
 # ------------------------------------------------------------ units
