@@ -55,6 +55,7 @@ class RequestCtx(msgspec.Struct, kw_only=True):
     request_body: bytes = b""
     response_body: bytes = b""
     credits: bool = False  # paid with AI credits ([credits])
+    finished: bool = False  # recorded (daemon.proxy.serving.finish_ctx): once only
 
     def mark_first_byte(self) -> None:
         if self.ttfb_ms is None:

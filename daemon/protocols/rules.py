@@ -130,8 +130,52 @@ def apply(
     else:
         request.pop("generationConfig", None)
     if claude:
+        _declare_called_tools(request, notes)
         _claude_tools(request, notes)
     return notes
+
+
+def _declare_called_tools(request: dict[str, Any], notes: list[str]) -> None:
+    """Claude refuses a conversation with tool calls in its history when the
+    request does not define those tools (Anthropic's API: tool_use blocks
+    need a ``tools`` list naming them). Clients send such requests: Codex's
+    local compaction asks for its summary with the history's calls and no
+    tools. Each called but undeclared name gets a declaration; when the
+    request had no tools at all, calling them is turned off."""
+    called: set[str] = set()
+    for content in request.get("contents") or []:
+        for part in (content.get("parts") or []) if isinstance(content, dict) else []:
+            fc = part.get("functionCall") if isinstance(part, dict) else None
+            if isinstance(fc, dict) and isinstance(fc.get("name"), str):
+                called.add(fc["name"])
+    if not called:
+        return
+    tools = request.get("tools")
+    if not isinstance(tools, list):
+        tools = []
+    declared = {
+        decl.get("name")
+        for tool in tools
+        if isinstance(tool, dict)
+        for decl in (tool.get("functionDeclarations") or [])
+        if isinstance(decl, dict)
+    }
+    missing = sorted(called - declared)
+    if not missing:
+        return
+    had_tools = bool(declared)
+    tools.append(
+        {
+            "functionDeclarations": [
+                {"name": name, "description": "A tool called earlier in this conversation."}
+                for name in missing
+            ]
+        }
+    )
+    request["tools"] = tools
+    if not had_tools:
+        request["toolConfig"] = {"functionCallingConfig": {"mode": "NONE"}}
+    notes.append(f"declared the tools called earlier but not offered now: {', '.join(missing)}")
 
 
 def _thinking(

@@ -20,6 +20,8 @@ from daemon.app_deps import ProxyDeps
 from daemon.errors import BadRequest, GatewayError, InternalError
 from daemon.protocols.error_shapes import body_for, headers_for, protocol_for_path
 from daemon.proxy.exchange import ClientGone, JsonOut, Out, Receive, Req, Scope, Send, send_out
+from daemon.proxy.serving import finish_ctx
+from daemon.records import RequestCtx
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +104,38 @@ class HotRoutes:
             return
         req = Req(scope, receive, self.service, params)
         try:
-            out = await handler(req)
-        except ClientGone:
-            return  # left before the answer: nobody to send it to
-        except GatewayError as exc:
-            if exc.status >= 500:
-                log.warning("%s %s -> %s: %s", method, path, exc.status, exc.message)
-            out = error_out(path, exc)
-        except Exception:
-            log.exception("unhandled error on %s %s", method, path)
-            rid = req.state.get("request_id", "")
-            out = error_out(path, InternalError(f"internal error (request {rid}); see the daemon log"))
-        await send_out(send, receive, out)
+            try:
+                out = await handler(req)
+            except ClientGone:
+                _gone(req)
+                return  # left before the answer: nobody to send it to
+            except GatewayError as exc:
+                if exc.status >= 500:
+                    log.warning("%s %s -> %s: %s", method, path, exc.status, exc.message)
+                _failed(req, exc)
+                out = error_out(path, exc)
+            except Exception:
+                log.exception("unhandled error on %s %s", method, path)
+                rid = req.state.get("request_id", "")
+                internal = InternalError(f"internal error (request {rid}); see the daemon log")
+                _failed(req, internal)
+                out = error_out(path, internal)
+            await send_out(send, receive, out)
+        finally:
+            # The one place a request is finished (its log row and metrics):
+            # after the whole answer went out, a stream's too, or it failed.
+            ctx: RequestCtx | None = req.state.get("ctx")
+            if ctx is not None:
+                finish_ctx(self.service, ctx)
+
+
+def _failed(req: Req, err: GatewayError) -> None:
+    ctx: RequestCtx | None = req.state.get("ctx")
+    if ctx is not None:
+        ctx.fail(err)
+
+
+def _gone(req: Req) -> None:
+    ctx: RequestCtx | None = req.state.get("ctx")
+    if ctx is not None:
+        ctx.status, ctx.error_kind, ctx.error = 499, "client_closed", "the client went away"

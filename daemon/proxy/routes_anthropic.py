@@ -17,7 +17,6 @@ from daemon.proxy.exchange import Out, Req, StreamOut
 from daemon.proxy.serving import (
     SSE_HEADERS,
     decode_body,
-    finish_ctx,
     json_out,
     model_of,
     new_ctx,
@@ -29,6 +28,8 @@ from daemon.records import Attempt, RequestCtx
 from daemon.upstream.zai import Zai
 
 log = logging.getLogger(__name__)
+
+
 def _thinking_model(svc: ProxyDeps, body: dict[str, Any], model: str) -> str:
     """With thinking on, a Claude id that has a ``-thinking`` twin in the
     catalog is served by the twin (else thinking would silently never come
@@ -81,14 +82,12 @@ async def _serve_zai(req: Req, body: dict[str, Any], ctx: RequestCtx) -> Out:
             finally:
                 with contextlib.suppress(Exception):
                     await chunks.aclose()  # type: ignore[attr-defined]
-                finish_ctx(svc, ctx)
 
         return StreamOut(gen(), headers=SSE_HEADERS)
     data = await client.messages(zbody, headers)
     usage = data.get("usage") or {}
     ctx.usage.input_tokens = int(usage.get("input_tokens") or 0)
     ctx.usage.output_tokens = int(usage.get("output_tokens") or 0)
-    finish_ctx(svc, ctx)
     return json_out(data)
 
 
@@ -130,7 +129,6 @@ async def messages(req: Req) -> Out:
                 call,
                 render=lambda resp: anthropic.from_gemini(resp, call=call, store=store),
                 translator=lambda: anthropic.StreamTranslator(call, store),
-                record_failure=not can_fall_back,  # one monitor row per request
             )
         except GatewayError as exc:
             if can_fall_back and plan.falls_back_on(exc):
@@ -139,9 +137,6 @@ async def messages(req: Req) -> Out:
                 return await _serve_zai(req, body, ctx)
             raise
     except GatewayError as exc:
-        if ctx.latency_ms is None:
-            ctx.fail(exc)
-            finish_ctx(svc, ctx)
         raise _anthropic_error(exc) from None
 
 
@@ -163,9 +158,7 @@ async def count_tokens(req: Req) -> Out:
         client_model = model_of(body)
         ctx.client_model = client_model
         if svc.backends.mode == "exclusive":
-            data = await _count_zai(req, body, client_model)
-            finish_ctx(svc, ctx)
-            return json_out(data)
+            return json_out(await _count_zai(req, body, client_model))
         try:
             model = _thinking_model(svc, body, svc.dispatcher.resolve_model(client_model))
             ctx.model = model
@@ -181,12 +174,8 @@ async def count_tokens(req: Req) -> Out:
             if plan.zai_after_google(client_model, zai_tried=False) and plan.falls_back_on(exc):
                 data = await _count_zai(req, body, client_model)
                 ctx.account = "z.ai"
-                finish_ctx(svc, ctx)
                 return json_out(data)
             raise
     except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
         raise _anthropic_error(exc) from None
-    finish_ctx(svc, ctx)
     return json_out({"input_tokens": total})

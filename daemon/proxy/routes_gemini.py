@@ -13,13 +13,12 @@ from daemon.protocols import gemini
 from daemon.proxy.exchange import Out, Req
 from daemon.proxy.serving import (
     decode_body,
-    finish_ctx,
     json_out,
     json_response,
     new_ctx,
-    recorded,
     run_call,
     service_of,
+    shape_errors,
     store_of,
 )
 
@@ -64,21 +63,21 @@ async def generate(req: Req) -> Out:
     svc = req.service
     ctx = new_ctx(req, "gemini", method)
     store = store_of(req)
-    with recorded(svc, ctx):
-        ctx.client_model = model_name
-        body = await decode_body(req)
-        model = svc.dispatcher.resolve_model(model_name)
-        if method == "countTokens":
-            # countTokens takes contents, or a whole generateContentRequest.
-            inner = body.get("generateContentRequest") or body.get("generate_content_request") or body
-            if not isinstance(inner, dict):
-                raise BadRequest("generateContentRequest must be an object")
+    ctx.client_model = model_name
+    body = await decode_body(req)
+    model = svc.dispatcher.resolve_model(model_name)
+    if method == "countTokens":
+        # countTokens takes contents, or a whole generateContentRequest.
+        inner = body.get("generateContentRequest") or body.get("generate_content_request") or body
+        if not isinstance(inner, dict):
+            raise BadRequest("generateContentRequest must be an object")
+        with shape_errors():
             call = gemini.to_gemini(inner, model=model, store=store, client_model=model_name)
-            ctx.client_model, ctx.model = model_name, model
-            total = await svc.dispatcher.count_tokens(call, ctx)
-            finish_ctx(svc, ctx)
-            return json_out({"totalTokens": total})
-        stream = method == "streamGenerateContent"
+        ctx.client_model, ctx.model = model_name, model
+        total = await svc.dispatcher.count_tokens(call, ctx)
+        return json_out({"totalTokens": total})
+    stream = method == "streamGenerateContent"
+    with shape_errors():
         call = gemini.to_gemini(body, model=model, store=store, client_model=model_name, stream=stream)
     sse_mode = req.query_params.get("alt") == "sse"
     return await run_call(

@@ -16,7 +16,7 @@ from typing import Any
 from litestar import Request, Response, get
 
 from daemon.app_deps import ProxyDeps
-from daemon.errors import GatewayError, NotFound
+from daemon.errors import NotFound
 from daemon.ids import hex_id
 from daemon.models import client_names
 from daemon.protocols import (
@@ -27,10 +27,9 @@ from daemon.protocols import (
     openai_images,
     openai_responses,
 )
-from daemon.proxy.exchange import ClientGone, JsonOut, Out, Req, until_disconnect
+from daemon.proxy.exchange import Out, Req, until_disconnect
 from daemon.proxy.serving import (
     decode_body,
-    finish_ctx,
     json_out,
     json_response,
     model_of,
@@ -100,17 +99,12 @@ async def _serve(req: Req, module: Any, route: str, **kwargs: Any) -> Out:
     svc = req.service
     ctx = new_ctx(req, "openai", route)
     store = store_of(req)
-    try:
-        body = await decode_body(req)
-        client_model = model_of(body)
-        ctx.client_model = client_model
-        model = svc.dispatcher.resolve_model(client_model)
-        with shape_errors():
-            call = module.to_gemini(body, model=model, store=store, **kwargs)
-    except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
-        raise
+    body = await decode_body(req)
+    client_model = model_of(body)
+    ctx.client_model = client_model
+    model = svc.dispatcher.resolve_model(client_model)
+    with shape_errors():
+        call = module.to_gemini(body, model=model, store=store, **kwargs)
     call.extra.setdefault("created", int(time.time()))
     return await run_call(
         req,
@@ -148,33 +142,28 @@ async def responses(req: Req) -> Out:
     svc = req.service
     ctx = new_ctx(req, "openai", "responses")
     store = store_of(req)
-    try:
-        body = await decode_body(req)
-        client_model = model_of(body)
-        ctx.client_model = client_model
-        model = svc.dispatcher.resolve_model(client_model)
-        history = _history(svc, body)
-        sealer = svc.compaction
-        compacting = openai_compaction.is_compaction_request(body)
-        with shape_errors():
-            if compacting:
-                call = openai_compaction.to_gemini(
-                    body,
-                    model=model,
-                    store=store,
-                    history=history,
-                    unseal=sealer.open,
-                    stream=bool(body.get("stream")),
-                )
-            else:
-                call = openai_responses.to_gemini(
-                    body, model=model, store=store, history=history, unseal=sealer.open
-                )
-                _image_tool_model(svc, call)
-    except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
-        raise
+    body = await decode_body(req)
+    client_model = model_of(body)
+    ctx.client_model = client_model
+    model = svc.dispatcher.resolve_model(client_model)
+    history = _history(svc, body)
+    sealer = svc.compaction
+    compacting = openai_compaction.is_compaction_request(body)
+    with shape_errors():
+        if compacting:
+            call = openai_compaction.to_gemini(
+                body,
+                model=model,
+                store=store,
+                history=history,
+                unseal=sealer.open,
+                stream=bool(body.get("stream")),
+            )
+        else:
+            call = openai_responses.to_gemini(
+                body, model=model, store=store, history=history, unseal=sealer.open
+            )
+            _image_tool_model(svc, call)
     call.extra.setdefault("id", "resp_" + hex_id(24))
     call.extra.setdefault("created", int(time.time()))
     for typ in call.extra.get("ignored_tools", []) or []:
@@ -215,20 +204,15 @@ async def responses_compact(req: Req) -> Out:
     ctx = new_ctx(req, "openai", "responses_compact")
     store = store_of(req)
     sealer = svc.compaction
-    try:
-        body = await decode_body(req)
-        client_model = model_of(body)
-        ctx.client_model = client_model
-        model = svc.dispatcher.resolve_model(client_model)
-        history = _history(svc, body)
-        with shape_errors():
-            call = openai_compaction.to_gemini(
-                body, model=model, store=store, history=history, unseal=sealer.open
-            )
-    except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
-        raise
+    body = await decode_body(req)
+    client_model = model_of(body)
+    ctx.client_model = client_model
+    model = svc.dispatcher.resolve_model(client_model)
+    history = _history(svc, body)
+    with shape_errors():
+        call = openai_compaction.to_gemini(
+            body, model=model, store=store, history=history, unseal=sealer.open
+        )
     call.extra.setdefault("id", "resp_" + hex_id(24))
     call.extra.setdefault("created", int(time.time()))
     inputs = [*(history or []), *openai_responses.input_items(body)]
@@ -247,17 +231,12 @@ async def images_generations(req: Req) -> Out:
     ``openai_images.MAX_IMAGES``)."""
     svc = req.service
     ctx = new_ctx(req, "openai", "images")
-    try:
-        body = await decode_body(req)
-        with shape_errors():
-            requested = openai_images.requested_model(body)
-            ctx.client_model = str(body.get("model") or "")
-            model = svc.dispatcher.image_model(requested)
-            call = openai_images.to_gemini(body, model=model)
-    except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
-        raise
+    body = await decode_body(req)
+    with shape_errors():
+        requested = openai_images.requested_model(body)
+        ctx.client_model = str(body.get("model") or "")
+        model = svc.dispatcher.image_model(requested)
+        call = openai_images.to_gemini(body, model=model)
     call.extra["created"] = int(time.time())
     ctx.client_model = call.client_model
     ctx.model = model
@@ -266,25 +245,15 @@ async def images_generations(req: Req) -> Out:
         log.info("images: not applied (the image model has no such settings): %s", ", ".join(ignored))
     usage = Usage()
     answers: list[dict[str, Any]] = []
-    try:
-        for _ in range(int(call.extra["n"])):
-            resp = await until_disconnect(req, svc.dispatcher.generate_image(call, ctx))
-            answers.append(resp)
-            meta = resp.get("usageMetadata") or {}
-            usage.input_tokens += int(meta.get("promptTokenCount") or 0)
-            usage.output_tokens += int(meta.get("candidatesTokenCount") or 0)
-        ctx.usage = usage
-        out = openai_images.from_gemini(answers, call=call)
-    except ClientGone:
-        ctx.status, ctx.error_kind, ctx.error = 499, "client_closed", "the client went away"
-        finish_ctx(svc, ctx)
-        return JsonOut(b"", 499)
-    except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
-        raise
+    for _ in range(int(call.extra["n"])):
+        resp = await until_disconnect(req, svc.dispatcher.generate_image(call, ctx))
+        answers.append(resp)
+        meta = resp.get("usageMetadata") or {}
+        usage.input_tokens += int(meta.get("promptTokenCount") or 0)
+        usage.output_tokens += int(meta.get("candidatesTokenCount") or 0)
+    ctx.usage = usage
+    out = openai_images.from_gemini(answers, call=call)
     ctx.mark_first_byte()
-    finish_ctx(svc, ctx)
     return json_out(out, 200, {"x-antigravity-model": model})
 
 

@@ -26,7 +26,7 @@ from daemon.app_deps import ProxyDeps
 from daemon.errors import BadRequest, ContextTooLong, GatewayError, InternalError
 from daemon.protocols import GeminiCall, common
 from daemon.protocols.signatures import SignatureStore
-from daemon.proxy.exchange import ClientGone, JsonOut, Out, Req, StreamOut, until_disconnect
+from daemon.proxy.exchange import JsonOut, Out, Req, StreamOut, until_disconnect
 from daemon.records import RequestCtx
 
 log = logging.getLogger(__name__)
@@ -86,26 +86,18 @@ def new_ctx(req: Req, protocol: str, route: str) -> RequestCtx:
 
 
 def finish_ctx(svc: ProxyDeps, ctx: RequestCtx) -> None:
+    """The one place a request is finished: its latency, its request-log row
+    and its metrics. Called by the hot router (``daemon.proxy.hot_routes``)
+    once the answer is out, whole or streamed, or failed; at most once."""
+    if ctx.finished:
+        return
+    ctx.finished = True
     ctx.latency_ms = (time.perf_counter() - ctx.t0) * 1000
     try:
         svc.monitor.record(ctx)
-        metrics = getattr(svc, "metrics", None)
-        if metrics is not None:
-            metrics.observe(ctx)
+        svc.metrics.observe(ctx)
     except Exception:  # the log must never break a request
         log.exception("monitor record failed")
-
-
-@contextlib.contextmanager
-def recorded(svc: ProxyDeps, ctx: RequestCtx) -> Iterator[None]:
-    """A GatewayError raised before dispatch still makes a monitor row."""
-    try:
-        with shape_errors():
-            yield
-    except GatewayError as exc:
-        ctx.fail(exc)
-        finish_ctx(svc, ctx)
-        raise
 
 
 @contextlib.contextmanager
@@ -273,40 +265,27 @@ async def run_call(
     translator: Callable[[], StreamTranslator],
     media_type: str = "text/event-stream",
     on_complete: Callable[[Any], None] | None = None,
-    record_failure: bool = True,
 ) -> Out:
     """Dispatch a translated call and answer whole or streamed. Errors before
-    the first byte propagate (the router turns them into protocol errors);
-    with ``record_failure=False`` the caller records them (it may still
-    serve the request another way, e.g. z.ai fallback)."""
+    the first byte propagate (the router turns them into protocol errors and
+    finishes the request; a caller may still serve it another way, e.g. the
+    z.ai fallback)."""
     svc = req.service
     ctx.client_model = call.client_model
     ctx.model = call.model
     ctx.stream = call.stream
-    try:
-        check_context(svc, call)
-        if call.stream:
-            return await _open_stream(svc, ctx, call, translator(), media_type, on_complete)
-        try:
-            resp = await until_disconnect(req, svc.dispatcher.generate(call, ctx))
-        except ClientGone:
-            ctx.status, ctx.error_kind, ctx.error = 499, "client_closed", "the client went away"
-            finish_ctx(svc, ctx)
-            return JsonOut(b"", 499)  # nobody is left to read it
-        out = render(resp)
-        body = _encode(out)
-        if svc.config.monitor.log_bodies:
-            ctx.response_body = body
-        if on_complete is not None:
-            on_complete(out)
-        ctx.mark_first_byte()
-        finish_ctx(svc, ctx)
-        return JsonOut(body, 200, {"x-antigravity-model": call.model})
-    except GatewayError as exc:
-        if record_failure:
-            ctx.fail(exc)
-            finish_ctx(svc, ctx)
-        raise
+    check_context(svc, call)
+    if call.stream:
+        return await _open_stream(svc, ctx, call, translator(), media_type, on_complete)
+    resp = await until_disconnect(req, svc.dispatcher.generate(call, ctx))
+    out = render(resp)
+    body = _encode(out)
+    if svc.config.monitor.log_bodies:
+        ctx.response_body = body
+    if on_complete is not None:
+        on_complete(out)
+    ctx.mark_first_byte()
+    return JsonOut(body, 200, {"x-antigravity-model": call.model})
 
 
 async def _open_stream(
@@ -326,7 +305,7 @@ async def _open_stream(
     headers = {**SSE_HEADERS, "x-antigravity-model": call.model}
 
     def on_done() -> None:
-        _stream_done(svc, ctx, tr, on_complete)
+        _stream_done(ctx, tr, on_complete)
 
     relay = _Relay(tr, ctx, on_done, media_type == "text/event-stream")
     opening = asyncio.ensure_future(svc.dispatcher.stream(call, ctx))
@@ -341,13 +320,12 @@ async def _open_stream(
     )
 
 
-def _stream_done(svc: ProxyDeps, ctx: RequestCtx, tr: Any, on_complete: Callable[[Any], None] | None) -> None:
+def _stream_done(ctx: RequestCtx, tr: Any, on_complete: Callable[[Any], None] | None) -> None:
     if on_complete is not None and ctx.status == 200:
         result = getattr(tr, "result", None)
         if result is not None:
             with contextlib.suppress(Exception):
                 on_complete(result)
-    finish_ctx(svc, ctx)
 
 
 def store_of(req: Req) -> SignatureStore:

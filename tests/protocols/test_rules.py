@@ -169,3 +169,25 @@ def test_placeholder_stripped_from_answer() -> None:
     parts = resp["candidates"][0]["content"]["parts"]
     assert parts[0]["functionCall"]["args"] == {}
     assert parts[1]["functionCall"]["args"] == {"reason": "kept"}
+
+
+def test_claude_gets_declarations_for_tools_called_in_its_history() -> None:
+    """Codex's local compaction: the history's calls, no tools declared."""
+    req: dict[str, Any] = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "run it"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "exec_command", "args": {"cmd": "ls"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "exec_command", "response": {}}}]},
+            {"role": "user", "parts": [{"text": "summarise"}]},
+        ]
+    }
+    notes = rules.apply(req, model="claude-sonnet-4-6", limits=None)
+    names = [d["name"] for t in req["tools"] for d in t["functionDeclarations"]]
+    assert names == ["exec_command"]
+    assert req["toolConfig"]["functionCallingConfig"]["mode"] == "NONE"  # nothing to call now
+    assert req["tools"][0]["functionDeclarations"][0]["parameters"] == rules.PLACEHOLDER_SCHEMA
+    assert any("exec_command" in n for n in notes)
+    # Declared ones are left alone; a Gemini model is not touched.
+    gem: dict[str, Any] = {"contents": req["contents"]}
+    rules.apply(gem, model="gemini-3-flash", limits=None)
+    assert "tools" not in gem
