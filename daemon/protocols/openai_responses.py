@@ -18,7 +18,7 @@ refuses ``googleSearch`` next to function declarations); ``image_generation``
 becomes the gateway's ``image_generation(prompt)`` function, run on the
 catalog's image model and answered as ``image_generation_call`` items
 (``protocols.image_generation``; earlier such items in the input become a
-model-turn note); ``namespace`` tools (Codex's MCP servers and
+model-turn note, as do earlier ``web_search_call`` items); ``namespace`` tools (Codex's MCP servers and
 ``multi_agent_v1``) are flattened to ``<namespace>__<tool>`` declarations and
 their calls answered as ``function_call`` items carrying ``namespace`` and the
 tool's own ``name`` (see ``_namespace``); every other built-in tool is
@@ -134,6 +134,26 @@ def decode_reasoning(value: Any) -> tuple[str, str, str | None] | None:
 
 
 # ===================================================================== request
+
+
+def _search_note(item: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``web_search_call`` input item as a model-turn note. Its ``action``
+    is ``{"type": "search", "query"?, "queries"?, "sources"?: [{"type":
+    "url", "url"}]}`` (Codex sends back ``query`` and ``queries`` only)."""
+    given = item.get("action")
+    action: dict[str, Any] = given if isinstance(given, dict) else {}
+    queries = [q for q in action.get("queries") or [] if isinstance(q, str) and q.strip()]
+    query = str(action["query"]) if isinstance(action.get("query"), str) else ""
+    if not query.strip() and queries:
+        query = "; ".join(queries)
+    sources = [
+        ("", src["url"])
+        for src in action.get("sources") or []
+        if isinstance(src, dict) and isinstance(src.get("url"), str)
+    ]
+    if not query.strip() and not sources:
+        return None
+    return web_search.history_note(query, sources, failed=item.get("status") == "failed")
 
 
 def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -417,6 +437,14 @@ class _Conversation:
             # A picture made in an earlier turn: the model's turn says so (the
             # upstream has no such item; the bytes need not go back).
             self._turn("model").append(image_generation.history_part(item))
+        elif kind == "web_search_call":
+            # A search run in an earlier turn: the model's turn says what was
+            # searched and the sources (protocols.web_search).
+            note = _search_note(item)
+            if note is None:
+                self.ignored.append(str(kind))  # nothing to tell: no query, no sources
+            else:
+                self._turn("model").append(note)
         elif kind == "compaction_trigger":
             raise BadRequest(
                 f"{param}: a compaction_trigger must be the last input item", param=f"{param}.type"
@@ -722,8 +750,9 @@ class _Assembler:
         self.gemini_finish: str | None = None
         self.usage_meta: dict[str, Any] | None = None
         self.blocked = False
-        self.cite: list[tuple[str, str]] = []  # (url, title) for the next message (web search)
-        self.open_cite: list[tuple[str, str]] = []
+        # (url, title, grounded segments) for the next message (web search)
+        self.cite: list[tuple[str, str, list[str]]] = []
+        self.open_cite: list[tuple[str, str, list[str]]] = []
         # image_generation_call items shown as running (stream), oldest first:
         # (item, output index); each result closes the oldest.
         self.drawing: list[tuple[dict[str, Any], int]] = []
@@ -792,11 +821,12 @@ class _Assembler:
             if self.open_payload:
                 item["encrypted_content"] = self.open_payload
         else:
-            # The text after a web search cites its sources; which sentence
-            # rests on which source is not known, so each spans the text.
+            # The text after a web search cites its sources: the span a
+            # source grounds when the text repeats it, else the whole text
+            # (web_search.citation_spans).
             notes = [
-                {"type": "url_citation", "start_index": 0, "end_index": len(text), "url": url, "title": title}
-                for url, title in self.open_cite
+                {"type": "url_citation", "start_index": start, "end_index": end, "url": url, "title": title}
+                for url, title, start, end in web_search.citation_spans(text, self.open_cite)
             ]
             self.open_cite = []
             for n, note in enumerate(notes):
@@ -948,7 +978,7 @@ class _Assembler:
         urls = [{"type": "url", "url": s["url"]} for s in sources]
         action = {"type": "search", "query": query, "sources": urls}
         self._done({**item, "status": "failed" if res.get("error") else "completed", "action": action})
-        self.cite += [(url, title) for url, title, _ in web_search.citation_sources(res)]
+        self.cite += web_search.cited_segments(res)
 
     def _image(self, res: dict[str, Any]) -> None:
         """A picture the gateway drew (``protocols.image_generation``): an
