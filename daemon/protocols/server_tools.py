@@ -18,8 +18,8 @@ The rules every server tool shares live here, once:
   run too, and the answer ends there: the client gets the tool's result
   (its search blocks, its picture) placed before its own calls (``place``),
   and no further round is made (only the client can answer its calls). The
-  server call itself leaves the turn, and its thought signature moves to the
-  first call that stays (Gemini signs the first call of a turn). When the
+  server call itself leaves the turn with its thought signature (see
+  ``split_calls``). When the
   client sends that turn back with its tool results, the server tool's part
   of it comes back as a model-turn note (``web_search.history_note``,
   ``image_generation.history_part``), never as a function call: the upstream
@@ -97,25 +97,22 @@ def name_of(part: Any) -> str | None:
 
 
 def split_calls(parts: list[Json], tools: dict[str, Json]) -> tuple[list[Json], list[Json], bool]:
-    """(parts without the server calls, the server calls, other calls present)."""
+    """(parts without the server calls, the server calls, other calls present).
+
+    A server call's thought signature leaves with it: Gemini signs the first
+    call of a turn, and a signature moved onto a call of another name is
+    refused as corrupted when the turn comes back. The client's calls keep
+    what they carried; the first of a turn sent back without a signature gets
+    the skip value (UPSTREAM.md §7.2), which the translators put there."""
     kept: list[Json] = []
     calls: list[Json] = []
     other = False
-    pending_sig: str | None = None
     for part in parts:
         if name_of(part) in tools:
             calls.append(part)
-            sig = part.get("thoughtSignature")
-            if isinstance(sig, str) and sig:
-                pending_sig = sig
             continue
         if isinstance(part.get("functionCall"), dict):
             other = True
-            if pending_sig and not part.get("thoughtSignature"):
-                # Gemini signs the first call of a turn: the dropped server call's
-                # signature moves to the call that stays.
-                part = {**part, "thoughtSignature": pending_sig}
-                pending_sig = None
         kept.append(part)
     return kept, calls, other
 

@@ -174,7 +174,8 @@ def test_image_next_to_a_client_call(client: OpenAI, fake: FakeGoogle, stream: b
             Reply.default(),
         ]
     )
-    kw: dict[str, Any] = {"model": GEMINI, "input": "draw and list", "tools": [EXEC, {"type": "image_generation"}]}
+    tools = [EXEC, {"type": "image_generation"}]
+    kw: dict[str, Any] = {"model": GEMINI, "input": "draw and list", "tools": tools}
     if stream:
         with client.responses.stream(**kw) as s:
             r = s.get_final_response()
