@@ -501,7 +501,8 @@ def _search_note(block: Json, searches: dict[str, Any]) -> Json:
             continue
         title = r.get("title")
         sources.append((title if isinstance(title, str) else "", r["url"]))
-        answer = answer or web_search.carried(r.get("encrypted_content"))
+        found = web_search.carried(r.get("encrypted_content"))
+        answer = answer or (found[1] if found else None)
     return web_search.history_note(query, sources, answer)
 
 

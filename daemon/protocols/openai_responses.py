@@ -136,7 +136,7 @@ def decode_reasoning(value: Any) -> tuple[str, str, str | None] | None:
 # ===================================================================== request
 
 
-def _search_note(item: dict[str, Any]) -> dict[str, Any] | None:
+def _search_note(item: dict[str, Any], answer: str | None = None) -> dict[str, Any] | None:
     """A ``web_search_call`` input item as a model-turn note. Its ``action``
     is ``{"type": "search", "query"?, "queries"?, "sources"?: [{"type":
     "url", "url"}]}`` (Codex sends back ``query`` and ``queries`` only)."""
@@ -151,9 +151,9 @@ def _search_note(item: dict[str, Any]) -> dict[str, Any] | None:
         for src in action.get("sources") or []
         if isinstance(src, dict) and isinstance(src.get("url"), str)
     ]
-    if not query.strip() and not sources:
+    if not query.strip() and not sources and not answer:
         return None
-    return web_search.history_note(query, sources, failed=item.get("status") == "failed")
+    return web_search.history_note(query, sources, answer, failed=item.get("status") == "failed")
 
 
 def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -402,6 +402,8 @@ class _Conversation:
         self.ignored: list[str] = []
         # Gemini: a signature from a reasoning item, for the turn's next call.
         self.pending_signature: str | None = None
+        # The last search note and where it is (a carried answer joins it).
+        self.last_search: tuple[list[dict[str, Any]], int, dict[str, Any]] | None = None
         # Tool outputs name their call only by call_id: learn names up front.
         self.call_names: dict[str, str] = {}
         for _, item in items:
@@ -440,11 +442,7 @@ class _Conversation:
         elif kind == "web_search_call":
             # A search run in an earlier turn: the model's turn says what was
             # searched and the sources (protocols.web_search).
-            note = _search_note(item)
-            if note is None:
-                self.ignored.append(str(kind))  # nothing to tell: no query, no sources
-            else:
-                self._turn("model").append(note)
+            self._search(item, str(kind))
         elif kind == "compaction_trigger":
             raise BadRequest(
                 f"{param}: a compaction_trigger must be the last input item", param=f"{param}.type"
@@ -539,7 +537,31 @@ class _Conversation:
             )
         self._turn("user").extend([shared_extra.function_response_part(name, call_id, output), *extra])
 
+    def _search(self, item: dict[str, Any], kind: str) -> None:
+        note = _search_note(item)
+        self.last_search = None
+        if note is None:
+            self.ignored.append(kind)  # nothing to tell: no query, no sources
+            return
+        parts = self._turn("model")
+        parts.append(note)
+        self.last_search = (parts, len(parts) - 1, item)
+
+    def _search_found(self, query: str, answer: str) -> None:
+        """A search's answer carried in a reasoning item (``web_search.carry``):
+        it joins the note of the search item before it, or makes its own."""
+        if self.last_search is not None:
+            parts, at, item = self.last_search
+            self.last_search = None
+            parts[at] = _search_note(item, answer) or parts[at]
+            return
+        self._turn("model").append(web_search.history_note(query, [], answer))
+
     def _reasoning(self, item: dict[str, Any]) -> None:
+        found = web_search.carried(item.get("encrypted_content"))
+        if found is not None:
+            self._search_found(*found)
+            return
         decoded = decode_reasoning(item.get("encrypted_content"))
         if decoded is None or decoded[0] != self.family:
             return  # unsigned or foreign reasoning is never sent back (UPSTREAM.md)
@@ -979,6 +1001,12 @@ class _Assembler:
         action = {"type": "search", "query": query, "sources": urls}
         self._done({**item, "status": "failed" if res.get("error") else "completed", "action": action})
         self.cite += web_search.cited_segments(res)
+        if self.encrypted and res.get("text") and not res.get("error"):
+            # What was found, for later turns: the client returns reasoning
+            # items untouched (web_search.carry; read back by the builder).
+            self._open(self._reasoning_item())
+            self.open_payload = web_search.carry(res)
+            self.close()
 
     def _image(self, res: dict[str, Any]) -> None:
         """A picture the gateway drew (``protocols.image_generation``): an

@@ -44,7 +44,11 @@ returns it untouched:
   could not be told in the prompt anyway.
 * Responses: ``web_search_call`` has no such field (``action`` is ``{"type":
   "search", "query", "sources": [{"type": "url", "url"}]}`` and Codex keeps
-  only ``query``), so the note holds the query and the source urls sent back.
+  only ``query`` and ``queries``), so the note holds the query and the source
+  urls sent back. With ``include: ["reasoning.encrypted_content"]`` (Codex
+  sends it) a reasoning item with no summary follows the search item, its
+  ``encrypted_content`` carrying the same payload: clients return reasoning
+  items untouched, as they do for the gateway's signatures.
 """
 
 from __future__ import annotations
@@ -226,17 +230,19 @@ def carry(res: Json) -> str:
     return CARRY_PREFIX + base64.urlsafe_b64encode(raw).decode()
 
 
-def carried(value: Any) -> str | None:
-    """The answer text from an ``encrypted_content`` this gateway wrote; None
-    for anything else (Anthropic's own blobs, an altered value)."""
+def carried(value: Any) -> tuple[str, str] | None:
+    """(query, answer text) from an ``encrypted_content`` this gateway wrote;
+    None for anything else (Anthropic's own blobs, an altered value)."""
     if not isinstance(value, str) or not value.startswith(CARRY_PREFIX):
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(value[len(CARRY_PREFIX) :]))
     except (binascii.Error, ValueError):
         return None
-    answer = payload.get("a") if isinstance(payload, dict) else None
-    return answer[:CARRIED_CHARS] if isinstance(answer, str) else None
+    if not isinstance(payload, dict) or not isinstance(payload.get("a"), str):
+        return None
+    query = payload.get("q") if isinstance(payload.get("q"), str) else ""
+    return str(query), str(payload["a"])[:CARRIED_CHARS]
 
 
 def history_note(

@@ -64,7 +64,7 @@ def test_carry_round_trips_bounded_and_ignores_other_blobs() -> None:
     res = {"query": "q", "text": "x" * (web_search.CARRIED_CHARS + 50)}
     blob = web_search.carry(res)
     assert blob.startswith(web_search.CARRY_PREFIX)
-    assert web_search.carried(blob) == "x" * web_search.CARRIED_CHARS
+    assert web_search.carried(blob) == ("q", "x" * web_search.CARRIED_CHARS)
     assert web_search.carried("EqQBCkgIBxABGAIiQNzL") is None  # Anthropic's own
     assert web_search.carried(web_search.CARRY_PREFIX + "!!!") is None
     not_a_dict = base64.urlsafe_b64encode(b"[1]").decode()
@@ -118,7 +118,7 @@ def test_anthropic_answer_carries_the_search_in_encrypted_content() -> None:
     result = msg["content"][1]
     assert result["type"] == "web_search_tool_result"
     first, second = result["content"]
-    assert web_search.carried(first["encrypted_content"]) == ANSWER
+    assert web_search.carried(first["encrypted_content"]) == ("weather paris", ANSWER)
     assert second["encrypted_content"] == ""
 
 
@@ -240,3 +240,37 @@ def test_responses_history_queries_failed_and_empty() -> None:
     ]
     assert call.extra["ignored_items"] == ["web_search_call"]  # nothing to tell
     assert json.dumps(call.request).count("web_search was") == 2
+
+
+def test_responses_answer_carries_the_search_in_a_reasoning_item() -> None:
+    """With include reasoning.encrypted_content, a reasoning item without
+    summary follows the search item; sent back, its answer joins the note."""
+    res = web_search.result(search_part(), "weather paris", grounded())
+    body = {
+        "model": GEMINI,
+        "input": "weather?",
+        "tools": [{"type": "web_search"}],
+        "include": ["reasoning.encrypted_content"],
+    }
+    call = openai_responses.to_gemini(body, model=GEMINI, store=SignatureStore())
+    call.extra.update(id="resp_1", created=1)
+    resp = {"candidates": [{"content": {"parts": [{web_search.SEARCH_PART: res}, {"text": "Sunny."}]}}]}
+    out = openai_responses.from_gemini(resp, call=call, store=SignatureStore())["output"]
+    assert [i["type"] for i in out] == ["web_search_call", "reasoning", "message"]
+    carrier = out[1]
+    assert carrier["summary"] == [] and web_search.carried(carrier["encrypted_content"]) == (
+        "weather paris",
+        ANSWER,
+    )
+    # Codex sends the search item back with its query only, and the reasoning item.
+    codex = {"type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "wp"}}
+    back = responses(
+        [{"role": "user", "content": "weather?"}, codex, carrier, out[2], {"role": "user", "content": "ok"}]
+    )
+    texts = [p["text"] for p in back.request["contents"][1]["parts"]]
+    assert texts == [f"[web_search was run here for: wp]\nIt found: {ANSWER}\n[end of web_search]", "Sunny."]
+    # The reasoning item alone (the search item dropped) still tells what was found.
+    alone = responses([{"role": "user", "content": "weather?"}, carrier, {"role": "user", "content": "ok"}])
+    assert alone.request["contents"][1]["parts"][0]["text"].startswith(
+        "[web_search was run here for: weather paris]\nIt found: Paris is sunny"
+    )

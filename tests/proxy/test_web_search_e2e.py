@@ -458,7 +458,13 @@ def test_responses_search_next_to_a_client_call(
         ]
     )
     first: list[Any] = [{"role": "user", "content": "weather in Paris, and list files"}]
-    kw: dict[str, Any] = {"model": model, "input": first, "tools": CODEX_TOOLS, "store": False}
+    kw: dict[str, Any] = {
+        "model": model,
+        "input": first,
+        "tools": CODEX_TOOLS,
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+    }
     if stream:
         with oclient.responses.stream(**kw) as s:
             r = s.get_final_response()
@@ -474,18 +480,26 @@ def test_responses_search_next_to_a_client_call(
     assert json.loads(fc.arguments) == {"cmd": "ls"}
     assert len(check_upstream(fake, answered=False)) == 1
 
-    items: list[Any] = [
-        codex_search_item(),
-        {"type": "function_call", "call_id": fc.call_id, "name": fc.name, "arguments": fc.arguments},
-        {"type": "function_call_output", "call_id": fc.call_id, "output": "a.txt"},
-    ]
+    # Codex sends back every item as it kept it: the search item without id
+    # and sources, reasoning items as they came (the one after the search
+    # carries what was found), the call, then the command's output.
+    items: list[Any] = []
+    for item in r.output:
+        if item.type == "web_search_call":
+            items.append(codex_search_item())
+        elif item.type == "reasoning":
+            items.append({"type": "reasoning", "summary": [], "encrypted_content": item.encrypted_content})
+        else:
+            items.append(item.model_dump(exclude_none=True))
+    items.append({"type": "function_call_output", "call_id": fc.call_id, "output": "a.txt"})
     follow = oclient.responses.create(**{**kw, "input": [*first, *items]})
     assert follow.output_text == FINAL
     calls = generate_calls(fake)
     assert all(c.status == 200 for c in calls)
     contents = calls[-1].body["request"]["contents"]
     answered_upstream(contents)
-    assert QUERY in search_note(contents)
+    note = search_note(contents)
+    assert QUERY in note and SEARCH_TEXT in note
     model_turn = contents[-2]
     assert [p["functionCall"]["name"] for p in model_turn["parts"] if "functionCall" in p] == ["exec_command"]
 
