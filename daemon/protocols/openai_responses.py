@@ -18,10 +18,11 @@ refuses ``googleSearch`` next to function declarations); ``image_generation``
 becomes the gateway's ``image_generation(prompt)`` function, run on the
 catalog's image model and answered as ``image_generation_call`` items
 (``protocols.image_generation``; earlier such items in the input become a
-model-turn note, as do earlier ``web_search_call`` items); ``namespace`` tools (Codex's MCP servers and
-``multi_agent_v1``) are flattened to ``<namespace>__<tool>`` declarations and
-their calls answered as ``function_call`` items carrying ``namespace`` and the
-tool's own ``name`` (see ``_namespace``); every other built-in tool is
+model-turn note, as do earlier ``web_search_call`` items); ``namespace``
+tools (Codex's MCP servers and ``multi_agent_v1``) are flattened to
+``<namespace>__<tool>`` declarations and their calls answered as
+``function_call`` items carrying ``namespace`` and the tool's own ``name``
+(see ``_namespace``); every other built-in tool is
 skipped and listed in ``call.extra["ignored_tools"]``. Log probabilities
 (``top_logprobs``, ``include: ["message.output_text.logprobs"]``) are a 400.
 

@@ -18,13 +18,12 @@ The rules every server tool shares live here, once:
   run too, and the answer ends there: the client gets the tool's result
   (its search blocks, its picture) placed before its own calls (``place``),
   and no further round is made (only the client can answer its calls). The
-  server call itself leaves the turn with its thought signature (see
-  ``split_calls``). When the
-  client sends that turn back with its tool results, the server tool's part
-  of it comes back as a model-turn note (``web_search.history_note``,
-  ``image_generation.history_part``), never as a function call: the upstream
-  sees only calls that the same request answers, and no call needs a
-  signature the gateway cannot give back;
+  server call leaves the turn with its thought signature (``split_calls``).
+  When the client sends that turn back with its tool results, the server
+  tool's part of it comes back as a model-turn note
+  (``web_search.history_note``, ``image_generation.history_part``), never as
+  a function call: the upstream sees only calls the same request answers,
+  and no call needs a signature the gateway cannot give back;
 * each tool has a budget per request (``opts["max_uses"]``); a call past it
   is answered with the tool's "no more" response, not run;
 * the request gets one upstream round per allowed call, one to answer after
@@ -99,11 +98,12 @@ def name_of(part: Any) -> str | None:
 def split_calls(parts: list[Json], tools: dict[str, Json]) -> tuple[list[Json], list[Json], bool]:
     """(parts without the server calls, the server calls, other calls present).
 
-    A server call's thought signature leaves with it: Gemini signs the first
-    call of a turn, and a signature moved onto a call of another name is
-    refused as corrupted when the turn comes back. The client's calls keep
-    what they carried; the first of a turn sent back without a signature gets
-    the skip value (UPSTREAM.md §7.2), which the translators put there."""
+    A server call's thought signature leaves with it. Signatures are opaque
+    and belong to the part Gemini put them on (UPSTREAM.md §7.2); moved onto
+    a call of another name, one is refused as corrupted when the turn comes
+    back (so the fake Google models it). The client's calls keep what they
+    carried; the first call of a turn sent back without a signature gets the
+    skip value (UPSTREAM.md §7.2), which the translators put there."""
     kept: list[Json] = []
     calls: list[Json] = []
     other = False
@@ -121,7 +121,8 @@ def place(kept: list[Json], results: list[Json]) -> list[Json]:
     """The parts of a turn whose server calls ran next to the client's own
     calls: the tools' results (synthetic parts) where the first of the
     client's calls was, so the client reads "searched, then called"."""
-    at = next((i for i, p in enumerate(kept) if isinstance(p.get("functionCall"), dict)), len(kept))
+    at = first_call(kept)
+    at = len(kept) if at is None else at
     return [*kept[:at], *results, *kept[at:]]
 
 
