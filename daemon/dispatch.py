@@ -349,7 +349,9 @@ class Dispatcher:
                 return result
             parts = parts_of(resp)
             kept, calls, other = server_tools.split_calls(parts, tools)
-            if not calls or n == rounds - 1:
+            # The last round can still run calls that come with the client's
+            # own: no round follows them either way.
+            if not calls or (n == rounds - 1 and not other):
                 if calls or shown:
                     _set_parts(resp, shown + kept)
                 return result
@@ -560,7 +562,7 @@ class Dispatcher:
                 if aclose is not None:
                     await aclose()
             kept, calls, other = server_tools.split_calls(held, tools)
-            if not calls or last:
+            if not calls or (last and not other):
                 if kept or finish:
                     yield server_tools.chunk(kept, finish)
                 return
