@@ -349,12 +349,19 @@ class Dispatcher:
                 return result
             parts = parts_of(resp)
             kept, calls, other = server_tools.split_calls(parts, tools)
-            if calls or shown:
-                _set_parts(resp, shown + kept)
-            if not calls or other or n == rounds - 1:
+            # The last round can still run calls that come with the client's
+            # own: no round follows them either way.
+            if not calls or (n == rounds - 1 and not other):
+                if calls or shown:
+                    _set_parts(resp, shown + kept)
                 return result
             planned = server_tools.plan(calls, tools, used)
             responses, results = await self._server_calls(ctx, planned, tools)
+            if other:
+                # The client's own calls end the answer: it gets the server
+                # tools' results with them (protocols.server_tools).
+                _set_parts(resp, shown + server_tools.place(kept, results))
+                return result
             shown += kept + results
             self._continue(call, parts, responses, tools)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -525,42 +532,50 @@ class Dispatcher:
         tools: dict[str, dict[str, Any]],
     ) -> AsyncIterator[dict[str, Any]]:
         """The stream of a request with server tools: each round's events go
-        on without the server calls (and without the round's end when it
-        called one), then a chunk saying which calls run (tools that show
-        progress), a chunk with their results, then the next round's stream,
-        in one answer (see ``protocols.server_tools``)."""
+        on as they come until its first function call; from there the round's
+        parts (and its finishReason) are held back to its end. Then, when the
+        round called server tools: a chunk saying which calls run (tools that
+        show progress), and either a chunk with their results followed by the
+        next round's stream, or, when the client's own calls came too, one
+        chunk with the results and those calls that ends the answer (see
+        ``protocols.server_tools``)."""
         used: dict[str, int] = {}
         rounds = server_tools.rounds(tools)
         for n in range(rounds):
             last = n == rounds - 1
             turn: list[dict[str, Any]] = []
-            calls: list[dict[str, Any]] = []
-            other = False
+            held: list[dict[str, Any]] = []  # the round's parts from its first call on
+            finish: str | None = None
             try:
                 async for ev in relay:
                     parts = parts_of(ev)
                     turn.extend(parts)
-                    kept, found, has_other = server_tools.split_calls(parts, tools)
-                    other = other or has_other
-                    if found:
-                        calls += found
-                        _set_parts(ev, kept)
-                    if calls and not other and not last:
-                        candidate(ev).pop("finishReason", None)
+                    at = 0 if held else server_tools.first_call(parts)
+                    if at is not None:
+                        held += parts[at:]
+                        _set_parts(ev, parts[:at])
+                        # The round's end is told when the held parts are out.
+                        finish = candidate(ev).pop("finishReason", None) or finish
                     yield ev
             finally:
                 aclose = getattr(relay, "aclose", None)
                 if aclose is not None:
                     await aclose()
-            if not calls or other or last:
+            kept, calls, other = server_tools.split_calls(held, tools)
+            if not calls or (last and not other):
+                if kept or finish:
+                    yield server_tools.chunk(kept, finish)
                 return
             planned = server_tools.plan(calls, tools, used)
             running = server_tools.pending_parts(planned)
             if running:
                 yield server_tools.chunk(running)
             responses, results = await self._server_calls(ctx, planned, tools)
-            if results:
-                yield server_tools.chunk(results)
+            if other:
+                yield server_tools.chunk(server_tools.place(kept, results), finish)
+                return
+            if kept or results:
+                yield server_tools.chunk(kept + results)
             self._continue(call, server_tools.merge_parts(turn), responses, tools)
             _, (resp, events, first) = await self._run(call, ctx, "stream", self._envelope(call))
             relay = self._relay(resp, events, first, ctx, self._prepare(call))

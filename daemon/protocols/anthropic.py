@@ -455,6 +455,7 @@ def _model_turn(msg: _Msg, ctx: _Ctx) -> tuple[Json, dict[str, str]]:
     """One model content and the calls it makes (id -> upstream name)."""
     parts: list[Json] = []
     pending: dict[str, str] = {}
+    searches: dict[str, Any] = {}  # server_tool_use id -> its input
     gemini_sig: str | None = None
     for path, b in msg.blocks:
         kind = b["type"]
@@ -471,6 +472,10 @@ def _model_turn(msg: _Msg, ctx: _Ctx) -> tuple[Json, dict[str, str]]:
                     gemini_sig = sig
         elif kind == "tool_use":
             parts.append(_tool_call_part(b, path, ctx, pending))
+        elif kind == "server_tool_use" and b.get("name") == web_search.FUNCTION_NAME:
+            searches[str(b.get("id"))] = b.get("input")
+        elif kind == "web_search_tool_result":
+            parts.append(_search_note(b, searches))
         elif kind in _SERVER_BLOCKS or kind == "tool_result":
             ctx.ignored_blocks.add(kind)
         else:
@@ -478,6 +483,27 @@ def _model_turn(msg: _Msg, ctx: _Ctx) -> tuple[Json, dict[str, str]]:
     if not ctx.claude:
         _place_gemini_signature(parts, gemini_sig, ctx.store)
     return {"role": "model", "parts": parts}, pending
+
+
+def _search_note(block: Json, searches: dict[str, Any]) -> Json:
+    """A past web search (``server_tool_use`` + ``web_search_tool_result``)
+    as a model-turn note (see ``protocols.web_search``)."""
+    given = searches.get(str(block.get("tool_use_id")))
+    query = given.get("query") if isinstance(given, dict) else None
+    query = query if isinstance(query, str) else ""
+    content = block.get("content")
+    if not isinstance(content, list):
+        return web_search.history_note(query, [], failed=True)
+    sources: list[tuple[str, str]] = []
+    answer: str | None = None
+    for r in content:
+        if not isinstance(r, dict) or not isinstance(r.get("url"), str):
+            continue
+        title = r.get("title")
+        sources.append((title if isinstance(title, str) else "", r["url"]))
+        found = web_search.carried(r.get("encrypted_content"))
+        answer = answer or (found[1] if found else None)
+    return web_search.history_note(query, sources, answer)
 
 
 def _place_gemini_signature(parts: list[Json], turn_sig: str | None, store: SignatureStore) -> None:
@@ -1048,12 +1074,13 @@ class _Blocks:
         if res.get("error"):
             content = {"type": "web_search_tool_result_error", "error_code": "unavailable"}
         else:
-            # encrypted_content is opaque to clients; the gateway keeps nothing
-            # in it (a past search in the history is dropped).
+            # encrypted_content is opaque to clients, which send it back: the
+            # first result carries the search's answer for later turns
+            # (web_search.carry, read back by _model_turn).
             content = [
                 {"type": "web_search_result", "url": s["url"], "title": s["title"],
-                 "encrypted_content": "", "page_age": None}
-                for s in res.get("sources") or []
+                 "encrypted_content": web_search.carry(res) if i == 0 else "", "page_age": None}
+                for i, s in enumerate(res.get("sources") or [])
             ]
         block = {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": content}
         events.append(self._start(block))

@@ -18,10 +18,11 @@ refuses ``googleSearch`` next to function declarations); ``image_generation``
 becomes the gateway's ``image_generation(prompt)`` function, run on the
 catalog's image model and answered as ``image_generation_call`` items
 (``protocols.image_generation``; earlier such items in the input become a
-model-turn note); ``namespace`` tools (Codex's MCP servers and
-``multi_agent_v1``) are flattened to ``<namespace>__<tool>`` declarations and
-their calls answered as ``function_call`` items carrying ``namespace`` and the
-tool's own ``name`` (see ``_namespace``); every other built-in tool is
+model-turn note, as do earlier ``web_search_call`` items); ``namespace``
+tools (Codex's MCP servers and ``multi_agent_v1``) are flattened to
+``<namespace>__<tool>`` declarations and their calls answered as
+``function_call`` items carrying ``namespace`` and the tool's own ``name``
+(see ``_namespace``); every other built-in tool is
 skipped and listed in ``call.extra["ignored_tools"]``. Log probabilities
 (``top_logprobs``, ``include: ["message.output_text.logprobs"]``) are a 400.
 
@@ -134,6 +135,26 @@ def decode_reasoning(value: Any) -> tuple[str, str, str | None] | None:
 
 
 # ===================================================================== request
+
+
+def _search_note(item: dict[str, Any], answer: str | None = None) -> dict[str, Any] | None:
+    """A ``web_search_call`` input item as a model-turn note. Its ``action``
+    is ``{"type": "search", "query"?, "queries"?, "sources"?: [{"type":
+    "url", "url"}]}`` (Codex sends back ``query`` and ``queries`` only)."""
+    given = item.get("action")
+    action: dict[str, Any] = given if isinstance(given, dict) else {}
+    queries = [q for q in action.get("queries") or [] if isinstance(q, str) and q.strip()]
+    query = str(action["query"]) if isinstance(action.get("query"), str) else ""
+    if not query.strip() and queries:
+        query = "; ".join(queries)
+    sources = [
+        ("", src["url"])
+        for src in action.get("sources") or []
+        if isinstance(src, dict) and isinstance(src.get("url"), str)
+    ]
+    if not query.strip() and not sources and not answer:
+        return None
+    return web_search.history_note(query, sources, answer, failed=item.get("status") == "failed")
 
 
 def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -382,6 +403,8 @@ class _Conversation:
         self.ignored: list[str] = []
         # Gemini: a signature from a reasoning item, for the turn's next call.
         self.pending_signature: str | None = None
+        # The last search note and where it is (a carried answer joins it).
+        self.last_search: tuple[list[dict[str, Any]], int, dict[str, Any]] | None = None
         # Tool outputs name their call only by call_id: learn names up front.
         self.call_names: dict[str, str] = {}
         for _, item in items:
@@ -417,6 +440,10 @@ class _Conversation:
             # A picture made in an earlier turn: the model's turn says so (the
             # upstream has no such item; the bytes need not go back).
             self._turn("model").append(image_generation.history_part(item))
+        elif kind == "web_search_call":
+            # A search run in an earlier turn: the model's turn says what was
+            # searched and the sources (protocols.web_search).
+            self._search(item, str(kind))
         elif kind == "compaction_trigger":
             raise BadRequest(
                 f"{param}: a compaction_trigger must be the last input item", param=f"{param}.type"
@@ -511,7 +538,31 @@ class _Conversation:
             )
         self._turn("user").extend([shared_extra.function_response_part(name, call_id, output), *extra])
 
+    def _search(self, item: dict[str, Any], kind: str) -> None:
+        note = _search_note(item)
+        self.last_search = None
+        if note is None:
+            self.ignored.append(kind)  # nothing to tell: no query, no sources
+            return
+        parts = self._turn("model")
+        parts.append(note)
+        self.last_search = (parts, len(parts) - 1, item)
+
+    def _search_found(self, query: str, answer: str) -> None:
+        """A search's answer carried in a reasoning item (``web_search.carry``):
+        it joins the note of the search item before it, or makes its own."""
+        if self.last_search is not None:
+            parts, at, item = self.last_search
+            self.last_search = None
+            parts[at] = _search_note(item, answer) or parts[at]
+            return
+        self._turn("model").append(web_search.history_note(query, [], answer))
+
     def _reasoning(self, item: dict[str, Any]) -> None:
+        found = web_search.carried(item.get("encrypted_content"))
+        if found is not None:
+            self._search_found(*found)
+            return
         decoded = decode_reasoning(item.get("encrypted_content"))
         if decoded is None or decoded[0] != self.family:
             return  # unsigned or foreign reasoning is never sent back (UPSTREAM.md)
@@ -722,8 +773,9 @@ class _Assembler:
         self.gemini_finish: str | None = None
         self.usage_meta: dict[str, Any] | None = None
         self.blocked = False
-        self.cite: list[tuple[str, str]] = []  # (url, title) for the next message (web search)
-        self.open_cite: list[tuple[str, str]] = []
+        # (url, title, grounded segments) for the next message (web search)
+        self.cite: list[tuple[str, str, list[str]]] = []
+        self.open_cite: list[tuple[str, str, list[str]]] = []
         # image_generation_call items shown as running (stream), oldest first:
         # (item, output index); each result closes the oldest.
         self.drawing: list[tuple[dict[str, Any], int]] = []
@@ -792,11 +844,12 @@ class _Assembler:
             if self.open_payload:
                 item["encrypted_content"] = self.open_payload
         else:
-            # The text after a web search cites its sources; which sentence
-            # rests on which source is not known, so each spans the text.
+            # The text after a web search cites its sources: the span a
+            # source grounds when the text repeats it, else the whole text
+            # (web_search.citation_spans).
             notes = [
-                {"type": "url_citation", "start_index": 0, "end_index": len(text), "url": url, "title": title}
-                for url, title in self.open_cite
+                {"type": "url_citation", "start_index": start, "end_index": end, "url": url, "title": title}
+                for url, title, start, end in web_search.citation_spans(text, self.open_cite)
             ]
             self.open_cite = []
             for n, note in enumerate(notes):
@@ -948,7 +1001,13 @@ class _Assembler:
         urls = [{"type": "url", "url": s["url"]} for s in sources]
         action = {"type": "search", "query": query, "sources": urls}
         self._done({**item, "status": "failed" if res.get("error") else "completed", "action": action})
-        self.cite += [(url, title) for url, title, _ in web_search.citation_sources(res)]
+        self.cite += web_search.cited_segments(res)
+        if self.encrypted and res.get("text") and not res.get("error"):
+            # What was found, for later turns: the client returns reasoning
+            # items untouched (web_search.carry; read back by the builder).
+            self._open(self._reasoning_item())
+            self.open_payload = web_search.carry(res)
+            self.close()
 
     def _image(self, res: dict[str, Any]) -> None:
         """A picture the gateway drew (``protocols.image_generation``): an

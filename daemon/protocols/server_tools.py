@@ -2,9 +2,8 @@
 the loop (the upstream calls are in ``daemon.dispatch``).
 
 A server tool is offered to the main model as a plain function declaration;
-when the model calls it (and none of the client's own tools in the same
-turn), the dispatcher runs the tool's own upstream call, answers the
-function call with a short function response, and continues the
+when the model calls it, the dispatcher runs the tool's own upstream call,
+answers the function call with a short function response, and continues the
 conversation, all inside the one client request (stream or not). The client
 sees the tool's work in its own protocol's shape: a synthetic part
 (``{<tool's part key>: result}``) reaches the translator between the rounds'
@@ -16,9 +15,15 @@ parts. Two tools use this loop:
 The rules every server tool shares live here, once:
 
 * a server call that comes together with calls of the client's own tools is
-  dropped (the client's calls are answered; running the server tool would
-  leave a turn the client cannot send back), and its thought signature moves
-  to the first call that stays (Gemini signs the first call of a turn);
+  run too, and the answer ends there: the client gets the tool's result
+  (its search blocks, its picture) placed before its own calls (``place``),
+  and no further round is made (only the client can answer its calls). The
+  server call leaves the turn with its thought signature (``split_calls``).
+  When the client sends that turn back with its tool results, the server
+  tool's part of it comes back as a model-turn note
+  (``web_search.history_note``, ``image_generation.history_part``), never as
+  a function call: the upstream sees only calls the same request answers,
+  and no call needs a signature the gateway cannot give back;
 * each tool has a budget per request (``opts["max_uses"]``); a call past it
   is answered with the tool's "no more" response, not run;
 * the request gets one upstream round per allowed call, one to answer after
@@ -91,27 +96,39 @@ def name_of(part: Any) -> str | None:
 
 
 def split_calls(parts: list[Json], tools: dict[str, Json]) -> tuple[list[Json], list[Json], bool]:
-    """(parts without the server calls, the server calls, other calls present)."""
+    """(parts without the server calls, the server calls, other calls present).
+
+    A server call's thought signature leaves with it. Signatures are opaque
+    and belong to the part Gemini put them on (UPSTREAM.md §7.2); moved onto
+    a call of another name, one is refused as corrupted when the turn comes
+    back (so the fake Google models it). The client's calls keep what they
+    carried; the first call of a turn sent back without a signature gets the
+    skip value (UPSTREAM.md §7.2), which the translators put there."""
     kept: list[Json] = []
     calls: list[Json] = []
     other = False
-    pending_sig: str | None = None
     for part in parts:
         if name_of(part) in tools:
             calls.append(part)
-            sig = part.get("thoughtSignature")
-            if isinstance(sig, str) and sig:
-                pending_sig = sig
             continue
         if isinstance(part.get("functionCall"), dict):
             other = True
-            if pending_sig and not part.get("thoughtSignature"):
-                # Gemini signs the first call of a turn: the dropped server call's
-                # signature moves to the call that stays.
-                part = {**part, "thoughtSignature": pending_sig}
-                pending_sig = None
         kept.append(part)
     return kept, calls, other
+
+
+def place(kept: list[Json], results: list[Json]) -> list[Json]:
+    """The parts of a turn whose server calls ran next to the client's own
+    calls: the tools' results (synthetic parts) where the first of the
+    client's calls was, so the client reads "searched, then called"."""
+    at = first_call(kept)
+    at = len(kept) if at is None else at
+    return [*kept[:at], *results, *kept[at:]]
+
+
+def first_call(parts: list[Json]) -> int | None:
+    """Index of the first function call among parts, or None."""
+    return next((i for i, p in enumerate(parts) if isinstance(p.get("functionCall"), dict)), None)
 
 
 def plan(calls: list[Json], tools: dict[str, Json], used: dict[str, int]) -> list[tuple[Json, bool]]:
@@ -142,9 +159,13 @@ def pending_parts(planned: list[tuple[Json, bool]]) -> list[Json]:
     return out
 
 
-def chunk(parts: list[Json]) -> Json:
-    """A stream chunk carrying synthetic parts."""
-    return {"candidates": [{"content": {"role": "model", "parts": parts}}]}
+def chunk(parts: list[Json], finish: str | None = None) -> Json:
+    """A stream chunk carrying synthetic (or held back) parts, and the
+    round's finishReason when it ends the answer."""
+    cand: Json = {"content": {"role": "model", "parts": parts}}
+    if finish:
+        cand["finishReason"] = finish
+    return {"candidates": [cand]}
 
 
 def relax_choice(request: Json, tools: dict[str, Json]) -> None:

@@ -22,15 +22,40 @@ decision is:
   Responses ``web_search_call``), and the grounding sources become citations
   of the text that follows;
 * a web_search call that comes together with calls of the client's own
-  tools is dropped (a rule of every server tool, ``server_tools``).
+  tools is run too, and the answer ends with the search and those calls
+  (a rule of every server tool, ``server_tools``).
 
 Past searches in the conversation history (Anthropic ``server_tool_use`` /
-``web_search_tool_result`` blocks, Responses ``web_search_call`` items) stay
-dropped as before: the answer text that used them remains.
+``web_search_tool_result`` blocks, Responses ``web_search_call`` items) become
+a model-turn note (:func:`history_note`): what was searched, what was found
+(when the client carried it back) and the sources. A note and not a
+``web_search`` functionCall/functionResponse pair: the pair would need
+Gemini's thought signature on the call (the gateway moved it to the client's
+call, or the client never had it) and, for Claude with thinking, would make
+an old answer look like a tool loop the thinking rules apply to
+(UPSTREAM.md §6.4, §7.2). What was found comes back only where the client
+returns it untouched:
+
+* Anthropic: ``web_search_result.encrypted_content`` is opaque to clients,
+  which must send it back for later turns (the SDK types it as a required
+  string). The gateway's first result of a search carries the search's
+  query and answer text (at most :data:`CARRIED_CHARS` characters) in it,
+  encoded (:func:`carry`), not encrypted: the client wrote nothing the model
+  could not be told in the prompt anyway.
+* Responses: ``web_search_call`` has no such field (``action`` is ``{"type":
+  "search", "query", "sources": [{"type": "url", "url"}]}`` and Codex keeps
+  only ``query`` and ``queries``), so the note holds the query and the source
+  urls sent back. With ``include: ["reasoning.encrypted_content"]`` (Codex
+  sends it) a reasoning item with no summary follows the search item, its
+  ``encrypted_content`` carrying the same payload: clients return reasoning
+  items untouched, as they do for the gateway's signatures.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from typing import Any
 
 Json = dict[str, Any]
@@ -39,6 +64,11 @@ FUNCTION_NAME = "web_search"
 EXTRA_KEY = "web_search"  # call.extra: {"max_uses": int, "domains": [str]}
 SEARCH_PART = "_webSearch"  # the synthetic answer part the translators read
 MAX_ROUNDS = 5
+#: Characters of a search's answer carried back in the history (bounded: a
+#: long conversation sends every past search again).
+CARRIED_CHARS = 4000
+CARRY_PREFIX = "agws1."
+MAX_NOTED_SOURCES = 20
 
 # The search model's prompt (UPSTREAM.md §5.4: the tool must actually search).
 SEARCH_SYSTEM = (
@@ -148,6 +178,38 @@ def limit_response(call_part: Json) -> Json:
     return function_response(res)
 
 
+def cited_segments(res: Json) -> list[tuple[str, str, list[str]]]:
+    """(url, title, the answer's segments grounded on it) per source."""
+    segments: dict[int, list[str]] = {}
+    for support in res.get("supports") or []:
+        for i in support["sources"]:
+            segments.setdefault(i, []).append(support["text"])
+    return [(s["url"], s["title"], segments.get(i, [])) for i, s in enumerate(res.get("sources") or [])]
+
+
+def citation_spans(text: str, cites: list[tuple[str, str, list[str]]]) -> list[tuple[str, str, int, int]]:
+    """(url, title, start, end) citations of ``text``, the main model's answer
+    after a search, in text order.
+
+    Google's ``groundingSupports`` give each source its segments, but of the
+    search model's answer; the client reads the main model's own wording.
+    A source whose segment the text repeats (the model quoted the search)
+    cites that span, each place it occurs once; any other source cites the
+    whole text, as nothing tells which sentence rests on it."""
+    out: list[tuple[str, str, int, int]] = []
+    for url, title, segments in cites:
+        found = []
+        for seg in segments:
+            seg = seg.strip()
+            at = text.find(seg) if seg else -1
+            if at >= 0 and (at, at + len(seg)) not in found:
+                found.append((at, at + len(seg)))
+        if not found:
+            found = [(0, len(text))]
+        out += [(url, title, start, end) for start, end in found]
+    return sorted(out, key=lambda c: (c[2], c[3] - c[2]))
+
+
 def citation_sources(res: Json) -> list[tuple[str, str, str]]:
     """(url, title, cited text) per cited source of a search result, in source order."""
     cited: dict[int, str] = {}
@@ -158,3 +220,48 @@ def citation_sources(res: Json) -> list[tuple[str, str, str]]:
     for i, src in enumerate(res.get("sources") or []):
         out.append((src["url"], src["title"], cited.get(i, "")))
     return out
+
+
+def carry(res: Json) -> str:
+    """What a search's first Anthropic ``web_search_result`` carries in its
+    ``encrypted_content``: the query and the answer text, bounded."""
+    payload = {"q": str(res.get("query") or ""), "a": str(res.get("text") or "")[:CARRIED_CHARS]}
+    raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return CARRY_PREFIX + base64.urlsafe_b64encode(raw).decode()
+
+
+def carried(value: Any) -> tuple[str, str] | None:
+    """(query, answer text) from an ``encrypted_content`` this gateway wrote;
+    None for anything else (Anthropic's own blobs, an altered value)."""
+    if not isinstance(value, str) or not value.startswith(CARRY_PREFIX):
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(value[len(CARRY_PREFIX) :]))
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("a"), str):
+        return None
+    query = payload.get("q") if isinstance(payload.get("q"), str) else ""
+    return str(query), str(payload["a"])[:CARRIED_CHARS]
+
+
+def history_note(
+    query: str, sources: list[tuple[str, str]], answer: str | None = None, failed: bool = False
+) -> Json:
+    """A past search from the client's history as the model turn's text:
+    ``sources`` are (title, url); ``answer`` the search's text when carried."""
+    about = f" for: {query.strip()}" if query.strip() else ""
+    if failed:
+        return {"text": f"[web_search was called here{about}; the search failed]"}
+    lines = [f"[web_search was run here{about}]"]
+    if answer and answer.strip():
+        lines.append(f"It found: {answer.strip()}")
+    if sources:
+        lines.append("Sources:")
+        lines += [
+            f"- {title} <{url}>" if title and title != url else f"- <{url}>"
+            for title, url in sources[:MAX_NOTED_SOURCES]
+        ]
+    if len(lines) > 1:
+        lines.append("[end of web_search]")
+    return {"text": "\n".join(lines)}

@@ -1385,12 +1385,23 @@ class Reply:
     raw_events: list[dict[str, Any]] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     sources: tuple[tuple[str, str], ...] | None = None  # grounding (uri, title) pairs
+    # grounding supports: (segment text of the answer, groundingChunk indices)
+    supports: tuple[tuple[str, tuple[int, ...]], ...] | None = None
 
     @classmethod
-    def search(cls, text: str, sources: Iterable[tuple[str, str]], chunks: int = 2) -> Reply:
+    def search(
+        cls,
+        text: str,
+        sources: Iterable[tuple[str, str]],
+        chunks: int = 2,
+        supports: Iterable[tuple[str, Sequence[int]]] | None = None,
+    ) -> Reply:
         """A grounded answer (for requests with a googleSearch tool): ``sources`` are the
-        (uri, title) of its groundingChunks."""
-        return cls(answer=text, chunks=chunks, sources=tuple(sources))
+        (uri, title) of its groundingChunks; ``supports`` the (segment of ``text``, chunk
+        indices) of its groundingSupports (default: one support, the whole text, every
+        chunk)."""
+        given = tuple((seg, tuple(idx)) for seg, idx in supports) if supports is not None else None
+        return cls(answer=text, chunks=chunks, sources=tuple(sources), supports=given)
 
     @classmethod
     def default(cls) -> Reply:
@@ -3008,7 +3019,7 @@ class FakeGoogle:
             responses.append(response)
         if ctx.search:
             last: dict[str, Any] = responses[-1]["candidates"][0]
-            last["groundingMetadata"] = _grounding(ctx.request, answer, reply.sources)
+            last["groundingMetadata"] = _grounding(ctx.request, answer, reply.sources, reply.supports)
         if stream:
             return _Rendered(
                 200, dict(headers), events=[self._wrap(r, ctx, trace) for r in responses]
@@ -3215,10 +3226,15 @@ _REDIRECT = "https://vertexaisearch.cloud.google.com/grounding-api-redirect/"
 
 
 def _grounding(
-    request: dict[str, Any], answer: str, sources: tuple[tuple[str, str], ...] | None
+    request: dict[str, Any],
+    answer: str,
+    sources: tuple[tuple[str, str], ...] | None,
+    supports: tuple[tuple[str, tuple[int, ...]], ...] | None = None,
 ) -> dict[str, Any]:
     """groundingMetadata of a web-search answer: the query, the sources (redirect links, as
-    Google gives: UPSTREAM.md §5.4) and one support covering the answer."""
+    Google gives: UPSTREAM.md §5.4) and the supports: one covering the answer, or the
+    scripted segments (each located in the answer; indexes in UTF-8 bytes, startIndex
+    left out when 0, as a proto3 default is)."""
     query = ""
     for content in request.get("contents") or ():
         for part in content.get("parts") or ():
@@ -3228,14 +3244,21 @@ def _grounding(
         sources = ((_REDIRECT + "AUZIYQ" + hashlib.sha256(query.encode()).hexdigest()[:40],
                     "example.com"),)
     chunks = [{"web": {"uri": uri, "title": title}} for uri, title in sources]
-    support = {
-        "segment": {"endIndex": len(answer.encode()), "text": answer},
-        "groundingChunkIndices": list(range(len(chunks))),
-    }
+    if supports is None:
+        supports = ((answer, tuple(range(len(chunks)))),) if answer else ()
+    out = []
+    for text, indices in supports:
+        at = answer.find(text)
+        assert at >= 0, f"a scripted support must be a segment of the answer: {text!r}"
+        start = len(answer[:at].encode())
+        segment: dict[str, Any] = {"endIndex": start + len(text.encode()), "text": text}
+        if start:
+            segment["startIndex"] = start
+        out.append({"segment": segment, "groundingChunkIndices": list(indices)})
     return {
         "webSearchQueries": [query],
         "groundingChunks": chunks,
-        "groundingSupports": [support] if answer else [],
+        "groundingSupports": out,
     }
 
 

@@ -164,16 +164,29 @@ def test_next_to_function_tools_with_a_size(client: OpenAI, fake: FakeGoogle) ->
     assert names == {"exec_command", "image_generation"}
 
 
-def test_client_function_calls_win(client: OpenAI, fake: FakeGoogle) -> None:
-    """An image call next to a call of the client's own tool is not run."""
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_image_next_to_a_client_call(client: OpenAI, fake: FakeGoogle, stream: bool) -> None:
+    """An image call next to a call of the client's own tool is run too: the
+    answer holds the picture, then the client's call, and ends there."""
     fake.script(
-        [Reply.function_calls([("image_generation", {"prompt": PROMPT}), ("exec_command", {"cmd": "ls"})])]
+        [
+            Reply.function_calls([("image_generation", {"prompt": PROMPT}), ("exec_command", {"cmd": "ls"})]),
+            Reply.default(),
+        ]
     )
-    r = client.responses.create(
-        model=GEMINI, input="draw and list", tools=[EXEC, {"type": "image_generation"}]
-    )
-    assert [i.type for i in r.output] == ["function_call"]
-    assert len(generate_calls(fake)) == 1
+    tools = [EXEC, {"type": "image_generation"}]
+    kw: dict[str, Any] = {"model": GEMINI, "input": "draw and list", "tools": tools}
+    if stream:
+        with client.responses.stream(**kw) as s:
+            r = s.get_final_response()
+    else:
+        r = client.responses.create(**kw)
+    assert [i.type for i in r.output] == ["image_generation_call", "function_call"]
+    picture, fc = r.output
+    assert picture.type == "image_generation_call" and picture.status == "completed" and picture.result
+    assert fc.type == "function_call" and json.loads(fc.arguments) == {"cmd": "ls"}
+    main, _ = split_upstream(fake)
+    assert len(main) == 1
 
 
 def test_with_web_search_in_one_request(client: OpenAI, fake: FakeGoogle) -> None:

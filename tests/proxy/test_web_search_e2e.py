@@ -1,5 +1,7 @@
 """Issue 16 item 2: server-side web search, end to end through the real
-daemon and the fake Google with the official SDKs.
+daemon and the fake Google with the official SDKs (and the follow-ups:
+a search next to the client's own calls, past searches in the history,
+citations that cover their own segment).
 
 The model gets a ``web_search(query)`` function; its call is run by the
 gateway as a separate ``requestType: "web_search"`` call with ``googleSearch``
@@ -68,9 +70,10 @@ def generate_calls(fake: FakeGoogle) -> list[Any]:
     return [c for c in fake.calls if c.method in ("generateContent", "streamGenerateContent")]
 
 
-def check_upstream(fake: FakeGoogle, searches: int = 1) -> list[Any]:
+def check_upstream(fake: FakeGoogle, searches: int = 1, answered: bool = True) -> list[Any]:
     """The separate search call(s) were made as §5.4 says, and no request mixed
-    googleSearch with function declarations. Returns the main calls."""
+    googleSearch with function declarations; ``answered``: a later round answered
+    the model's web_search call with the result. Returns the main calls."""
     calls = generate_calls(fake)
     assert all(c.status == 200 for c in calls), [(c.model, c.status) for c in calls]
     search, main = [], []
@@ -91,6 +94,8 @@ def check_upstream(fake: FakeGoogle, searches: int = 1) -> list[Any]:
         assert c.body["requestType"] != "web_search"
         names = {d["name"] for t in c.body["request"]["tools"] for d in t["functionDeclarations"]}
         assert "web_search" in names
+    if not answered:
+        return main
     # The round after the search answers the model's call with the result.
     last = main[-1].body["request"]["contents"]
     response = last[-1]["parts"][0]["functionResponse"]
@@ -186,6 +191,145 @@ def test_anthropic_web_search_next_to_a_function_with_thinking(
     assert names == {"read_file", "web_search"}
     model_turn = main[1].body["request"]["contents"][-2]
     assert model_turn["role"] == "model" and model_turn["parts"][0].get("thought")
+
+
+def answered_upstream(contents: list[dict[str, Any]]) -> None:
+    """No web_search call reaches the upstream from the history, and every
+    model call is answered in the next content (Gemini and Claude both want it)."""
+    for i, content in enumerate(contents):
+        calls = [p["functionCall"] for p in content["parts"] if "functionCall" in p]
+        assert all(c["name"] != "web_search" for c in calls), content
+        if content["role"] == "model" and calls:
+            answers = [p["functionResponse"] for p in contents[i + 1]["parts"] if "functionResponse" in p]
+            assert [a["name"] for a in answers] == [c["name"] for c in calls]
+
+
+def search_note(contents: list[dict[str, Any]]) -> str:
+    """The model-turn note a past search became (exactly one)."""
+    notes = [
+        p["text"]
+        for c in contents
+        if c["role"] == "model"
+        for p in c["parts"]
+        if isinstance(p.get("text"), str) and p["text"].startswith("[web_search was run here")
+    ]
+    assert len(notes) == 1, contents
+    return notes[0]
+
+
+def resend(msg: Message) -> list[dict[str, Any]]:
+    """The assistant content as a client sends it back (the SDK's own dump)."""
+    return [b.model_dump(exclude_none=True) for b in msg.content]
+
+
+@pytest.mark.parametrize("model", [GEMINI, CLAUDE_THINKING])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_anthropic_search_next_to_a_client_call(
+    proxy: Daemon, fake: FakeGoogle, stream: bool, model: str
+) -> None:
+    """The model calls web_search and read_file in one turn: the search runs,
+    the answer holds its blocks and the tool_use (stop_reason tool_use); sent
+    back with the tool's result, the search comes back as a note, the model
+    turn keeps only read_file's call (signature valid: the fake checks it)."""
+    fake.script(
+        [
+            Reply.function_calls(
+                [("web_search", {"query": QUERY}), ("read_file", {"path": "a.txt"})], thought="Look it up."
+            ),
+            Reply.search(SEARCH_TEXT, SOURCES),
+            Reply.text(FINAL),
+        ]
+    )
+    c = aclient(proxy)
+    kw: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 4096,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "tools": [READ_FILE, WEB_SEARCH_TOOL],
+        "messages": [{"role": "user", "content": "What is the weather in Paris? Also read a.txt"}],
+    }
+    if stream:
+        with c.messages.stream(**kw) as s:
+            msg = s.get_final_message()
+    else:
+        msg = c.messages.create(**kw)
+    kinds = [b.type for b in msg.content if b.type != "thinking"]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "tool_use"], kinds
+    use, result, tool = [b for b in msg.content if b.type != "thinking"]
+    assert use.type == "server_tool_use" and use.input == {"query": QUERY}
+    assert result.type == "web_search_tool_result" and isinstance(result.content, list)
+    assert [r.url for r in result.content] == [u for u, _ in SOURCES]
+    assert tool.type == "tool_use" and tool.name == "read_file" and tool.input == {"path": "a.txt"}
+    assert msg.stop_reason == "tool_use"
+    assert msg.usage.server_tool_use is not None and msg.usage.server_tool_use.web_search_requests == 1
+    main = check_upstream(fake, answered=False)
+    assert len(main) == 1
+
+    follow = c.messages.create(
+        **{
+            **kw,
+            "messages": [
+                *kw["messages"],
+                {"role": "assistant", "content": resend(msg)},
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": "A"}],
+                },
+            ],
+        }
+    )
+    assert [b.text for b in follow.content if b.type == "text"] == [FINAL]
+    calls = generate_calls(fake)
+    assert all(c.status == 200 for c in calls)
+    contents = calls[-1].body["request"]["contents"]
+    answered_upstream(contents)
+    note = search_note(contents)
+    assert QUERY in note and SEARCH_TEXT in note
+    assert all(u in note for u, _ in SOURCES)
+    model_turn = contents[-2]
+    assert model_turn["role"] == "model"
+    assert [p["functionCall"]["name"] for p in model_turn["parts"] if "functionCall" in p] == ["read_file"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_anthropic_past_search_comes_back_as_a_note(proxy: Daemon, fake: FakeGoogle, stream: bool) -> None:
+    """An answer that searched, sent back with a new question: the model turn
+    says what was searched, what it found (carried in encrypted_content) and
+    the sources, before the answer text."""
+    script_search(fake)
+    c = aclient(proxy)
+    kw: dict[str, Any] = {
+        "model": GEMINI,
+        "max_tokens": 1024,
+        "tools": [WEB_SEARCH_TOOL],
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+    }
+    if stream:
+        with c.messages.stream(**kw) as s:
+            msg = s.get_final_message()
+    else:
+        msg = c.messages.create(**kw)
+    check_anthropic(msg)
+    fake.script([Reply.text("Take sunglasses.")])
+    follow = c.messages.create(
+        **{
+            **kw,
+            "messages": [
+                *kw["messages"],
+                {"role": "assistant", "content": resend(msg)},
+                {"role": "user", "content": "What should I take?"},
+            ],
+        }
+    )
+    assert follow.content[0].type == "text" and follow.content[0].text == "Take sunglasses."
+    contents = generate_calls(fake)[-1].body["request"]["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user"]
+    note = search_note(contents)
+    assert QUERY in note and SEARCH_TEXT in note
+    assert all(u in note and t in note for u, t in SOURCES)
+    texts = [p["text"] for p in contents[1]["parts"] if "text" in p]
+    assert texts == [note, FINAL]
+    answered_upstream(contents)
 
 
 def test_anthropic_client_function_still_served(proxy: Daemon, fake: FakeGoogle) -> None:
@@ -288,3 +432,135 @@ def test_search_budget_is_bounded(proxy: Daemon, fake: FakeGoogle) -> None:
     assert sum(1 for c in calls if c.body["requestType"] == "web_search") == 1
     refused = calls[-1].body["request"]["contents"][-1]["parts"][0]["functionResponse"]
     assert "no more searches" in refused["response"]["error"]
+
+
+def codex_search_item(query: str = QUERY) -> dict[str, Any]:
+    """A web_search_call as Codex sends it back: no id, the action's query only."""
+    return {"type": "web_search_call", "status": "completed", "action": {"type": "search", "query": query}}
+
+
+@pytest.mark.parametrize("model", [GEMINI, CLAUDE])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_responses_search_next_to_a_client_call(
+    oclient: OpenAI, fake: FakeGoogle, stream: bool, model: str
+) -> None:
+    """web_search and exec_command in one model turn: the search runs, the
+    answer holds the web_search_call item and the function_call; Codex sends
+    them back with the command's output, and the search comes back as a note
+    (the model turn keeps only exec_command's call, answered)."""
+    fake.script(
+        [
+            Reply.function_calls(
+                [("web_search", {"query": QUERY}), ("exec_command", {"cmd": "ls"})], thought=True
+            ),
+            Reply.search(SEARCH_TEXT, SOURCES),
+            Reply.text(FINAL),
+        ]
+    )
+    first: list[Any] = [{"role": "user", "content": "weather in Paris, and list files"}]
+    kw: dict[str, Any] = {
+        "model": model,
+        "input": first,
+        "tools": CODEX_TOOLS,
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+    }
+    if stream:
+        with oclient.responses.stream(**kw) as s:
+            r = s.get_final_response()
+    else:
+        r = oclient.responses.create(**kw)
+    kinds = [i.type for i in r.output if i.type != "reasoning"]
+    assert kinds == ["web_search_call", "function_call"], kinds
+    ws, fc = [i for i in r.output if i.type != "reasoning"]
+    assert ws.type == "web_search_call" and ws.status == "completed" and ws.action.type == "search"
+    assert ws.action.query == QUERY
+    assert [s.url for s in ws.action.sources or []] == [u for u, _ in SOURCES]
+    assert fc.type == "function_call" and fc.name == "exec_command"
+    assert json.loads(fc.arguments) == {"cmd": "ls"}
+    assert len(check_upstream(fake, answered=False)) == 1
+
+    # Codex sends back every item as it kept it: the search item without id
+    # and sources, reasoning items as they came (the one after the search
+    # carries what was found), the call, then the command's output.
+    items: list[Any] = []
+    for item in r.output:
+        if item.type == "web_search_call":
+            items.append(codex_search_item())
+        elif item.type == "reasoning":
+            items.append({"type": "reasoning", "summary": [], "encrypted_content": item.encrypted_content})
+        else:
+            items.append(item.model_dump(exclude_none=True))
+    items.append({"type": "function_call_output", "call_id": fc.call_id, "output": "a.txt"})
+    follow = oclient.responses.create(**{**kw, "input": [*first, *items]})
+    assert follow.output_text == FINAL
+    calls = generate_calls(fake)
+    assert all(c.status == 200 for c in calls)
+    contents = calls[-1].body["request"]["contents"]
+    answered_upstream(contents)
+    note = search_note(contents)
+    assert QUERY in note and SEARCH_TEXT in note
+    model_turn = contents[-2]
+    assert [p["functionCall"]["name"] for p in model_turn["parts"] if "functionCall" in p] == ["exec_command"]
+
+
+def test_responses_past_search_comes_back_as_a_note(oclient: OpenAI, fake: FakeGoogle) -> None:
+    """previous_response_id: the stored web_search_call (with its sources)
+    becomes a note before the answer; sent back as Codex does, the query."""
+    script_search(fake)
+    r = oclient.responses.create(model=GEMINI, input="What is the weather in Paris?", tools=CODEX_TOOLS)
+    check_responses(r)
+    fake.script([Reply.text("Take sunglasses."), Reply.text("Sunglasses.")])
+    follow = oclient.responses.create(
+        model=GEMINI, input="What should I take?", tools=CODEX_TOOLS, previous_response_id=r.id
+    )
+    assert follow.output_text == "Take sunglasses."
+    contents = generate_calls(fake)[-1].body["request"]["contents"]
+    assert [c["role"] for c in contents] == ["user", "model", "user"]
+    note = search_note(contents)
+    assert QUERY in note and all(u in note for u, _ in SOURCES)
+    assert [p["text"] for p in contents[1]["parts"]] == [note, FINAL]
+    # Codex's own replay: the item without id and sources, then the answer.
+    codex = oclient.responses.create(
+        model=GEMINI,
+        tools=CODEX_TOOLS,
+        store=False,
+        input=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            codex_search_item(),
+            {"role": "assistant", "content": [{"type": "output_text", "text": FINAL}]},
+            {"role": "user", "content": "What should I take?"},
+        ],
+    )
+    assert codex.output_text == "Sunglasses."
+    contents = generate_calls(fake)[-1].body["request"]["contents"]
+    assert [p["text"] for p in contents[1]["parts"]] == [f"[web_search was run here for: {QUERY}]", FINAL]
+
+
+SEGMENTS = ("Paris is sunny today.", "It is about 21 degrees.")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_responses_citations_cover_their_segment(oclient: OpenAI, fake: FakeGoogle, stream: bool) -> None:
+    """Each grounding support's segment that the answer repeats is cited on
+    its own span, by its own source."""
+    answer = " ".join(SEGMENTS)
+    fake.script(
+        [
+            Reply.function_call("web_search", {"query": QUERY}),
+            Reply.search(answer, SOURCES, supports=[(SEGMENTS[0], [0]), (SEGMENTS[1], [1])]),
+            Reply.text("Here is what I found. " + answer),
+        ]
+    )
+    kw: dict[str, Any] = {"model": GEMINI, "input": "weather in Paris?", "tools": CODEX_TOOLS}
+    if stream:
+        with oclient.responses.stream(**kw) as s:
+            r = s.get_final_response()
+    else:
+        r = oclient.responses.create(**kw)
+    text = r.output[-1].content[0]
+    assert text.type == "output_text"
+    spans = [
+        (a.url, text.text[a.start_index : a.end_index]) for a in text.annotations if a.type == "url_citation"
+    ]
+    assert spans == [(SOURCES[0][0], SEGMENTS[0]), (SOURCES[1][0], SEGMENTS[1])]
