@@ -322,13 +322,14 @@ def test_fallback_takes_a_claude_name_google_does_not_serve(
     """Google answers 404 for the name (the model left its catalog): in
     fallback mode z.ai, which has a model for it, answers, not the 404."""
     d = _mode(mixed, fake, zai, "fallback")
-    fake.fail_next("NOT_FOUND", n=len(GOOGLE))
+    fake.fail_next("NOT_FOUND")  # a 404 is not failed over: one account is asked
     msg = sdk(d).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
     assert is_zai(msg)
     assert len(zai.messages_calls()) == 1 and len(google_calls(fake)) >= 1
     # Off: the 404 stands, in Anthropic's shape.
     d2 = _mode(mixed, fake, zai, "off")
-    fake.fail_next("NOT_FOUND", n=len(GOOGLE))
+    fake.fail_next("NOT_FOUND")
     with pytest.raises(anthropic.NotFoundError):
         sdk(d2).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
     assert zai.messages_calls() == []  # (_mode reset it)
+    fake.reset()  # nothing queued is left for the session's other tests
