@@ -426,8 +426,7 @@ def test_sigterm_lets_an_in_flight_request_finish(
 ) -> None:
     d, email = with_account
     port = d.status["proxy"]["port"]
-    # Long enough that a loaded machine closes the listener before it ends.
-    fake.script([Reply.silence(4.0)], email=email)
+    fake.script([Reply.silence(2.0)], email=email)
     n_calls = len(fake.calls)
     result: dict[str, Any] = {}
 
