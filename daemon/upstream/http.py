@@ -345,9 +345,13 @@ def _head_limit(exc: aiohttp.ClientResponseError, where: str) -> UpstreamError |
 def _no_answer(exc: BaseException) -> bool:
     """The connection ended before any byte of an answer: aiohttp gives a
     ServerDisconnectedError its partial answer when there was one (else a
-    plain message); a reset or broken pipe while awaiting the head."""
+    plain message); a reset or broken pipe while awaiting the head; the
+    transport found closing when the request was written (aiohttp's
+    ClientConnectionResetError: nothing was sent)."""
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return isinstance(exc.message, str)
+    if isinstance(exc, aiohttp.ClientConnectionResetError):
+        return True
     return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _RESET_ERRNOS
 
 
@@ -421,7 +425,11 @@ class HttpClient:
                 )
             except aiohttp.ClientConnectorError as exc:
                 raise _map_error(exc, _origin(url), answered=False) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            except (
+                aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError,
+                aiohttp.ClientConnectionResetError,
+            ) as exc:
                 if retry and _REUSED.get() and _no_answer(exc):
                     retry = False
                     continue
