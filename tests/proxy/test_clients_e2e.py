@@ -21,7 +21,13 @@ CLAUDE_THINKING = "claude-sonnet-4-5-thinking"
 
 
 def _upstream_requests(fake: FakeGoogle) -> list[dict[str, Any]]:
-    return [c.body["request"] for c in fake.calls if c.method in ("generateContent", "streamGenerateContent")]
+    # The session's fake keeps every call, refused ones too (no parsed body):
+    # which came before this test depends on the order the files ran in.
+    return [
+        c.body["request"]
+        for c in fake.calls
+        if c.method in ("generateContent", "streamGenerateContent") and c.body is not None
+    ]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])

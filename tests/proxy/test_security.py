@@ -607,7 +607,8 @@ def test_no_secret_in_logs_or_monitor(fake: FakeGoogle, short_tmp: Path) -> None
             for a in d.admin("GET", "/accounts")["accounts"]:
                 d.admin("POST", f"/accounts/{a['id']}/reset")
             d.admin("POST", "/accounts-refresh")
-            fake.expire_tokens()
+            for e in emails:  # only this daemon's: the session's fake serves others too
+                fake.expire_tokens(e)
             assert c.post("/v1/chat/completions", json=chat, headers=auth).status_code == 200
             fake.revoke(emails[0])
             for _ in range(4):

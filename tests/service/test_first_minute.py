@@ -217,7 +217,10 @@ def test_agctl_help_runs_without_a_warning(first: FirstRun) -> None:
 # ---------------------------------------------------------------- the rule, in process
 
 
-def test_xdg_runtime_dir_is_used_only_when_private(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_xdg_runtime_dir_is_used_only_when_private(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+    # A short HOME: under a long one the socket path would not fit in AF_UNIX's
+    # ~104 bytes and the run dir would move to /tmp for that reason instead.
+    tmp_path = short_tmp
     monkeypatch.delenv("ANTIGRAVITY_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)

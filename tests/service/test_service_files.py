@@ -14,6 +14,7 @@ import plistlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -66,25 +67,27 @@ def parse_unit(text: str) -> configparser.ConfigParser:
     return unit
 
 
-def analyze_verify(
-    unit: Path, tmp_path: Path, home: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def analyze_verify(unit: Path, home: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`systemd-analyze --user verify`: a bad setting is only a warning on
     stderr (exit 0), so callers check both. The user manager wants a runtime
-    dir; %h in the packaged unit expands to $HOME."""
-    runtime = tmp_path / "xdg-runtime"
-    runtime.mkdir(mode=0o700, exist_ok=True)
+    dir; %h in the packaged unit expands to $HOME. The runtime dir is short:
+    the user units' socket paths (gpg-agent's) go under it, and AF_UNIX
+    paths are limited to ~104 bytes (pytest's tmp_path under xdist is longer)."""
+    runtime = Path(tempfile.mkdtemp(prefix="ag-rt-", dir="/tmp"))
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_LEVEL": "notice"}
     if home is not None:
         env["HOME"] = str(home)
     assert ANALYZE is not None
-    return subprocess.run(
-        [ANALYZE, "--user", "verify", str(unit)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    try:
+        return subprocess.run(
+            [ANALYZE, "--user", "verify", str(unit)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- systemd
@@ -126,13 +129,11 @@ def test_install_writes_the_unit_with_the_installed_daemon(home: Path, env: dict
 
 
 @needs_analyze
-def test_systemd_analyze_verifies_the_installed_unit(
-    home: Path, env: dict[str, str], tmp_path: Path
-) -> None:
+def test_systemd_analyze_verifies_the_installed_unit(home: Path, env: dict[str, str]) -> None:
     installed_daemon()
     assert agctl(env, "service", "install").returncode == 0
     target = home / ".config" / "systemd" / "user" / "antigravity.service"
-    res = analyze_verify(target, tmp_path)
+    res = analyze_verify(target)
     assert (res.returncode, res.stderr.strip()) == (0, ""), res.stderr
 
 
@@ -142,7 +143,7 @@ def test_systemd_analyze_catches_a_bad_unit(tmp_path: Path) -> None:
     bad = tmp_path / "antigravity.service"
     text = service_files.systemd_unit(str(tmp_path / "no-such-antigravityd"))
     bad.write_text(text.replace("Restart=on-failure", "Restart=on-failure\nRestrat=always"))
-    res = analyze_verify(bad, tmp_path)
+    res = analyze_verify(bad)
     assert res.returncode != 0 or res.stderr.strip()
     assert "Restrat" in res.stderr and "no-such-antigravityd" in res.stderr
 
@@ -226,5 +227,5 @@ def test_systemd_analyze_verifies_the_packaged_unit(tmp_path: Path) -> None:
     (home / ".local" / "bin" / "antigravityd").symlink_to(installed_daemon())
     unit = tmp_path / "antigravity.service"
     shutil.copy(ROOT / service_files.SYSTEMD_UNIT_PATH, unit)
-    res = analyze_verify(unit, tmp_path, home=home)
+    res = analyze_verify(unit, home=home)
     assert (res.returncode, res.stderr.strip()) == (0, ""), res.stderr
