@@ -141,6 +141,14 @@ def check_anthropic(msg: Message) -> None:
     assert msg.usage.server_tool_use.web_search_requests == 1
 
 
+def ask(c: Any, stream: bool, **kw: Any) -> Any:
+    """One Anthropic message, streamed or not (the final message either way)."""
+    if stream:
+        with c.messages.stream(**kw) as s:
+            return s.get_final_message()
+    return c.messages.create(**kw)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_anthropic_web_search_only(proxy: Daemon, fake: FakeGoogle, stream: bool) -> None:
     script_search(fake)
@@ -151,11 +159,7 @@ def test_anthropic_web_search_only(proxy: Daemon, fake: FakeGoogle, stream: bool
         "tools": [WEB_SEARCH_TOOL],
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
     }
-    if stream:
-        with c.messages.stream(**kw) as s:
-            msg = s.get_final_message()
-    else:
-        msg = c.messages.create(**kw)
+    msg = ask(c, stream, **kw)
     check_anthropic(msg)
     main = check_upstream(fake)
     assert len(main) == 2
@@ -177,11 +181,7 @@ def test_anthropic_web_search_next_to_a_function_with_thinking(
         "tools": [READ_FILE, WEB_SEARCH_TOOL],
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
     }
-    if stream:
-        with c.messages.stream(**kw) as s:
-            msg = s.get_final_message()
-    else:
-        msg = c.messages.create(**kw)
+    msg = ask(c, stream, **kw)
     assert msg.content[0].type == "thinking"
     assert all(b.signature for b in msg.content if b.type == "thinking")
     msg.content = [b for b in msg.content if b.type != "thinking"]
@@ -248,11 +248,7 @@ def test_anthropic_search_next_to_a_client_call(
         "tools": [READ_FILE, WEB_SEARCH_TOOL],
         "messages": [{"role": "user", "content": "What is the weather in Paris? Also read a.txt"}],
     }
-    if stream:
-        with c.messages.stream(**kw) as s:
-            msg = s.get_final_message()
-    else:
-        msg = c.messages.create(**kw)
+    msg = ask(c, stream, **kw)
     kinds = [b.type for b in msg.content if b.type != "thinking"]
     assert kinds == ["server_tool_use", "web_search_tool_result", "tool_use"], kinds
     use, result, tool = [b for b in msg.content if b.type != "thinking"]
@@ -304,11 +300,7 @@ def test_anthropic_past_search_comes_back_as_a_note(proxy: Daemon, fake: FakeGoo
         "tools": [WEB_SEARCH_TOOL],
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
     }
-    if stream:
-        with c.messages.stream(**kw) as s:
-            msg = s.get_final_message()
-    else:
-        msg = c.messages.create(**kw)
+    msg = ask(c, stream, **kw)
     check_anthropic(msg)
     fake.script([Reply.text("Take sunglasses.")])
     follow = c.messages.create(
