@@ -21,8 +21,6 @@ from daemon.errors import BadRequest, GatewayError, InternalError, NotFound, Pay
 log = logging.getLogger(__name__)
 
 
-
-
 def _error(exc: GatewayError) -> Response[Any]:
     return Response(content={"error": exc.to_dict()}, status_code=exc.status, media_type="application/json")
 

@@ -305,8 +305,9 @@ def validate(cfg: Config) -> None:
             param="upstream.user_agent",
         )
     if cfg.credits.daily_limit < 0:
-        raise ConfigError("credits.daily_limit must be >= 0 (credits per account per day)",
-                          param="credits.daily_limit")
+        raise ConfigError(
+            "credits.daily_limit must be >= 0 (credits per account per day)", param="credits.daily_limit"
+        )
     if not cfg.upstream.endpoints:
         raise ConfigError("upstream.endpoints must list at least one URL", param="upstream.endpoints")
     for url in cfg.upstream.endpoints:

@@ -24,7 +24,6 @@ class Usage(msgspec.Struct, kw_only=True):
         return self.input_tokens + self.output_tokens
 
 
-
 class Attempt(msgspec.Struct, kw_only=True):
     account: str
     status: int | None = None
@@ -80,5 +79,3 @@ class Refusal:
     route: str = "refused"
     request_id: str = ""
     user_agent: str = ""
-
-

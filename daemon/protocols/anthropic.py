@@ -1078,16 +1078,26 @@ class _Blocks:
             # first result carries the search's answer for later turns
             # (web_search.carry, read back by _model_turn).
             content = [
-                {"type": "web_search_result", "url": s["url"], "title": s["title"],
-                 "encrypted_content": web_search.carry(res) if i == 0 else "", "page_age": None}
+                {
+                    "type": "web_search_result",
+                    "url": s["url"],
+                    "title": s["title"],
+                    "encrypted_content": web_search.carry(res) if i == 0 else "",
+                    "page_age": None,
+                }
                 for i, s in enumerate(res.get("sources") or [])
             ]
         block = {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": content}
         events.append(self._start(block))
         events += self.close()
         self._cite = [
-            {"type": "web_search_result_location", "url": url, "title": title,
-             "cited_text": (cited or title)[:150], "encrypted_index": ""}
+            {
+                "type": "web_search_result_location",
+                "url": url,
+                "title": title,
+                "cited_text": (cited or title)[:150],
+                "encrypted_index": "",
+            }
             for url, title, cited in web_search.citation_sources(res)
         ]
         return events

@@ -855,7 +855,10 @@ class _Assembler:
             for n, note in enumerate(notes):
                 self.emit(
                     "response.output_text.annotation.added",
-                    **ref, content_index=0, annotation_index=n, annotation=note,
+                    **ref,
+                    content_index=0,
+                    annotation_index=n,
+                    annotation=note,
                 )
             part = {"type": "output_text", "text": text, "annotations": notes}
             self.emit("response.output_text.done", **ref, content_index=0, text=text, logprobs=[])

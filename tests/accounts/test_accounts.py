@@ -106,9 +106,7 @@ def quota_line_of(d: Daemon, email: str, group: str) -> str:
 class Running:
     """A running `agctl` whose stdout/stderr are read by threads (no blocking reads)."""
 
-    def __init__(
-        self, d: Daemon, *args: str, stdin: bool = False, env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, d: Daemon, *args: str, stdin: bool = False, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [*_bin("agctl"), *args],
             env={**d.env, **(env or {})},
@@ -122,9 +120,7 @@ class Running:
         self._err_lines: queue.Queue[str | None] = queue.Queue()
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._threads = [
-            threading.Thread(
-                target=self._pump, args=(self.proc.stdout, self.out, None), daemon=True
-            ),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out, None), daemon=True),
             threading.Thread(
                 target=self._pump, args=(self.proc.stderr, self.err, self._err_lines), daemon=True
             ),
@@ -153,9 +149,7 @@ class Running:
             except queue.Empty:
                 continue
             if line is None:
-                raise AssertionError(
-                    f"agctl ended without a URL ({self.proc.wait()}): {''.join(self.err)}"
-                )
+                raise AssertionError(f"agctl ended without a URL ({self.proc.wait()}): {''.join(self.err)}")
             if line.strip().startswith("http"):
                 return line.strip()
 
@@ -232,13 +226,9 @@ def test_browser_login_adds_the_account(daemon: Daemon, g: FakeGoogle) -> None:
     assert len(q["state"]) >= 16
     assert q["code_challenge_method"] == "S256"
     # PKCE: the verifier sent with the code hashes to the challenge in the URL.
-    (exchange,) = [
-        c for c in g.calls_to("token") if c.body.get("grant_type") == "authorization_code"
-    ]
+    (exchange,) = [c for c in g.calls_to("token") if c.body.get("grant_type") == "authorization_code"]
     verifier = exchange.body["code_verifier"]
-    digest = (
-        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    )
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     assert q["code_challenge"] == digest and verifier != q["code_challenge"]
     assert exchange.body["redirect_uri"] == q["redirect_uri"]
 
@@ -301,9 +291,7 @@ def test_browser_login_token_endpoint_error(daemon: Daemon, g: FakeGoogle) -> No
 
 def test_browser_login_timeout(daemon: Daemon, g: FakeGoogle) -> None:
     t0 = time.monotonic()
-    _, _, err, _ = _failed_login(
-        daemon, g, "browser-late@example.com", lambda url: url, "--timeout", "2"
-    )
+    _, _, err, _ = _failed_login(daemon, g, "browser-late@example.com", lambda url: url, "--timeout", "2")
     assert time.monotonic() - t0 < 15
     assert "timed out" in err and "nothing was added" in err.lower()
     # The browser coming back late finds no listener: still nothing is added.
@@ -497,11 +485,7 @@ def test_add_same_email_updates(daemon: Daemon, g: FakeGoogle) -> None:
 
     accs = [a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email]
     assert len(accs) == 1
-    assert (
-        accs[0]["id"] == acc1["id"]
-        and accs[0]["project"] == "proj-again-2"
-        and accs[0]["tier"] == "ULTRA"
-    )
+    assert accs[0]["id"] == acc1["id"] and accs[0]["project"] == "proj-again-2" and accs[0]["tier"] == "ULTRA"
     assert accs[0]["added_at"] == acc1["added_at"]
     assert set(snapshot(daemon)) == files
     saved = json.loads((accounts_dir(daemon) / f"{acc1['id']}.json").read_bytes())
@@ -571,9 +555,7 @@ def test_list_table_is_readable(daemon: Daemon, g: FakeGoogle) -> None:
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     header = lines[0].split()
-    assert (
-        header[:4] == ["ID", "EMAIL", "TIER", "STATE"] and "PROJECT" in header and "QUOTA" in header
-    )
+    assert header[:4] == ["ID", "EMAIL", "TIER", "STATE"] and "PROJECT" in header and "QUOTA" in header
     # Long values are never cut or folded: the email, id and project each sit whole on the row.
     (row,) = [line for line in lines if acc["id"] in line]
     assert email in row and "FREE" in row and acct.project in row
@@ -586,22 +568,15 @@ def test_list_table_is_readable(daemon: Daemon, g: FakeGoogle) -> None:
 def test_remove_enable_disable_by_id_and_email(daemon: Daemon, g: FakeGoogle) -> None:
     a = add_fake(g, "ops-a@example.com")
     b = add_fake(g, "ops-b@example.com")
-    ida = daemon.admin("POST", "/accounts", json={"refresh_token": a.refresh_token})["account"][
-        "id"
-    ]
-    idb = daemon.admin("POST", "/accounts", json={"refresh_token": b.refresh_token})["account"][
-        "id"
-    ]
+    ida = daemon.admin("POST", "/accounts", json={"refresh_token": a.refresh_token})["account"]["id"]
+    idb = daemon.admin("POST", "/accounts", json={"refresh_token": b.refresh_token})["account"]["id"]
 
     res = daemon.ctl("accounts", "disable", ida)
     assert res.returncode == 0 and "disabled ops-a@example.com" in res.stdout
     res = daemon.ctl("accounts", "disable", "OPS-B@example.com")
     assert res.returncode == 0, res.stderr
     now = listed(daemon)
-    assert (
-        now["ops-a@example.com"]["state"] == "disabled"
-        and now["ops-b@example.com"]["state"] == "disabled"
-    )
+    assert now["ops-a@example.com"]["state"] == "disabled" and now["ops-b@example.com"]["state"] == "disabled"
     assert now["ops-a@example.com"]["disabled_reason"]
     # The state is on disk, not only in memory.
     assert json.loads((accounts_dir(daemon) / f"{ida}.json").read_bytes())["enabled"] is False
@@ -609,10 +584,7 @@ def test_remove_enable_disable_by_id_and_email(daemon: Daemon, g: FakeGoogle) ->
     assert daemon.ctl("accounts", "enable", "ops-a@example.com").returncode == 0
     assert daemon.ctl("accounts", "enable", idb).returncode == 0
     now = listed(daemon)
-    assert (
-        now["ops-a@example.com"]["state"] == "active"
-        and now["ops-a@example.com"]["disabled_reason"] == ""
-    )
+    assert now["ops-a@example.com"]["state"] == "active" and now["ops-a@example.com"]["disabled_reason"] == ""
     assert now["ops-b@example.com"]["state"] == "active"
 
     res = daemon.ctl("accounts", "remove", ida)
@@ -628,9 +600,7 @@ def test_remove_enable_disable_by_id_and_email(daemon: Daemon, g: FakeGoogle) ->
     for cmd in ("remove", "enable", "disable"):
         res = daemon.ctl("accounts", cmd, "nobody@example.com")
         assert res.returncode == 2, res
-        assert (
-            "no account 'nobody@example.com'" in res.stderr and "agctl accounts list" in res.stderr
-        )
+        assert "no account 'nobody@example.com'" in res.stderr and "agctl accounts list" in res.stderr
     assert snapshot(daemon) == before
 
 
@@ -659,9 +629,7 @@ def test_refresh_updates_quota(daemon: Daemon, g: FakeGoogle) -> None:
     res = daemon.ctl("accounts", "refresh")
     assert f"ok     {email}" in res.stdout
     assert acct.token_calls == calls + 1
-    assert listed(daemon)[email]["models"]["gemini-3-flash"]["remaining_fraction"] == pytest.approx(
-        0.1
-    )
+    assert listed(daemon)[email]["models"]["gemini-3-flash"]["remaining_fraction"] == pytest.approx(0.1)
 
     # Exhausted: 0 (not "no data"), with the time it comes back.
     acct.set_quota("claude-sonnet-4-6", 0.0, reset)
@@ -708,9 +676,7 @@ def test_corrupt_file_is_reported_and_kept(fake: FakeGoogle, make_daemon: Any) -
 
 def test_accounts_persist_across_restart(fake: FakeGoogle, make_daemon: Any) -> None:
     d = make_daemon(base_config(fake, free_port(), proxy={"auto_start": False}))
-    a = add_fake(
-        fake, "persist-a@example.com", tier="ULTRA", models={"gemini-3-flash": {"fraction": 0.6}}
-    )
+    a = add_fake(fake, "persist-a@example.com", tier="ULTRA", models={"gemini-3-flash": {"fraction": 0.6}})
     b = add_fake(fake, "persist-b@example.com", tier="FREE")
     ida = d.admin("POST", "/accounts", json={"refresh_token": a.refresh_token})["account"]["id"]
     d.admin("POST", "/accounts", json={"refresh_token": b.refresh_token})
@@ -724,9 +690,7 @@ def test_accounts_persist_across_restart(fake: FakeGoogle, make_daemon: Any) -> 
     assert after == before
     by_email = {x["email"]: x for x in after}
     assert by_email["persist-a@example.com"]["id"] == ida
-    assert (
-        by_email["persist-a@example.com"]["models"]["gemini-3-flash"]["remaining_fraction"] == 0.6
-    )
+    assert by_email["persist-a@example.com"]["models"]["gemini-3-flash"]["remaining_fraction"] == 0.6
     assert by_email["persist-b@example.com"]["state"] == "disabled"
     assert d.status["accounts"] == {"active": 1, "total": 2}
     # Loading does not go to Google (the saved access tokens are still good).

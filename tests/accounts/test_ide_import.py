@@ -142,9 +142,7 @@ def test_refresh_token_deeper_and_after_the_access_token() -> None:
     token = long_refresh_token()
     assert ide_import.refresh_token_from_value(b64(ide_state(token, depth=3))) == token
     # The access token comes first in the message and must not be taken.
-    got = ide_import.refresh_token_from_value(
-        b64(ide_state(token, access_token="ya29." + "a" * 80))
-    )
+    got = ide_import.refresh_token_from_value(b64(ide_state(token, access_token="ya29." + "a" * 80)))
     assert got == token
 
 
@@ -215,9 +213,7 @@ def test_read_refresh_token_errors(tmp_path: Path) -> None:
     not_db.write_text("this is not SQLite\n" * 100)
     with pytest.raises(BadRequest, match=str(not_db)):
         ide_import.read_refresh_token(str(not_db))
-    other_table = write_vscdb(
-        tmp_path / "other.vscdb", b64(ide_state(long_refresh_token())), table="Other"
-    )
+    other_table = write_vscdb(tmp_path / "other.vscdb", b64(ide_state(long_refresh_token())), table="Other")
     with pytest.raises(BadRequest, match=str(other_table)):
         ide_import.read_refresh_token(str(other_table))
     directory = tmp_path / "adir"
@@ -277,10 +273,7 @@ def test_import_ide_from_path(daemon: Daemon, fake: FakeGoogle, tmp_path: Path) 
     out = json.loads(res.stdout)
     assert out["account"]["id"] == got["id"] and out["path"] == str(db)
     assert [a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email] != []
-    assert (
-        len([a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email])
-        == 1
-    )
+    assert len([a for a in daemon.ctl_json("accounts", "list")["accounts"] if a["email"] == email]) == 1
 
 
 def test_import_ide_relative_path(daemon: Daemon, fake: FakeGoogle, tmp_path: Path) -> None:
@@ -323,9 +316,7 @@ def test_import_ide_missing_file(daemon: Daemon, tmp_path: Path) -> None:
     ],
     ids=["no-key", "garbage", "no-token", "no-table"],
 )
-def test_import_ide_bad_database(
-    daemon: Daemon, tmp_path: Path, value: Any, table: str, expect: str
-) -> None:
+def test_import_ide_bad_database(daemon: Daemon, tmp_path: Path, value: Any, table: str, expect: str) -> None:
     before = account_files(daemon)
     db = write_vscdb(tmp_path / "state.vscdb", value, table=table)
     res = daemon.ctl("accounts", "import-ide", str(db))

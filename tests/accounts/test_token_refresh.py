@@ -131,9 +131,7 @@ async def test_one_refresh_for_50_requests_on_an_expired_token(proxy: Proxy, g: 
     assert len({bearer(c) for c in g.calls_to("generateContent")}) == 1
 
 
-async def test_one_refresh_for_50_requests_when_google_says_401(
-    proxy: Proxy, g: FakeGoogle
-) -> None:
+async def test_one_refresh_for_50_requests_when_google_says_401(proxy: Proxy, g: FakeGoogle) -> None:
     # The daemon believes its token is good for an hour, but Google expired it: 50 x 401.
     acct, _ = proxy.only(g, "tok-burst-401@example.com")
     g.expire_tokens(acct.email)
@@ -144,9 +142,7 @@ async def test_one_refresh_for_50_requests_when_google_says_401(
     assert acct.token_calls - calls == 1
 
 
-async def test_one_refresh_for_50_requests_with_short_lived_tokens(
-    proxy: Proxy, g: FakeGoogle
-) -> None:
+async def test_one_refresh_for_50_requests_with_short_lived_tokens(proxy: Proxy, g: FakeGoogle) -> None:
     # Tokens that always live less than the margin: the waiters take the fresh one
     # instead of refreshing again, one after the other.
     acct, _ = proxy.only(g, "tok-burst-short@example.com", expires_in=120)

@@ -296,9 +296,7 @@ MISSING_SIGNATURE_MESSAGE = (
     "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
 )
 CORRUPTED_SIGNATURE_MESSAGE = "Corrupted thought signature."
-QUOTA_MESSAGE = (
-    "You have exhausted your capacity on this model. Your quota will reset after {delay}."
-)
+QUOTA_MESSAGE = "You have exhausted your capacity on this model. Your quota will reset after {delay}."
 ONEOF_MESSAGE = "required oneof field 'data' must have one initialized field"
 TOOL_NAME_MESSAGE = (
     "Invalid function name. Must start with a letter or an underscore. Must be alphameric "
@@ -306,8 +304,7 @@ TOOL_NAME_MESSAGE = (
     "length of 64."
 )
 PREFILL_MESSAGE = (
-    "This model does not support assistant message prefill. The conversation must end with a "
-    "user message."
+    "This model does not support assistant message prefill. The conversation must end with a user message."
 )
 THINKING_FIRST_MESSAGE = (
     "Expected `thinking` or `redacted_thinking`, but found `{found}`. When `thinking` is "
@@ -368,8 +365,7 @@ SCHEMA_KEYS = frozenset(
 SCHEMA_TYPES = frozenset("STRING NUMBER INTEGER BOOLEAN ARRAY OBJECT NULL TYPE_UNSPECIFIED".split())
 # The Part's "data" oneof (a part needs exactly one of these).
 PART_DATA_KEYS = frozenset(
-    "text inlineData fileData functionCall functionResponse executableCode "
-    "codeExecutionResult".split()
+    "text inlineData fileData functionCall functionResponse executableCode codeExecutionResult".split()
 )
 PART_KEYS = PART_DATA_KEYS | frozenset(
     "thought thoughtSignature videoMetadata partMetadata mediaResolution".split()
@@ -487,15 +483,29 @@ _M = 1048576
 
 def _flash(enum: str, display: str | None, budget: int, tag: tuple[str, ...] = _FAST) -> dict[str, Any]:
     return _entry(
-        enum, display=display, budget=budget, min_budget=32, max_tokens=_M, max_output=65536,
-        images=True, video=True, tag=tag,
+        enum,
+        display=display,
+        budget=budget,
+        min_budget=32,
+        max_tokens=_M,
+        max_output=65536,
+        images=True,
+        video=True,
+        tag=tag,
     )
 
 
 def _pro(enum: str, display: str, budget: int, tag: tuple[str, ...] = ()) -> dict[str, Any]:
     return _entry(
-        enum, display=display, budget=budget, min_budget=128, max_tokens=_M, max_output=65535,
-        images=True, video=True, tag=tag,
+        enum,
+        display=display,
+        budget=budget,
+        min_budget=128,
+        max_tokens=_M,
+        max_output=65535,
+        images=True,
+        video=True,
+        tag=tag,
     )
 
 
@@ -525,25 +535,42 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "gemini-3.1-flash-lite": _lite("MODEL_PLACEHOLDER_M50", "Gemini 3.1 Flash Lite"),
     "gemini-3.1-flash-image": _entry("MODEL_PLACEHOLDER_M21", display="Gemini 3.1 Flash Image"),
     "gemini-2.5-pro": _entry(
-        "MODEL_GOOGLE_GEMINI_2_5_PRO", display="Gemini 2.5 Pro", budget=1024, min_budget=128,
-        max_tokens=_M, max_output=65535, images=True,
+        "MODEL_GOOGLE_GEMINI_2_5_PRO",
+        display="Gemini 2.5 Pro",
+        budget=1024,
+        min_budget=128,
+        max_tokens=_M,
+        max_output=65535,
+        images=True,
     ),
     "gemini-2.5-flash": _lite("MODEL_GOOGLE_GEMINI_2_5_FLASH", "Gemini 3.1 Flash Lite"),
     "gemini-2.5-flash-lite": _lite("MODEL_GOOGLE_GEMINI_2_5_FLASH_LITE", "Gemini 3.1 Flash Lite"),
-    "gemini-2.5-flash-thinking": _lite(
-        "MODEL_GOOGLE_GEMINI_2_5_FLASH_THINKING", "Gemini 3.1 Flash Lite"
-    ),
+    "gemini-2.5-flash-thinking": _lite("MODEL_GOOGLE_GEMINI_2_5_FLASH_THINKING", "Gemini 3.1 Flash Lite"),
     "claude-opus-4-6-thinking": _entry(
-        "MODEL_PLACEHOLDER_M26", "ANTHROPIC_VERTEX", "Claude Opus 4.6 (Thinking)", budget=1024,
-        max_tokens=250000, max_output=64000, images=True,
+        "MODEL_PLACEHOLDER_M26",
+        "ANTHROPIC_VERTEX",
+        "Claude Opus 4.6 (Thinking)",
+        budget=1024,
+        max_tokens=250000,
+        max_output=64000,
+        images=True,
     ),
     "claude-sonnet-4-6": _entry(
-        "MODEL_PLACEHOLDER_M35", "ANTHROPIC_VERTEX", "Claude Sonnet 4.6 (Thinking)", budget=1024,
-        max_tokens=250000, max_output=64000, images=True,
+        "MODEL_PLACEHOLDER_M35",
+        "ANTHROPIC_VERTEX",
+        "Claude Sonnet 4.6 (Thinking)",
+        budget=1024,
+        max_tokens=250000,
+        max_output=64000,
+        images=True,
     ),
     "gpt-oss-120b-medium": _entry(
-        "MODEL_OPENAI_GPT_OSS_120B_MEDIUM", "OPENAI_VERTEX", "GPT-OSS 120B (Medium)", budget=8192,
-        max_tokens=131072, max_output=32768,
+        "MODEL_OPENAI_GPT_OSS_120B_MEDIUM",
+        "OPENAI_VERTEX",
+        "GPT-OSS 120B (Medium)",
+        budget=8192,
+        max_tokens=131072,
+        max_output=32768,
     ),
     # IDE completion models: not metered (quotaInfo {"remainingFraction": 1}).
     "tab_flash_lite_preview": _entry(
@@ -557,11 +584,20 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
 }
 # Catalog order is the live dump's; agentModelSorts lists these as "Recommended".
 _AGENT_MODELS = [
-    "gemini-3.7-flash-high", "gemini-3.7-flash-medium", "gemini-3.7-flash-low",
-    "gemini-3.6-flash-high", "gemini-3.6-flash-medium", "gemini-3.6-flash-low",
-    "gemini-3-flash-agent", "gemini-3.5-flash-low", "gemini-3.5-flash-extra-low",
-    "gemini-pro-agent", "gemini-3.1-pro-low", "claude-sonnet-4-6",
-    "claude-opus-4-6-thinking", "gpt-oss-120b-medium",
+    "gemini-3.7-flash-high",
+    "gemini-3.7-flash-medium",
+    "gemini-3.7-flash-low",
+    "gemini-3.6-flash-high",
+    "gemini-3.6-flash-medium",
+    "gemini-3.6-flash-low",
+    "gemini-3-flash-agent",
+    "gemini-3.5-flash-low",
+    "gemini-3.5-flash-extra-low",
+    "gemini-pro-agent",
+    "gemini-3.1-pro-low",
+    "claude-sonnet-4-6",
+    "claude-opus-4-6-thinking",
+    "gpt-oss-120b-medium",
 ]
 for _id in _AGENT_MODELS:
     DEFAULT_MODELS[_id]["recommended"] = True
@@ -596,9 +632,7 @@ CATALOG_META: dict[str, Any] = {
 #: The suffixed Gemini 3.6/3.7 ids that Cloud Code resolves only for clients reporting at
 #: least 2.9.0 (UPSTREAM.md §2.2 item 1, §4.1 "Which ids can actually be requested": the
 #: ``*-tiered`` ids are what older clients could still use, so they are not gated).
-GATED_MODELS = frozenset(
-    f"gemini-{v}-flash-{e}" for v in ("3.6", "3.7") for e in ("high", "medium", "low")
-)
+GATED_MODELS = frozenset(f"gemini-{v}-flash-{e}" for v in ("3.6", "3.7") for e in ("high", "medium", "low"))
 
 INFERENCE_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 #: Floors under which inference answers 503 (see FakeGoogle.min_supported_version).
@@ -650,8 +684,11 @@ LEGACY_MODELS: dict[str, dict[str, Any]] = {
     "claude-sonnet-4-5-thinking": _legacy("Claude Sonnet 4.5 (Thinking)", 200000, 64000, True),
     "claude-opus-4-5-thinking": _legacy("Claude Opus 4.5 (Thinking)", 200000, 64000, True),
     "chat_20706": {
-        "displayName": "chat_20706", "maxTokens": 32768, "maxOutputTokens": 8192,
-        "isInternal": True, "group": None,
+        "displayName": "chat_20706",
+        "maxTokens": 32768,
+        "maxOutputTokens": 8192,
+        "isInternal": True,
+        "group": None,
     },
 }
 
@@ -831,9 +868,7 @@ def google_error_body(
     """The Google JSON error shape ``{"error": {"code", "message", "status", "details"?}}``."""
     error: dict[str, Any] = {
         "code": code,
-        "message": message
-        if message is not None
-        else DEFAULT_ERROR_MESSAGES.get(code, f"HTTP {code}"),
+        "message": message if message is not None else DEFAULT_ERROR_MESSAGES.get(code, f"HTTP {code}"),
         "status": status or STATUS_NAMES.get(code, "UNKNOWN"),
     }
     if details:
@@ -863,8 +898,7 @@ _ERRORINFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _RETRYINFO = "type.googleapis.com/google.rpc.RetryInfo"
 _HELP = "type.googleapis.com/google.rpc.Help"
 VERSION_MESSAGE = (
-    "This version of Antigravity is no longer supported. Please upgrade to receive the latest "
-    "features."
+    "This version of Antigravity is no longer supported. Please upgrade to receive the latest features."
 )
 WEEKLY_QUOTA_MESSAGE = (
     "Individual quota reached. Contact your administrator to enable overages. Resets in {delay}."
@@ -991,8 +1025,7 @@ def error_body(
         message = VALIDATION_MESSAGE
         if kind == "VALIDATION_REQUIRED_OLD":
             message = (
-                f"To continue, verify your account at\n\n{validation_url}\n\nLearn more\n\n"
-                f"{LEARN_MORE_URL}\n"
+                f"To continue, verify your account at\n\n{validation_url}\n\nLearn more\n\n{LEARN_MORE_URL}\n"
             )
             metadata["validation_message_description"] = "To continue, verify your account at"
         links = [
@@ -1000,8 +1033,12 @@ def error_body(
             {"description": "Learn more", "url": LEARN_MORE_URL},
         ]
         details: list[dict[str, Any]] = [
-            {"@type": _ERRORINFO, "reason": "VALIDATION_REQUIRED", "domain": ERROR_DOMAIN,
-             "metadata": metadata},
+            {
+                "@type": _ERRORINFO,
+                "reason": "VALIDATION_REQUIRED",
+                "domain": ERROR_DOMAIN,
+                "metadata": metadata,
+            },
             {"@type": _HELP, "links": links},
         ]
         return 403, google_error_body(403, message, details=details)
@@ -1011,8 +1048,7 @@ def error_body(
             "appeal_url_link_text": "Submit Appeal",
             "appeal_url": APPEAL_URL,
         }
-        info = {"@type": _ERRORINFO, "reason": "TOS_VIOLATION", "domain": ERROR_DOMAIN,
-                "metadata": metadata}
+        info = {"@type": _ERRORINFO, "reason": "TOS_VIOLATION", "domain": ERROR_DOMAIN, "metadata": metadata}
         return 403, google_error_body(403, TOS_MESSAGE, details=[info])
     if kind == "TOS_VIOLATION_OLD":
         text = (
@@ -1022,12 +1058,20 @@ def error_body(
         return 403, google_error_body(403, text)
     if kind == "SUBSCRIPTION_REQUIRED":
         details = [
-            {"@type": _ERRORINFO, "reason": "SUBSCRIPTION_REQUIRED",
-             "domain": "cloudaicompanion.googleapis.com"},
-            {"@type": _HELP, "links": [{
-                "description": "Learn more",
-                "url": "https://cloud.google.com/gemini/docs/codeassist/request-license",
-            }]},
+            {
+                "@type": _ERRORINFO,
+                "reason": "SUBSCRIPTION_REQUIRED",
+                "domain": "cloudaicompanion.googleapis.com",
+            },
+            {
+                "@type": _HELP,
+                "links": [
+                    {
+                        "description": "Learn more",
+                        "url": "https://cloud.google.com/gemini/docs/codeassist/request-license",
+                    }
+                ],
+            },
         ]
         return 403, google_error_body(403, SUBSCRIPTION_MESSAGE, details=details)
     if kind == "SERVICE_DISABLED":
@@ -1044,10 +1088,13 @@ def error_body(
             "containerInfo": project,
         }
         details = [
-            {"@type": _ERRORINFO, "reason": "SERVICE_DISABLED", "domain": "googleapis.com",
-             "metadata": metadata},
-            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-             "message": text},
+            {
+                "@type": _ERRORINFO,
+                "reason": "SERVICE_DISABLED",
+                "domain": "googleapis.com",
+                "metadata": metadata,
+            },
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": text},
         ]
         return 403, google_error_body(403, text, details=details)
     if kind == "PERMISSION_DENIED":
@@ -1056,29 +1103,46 @@ def error_body(
         return 404, google_error_body(404, NOT_FOUND_MESSAGE)
     if kind == "NOT_FOUND_OLD":
         body = google_error_body(404, NOT_FOUND_MESSAGE)
-        body["error"]["errors"] = [
-            {"message": NOT_FOUND_MESSAGE, "domain": "global", "reason": "notFound"}
-        ]
+        body["error"]["errors"] = [{"message": NOT_FOUND_MESSAGE, "domain": "global", "reason": "notFound"}]
         return 404, body
     if kind == "INVALID_ARGUMENT":
         return 400, google_error_body(400, "Request contains an invalid argument.")
     if kind == "UNAUTHENTICATED":
         return 401, google_error_body(401, UNAUTHENTICATED_MESSAGE)
     if kind == "INSUFFICIENT_G1_CREDITS_BALANCE":
-        info = {"@type": _ERRORINFO, "reason": "INSUFFICIENT_G1_CREDITS_BALANCE",
-                "domain": ERROR_DOMAIN, "metadata": {"model": model or "claude-opus-4-6-thinking"}}
+        info = {
+            "@type": _ERRORINFO,
+            "reason": "INSUFFICIENT_G1_CREDITS_BALANCE",
+            "domain": ERROR_DOMAIN,
+            "metadata": {"model": model or "claude-opus-4-6-thinking"},
+        }
         return 429, google_error_body(429, CREDITS_MESSAGE, details=[info])
     raise KeyError(f"unknown error kind {kind!r}; known: {sorted(ERROR_KINDS)}")
 
 
 #: The kinds :func:`error_body` and :meth:`FakeGoogle.fail_next` know.
 ERROR_KINDS = (
-    "QUOTA_EXHAUSTED", "QUOTA_EXHAUSTED_LONG", "QUOTA_EXHAUSTED_WEEKLY", "QUOTA_EXHAUSTED_SHORT",
-    "RATE_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "MODEL_CAPACITY_EXHAUSTED",
-    "MODEL_CAPACITY_EXHAUSTED_429", "VERSION_UNSUPPORTED", "VALIDATION_REQUIRED",
-    "VALIDATION_REQUIRED_OLD", "TOS_VIOLATION", "TOS_VIOLATION_OLD", "SUBSCRIPTION_REQUIRED",
-    "SERVICE_DISABLED", "PERMISSION_DENIED", "NOT_FOUND", "NOT_FOUND_OLD", "INVALID_ARGUMENT",
-    "UNAUTHENTICATED", "INSUFFICIENT_G1_CREDITS_BALANCE",
+    "QUOTA_EXHAUSTED",
+    "QUOTA_EXHAUSTED_LONG",
+    "QUOTA_EXHAUSTED_WEEKLY",
+    "QUOTA_EXHAUSTED_SHORT",
+    "RATE_LIMIT_EXCEEDED",
+    "RESOURCE_EXHAUSTED",
+    "MODEL_CAPACITY_EXHAUSTED",
+    "MODEL_CAPACITY_EXHAUSTED_429",
+    "VERSION_UNSUPPORTED",
+    "VALIDATION_REQUIRED",
+    "VALIDATION_REQUIRED_OLD",
+    "TOS_VIOLATION",
+    "TOS_VIOLATION_OLD",
+    "SUBSCRIPTION_REQUIRED",
+    "SERVICE_DISABLED",
+    "PERMISSION_DENIED",
+    "NOT_FOUND",
+    "NOT_FOUND_OLD",
+    "INVALID_ARGUMENT",
+    "UNAUTHENTICATED",
+    "INSUFFICIENT_G1_CREDITS_BALANCE",
 )
 #: The bodies exactly as captured (UPSTREAM.md §9): kind -> JSON body. Status: ERROR_STATUS.
 ERROR_BODIES: dict[str, dict[str, Any]] = {k: error_body(k)[1] for k in ERROR_KINDS}
@@ -1143,8 +1207,12 @@ def _plain(status: int, text: str) -> _Answer:
 
 #: Quota buckets of an account (UPSTREAM.md §4.2): group -> (weekly id, 5-hour id).
 BUCKETS = {"gemini": ("gemini-weekly", "gemini-5h"), "3p": ("3p-weekly", "3p-5h")}
-BUCKET_WINDOWS = {"gemini-weekly": 7 * 86400.0, "gemini-5h": 5 * 3600.0,
-                  "3p-weekly": 7 * 86400.0, "3p-5h": 5 * 3600.0}
+BUCKET_WINDOWS = {
+    "gemini-weekly": 7 * 86400.0,
+    "gemini-5h": 5 * 3600.0,
+    "3p-weekly": 7 * 86400.0,
+    "3p-5h": 5 * 3600.0,
+}
 
 
 @dataclass
@@ -1209,7 +1277,8 @@ class Account:
         self.picture = self.picture or f"https://lh3.googleusercontent.com/a/fake-{self.id}=s96-c"
         self.validation_url = self.validation_url or (
             "https://accounts.google.com/signin/continue?sarp=1&scc=1&continue=https://developers"
-            ".google.com/gemini-code-assist/auth/auth_success_gemini&plt=" + digest[:32]
+            ".google.com/gemini-code-assist/auth/auth_success_gemini&plt="
+            + digest[:32]
             + "&flowName=GlifWebSignIn&authuser"
         )
         self.onboard_project = self.onboard_project or self.project or f"proj-{local}"
@@ -1292,11 +1361,7 @@ def _build_models(
     table: dict[str, dict[str, Any]] = {}
     source = DEFAULT_MODELS if models is None else models
     for model_id, given in source.items():
-        known = (
-            (catalog or {}).get(model_id)
-            or DEFAULT_MODELS.get(model_id)
-            or LEGACY_MODELS.get(model_id)
-        )
+        known = (catalog or {}).get(model_id) or DEFAULT_MODELS.get(model_id) or LEGACY_MODELS.get(model_id)
         if known is not None:
             base = dict(known)
         else:
@@ -1409,9 +1474,7 @@ class Reply:
         return cls()
 
     @classmethod
-    def text(
-        cls, text: str, chunks: int = 3, delay: float = 0.0, thought: str | bool | None = None
-    ) -> Reply:
+    def text(cls, text: str, chunks: int = 3, delay: float = 0.0, thought: str | bool | None = None) -> Reply:
         """A text answer; a stream splits it into ``chunks`` events ``delay`` seconds apart."""
         return cls(answer=text, chunks=chunks, delay=delay, thought=thought)
 
@@ -1439,9 +1502,7 @@ class Reply:
         return cls(answer="", calls=((name, args or {}, id),), thought=thought)
 
     @classmethod
-    def function_calls(
-        cls, calls: Iterable[Sequence[Any]], thought: str | bool | None = None
-    ) -> Reply:
+    def function_calls(cls, calls: Iterable[Sequence[Any]], thought: str | bool | None = None) -> Reply:
         """Parallel tool calls from ``(name, args)`` or ``(name, args, id)`` tuples."""
         normalised = tuple((c[0], dict(c[1]), c[2] if len(c) > 2 else None) for c in calls)
         return cls(answer="", calls=normalised, thought=thought)
@@ -1554,9 +1615,7 @@ def _current_turn_start(contents: list[dict[str, Any]]) -> int:
     """Index of the first content after the last user content that has a text part."""
     start = 0
     for i, content in enumerate(contents):
-        if content.get("role", "user") == "user" and any(
-            "text" in p for p in content.get("parts") or ()
-        ):
+        if content.get("role", "user") == "user" and any("text" in p for p in content.get("parts") or ()):
             start = i + 1
     return start
 
@@ -1610,9 +1669,7 @@ class _Validator:
                 continue
             self._check_keys(part, PART_KEYS, part_path)
             data = [k for k in PART_DATA_KEYS if k in part]
-            empty_text = (
-                data == ["text"] and part["text"] == "" and not part.get("thoughtSignature")
-            )
+            empty_text = data == ["text"] and part["text"] == "" and not part.get("thoughtSignature")
             if not data or empty_text:
                 self._violation(f"{path}.parts[{j}].data", ONEOF_MESSAGE)
             if "thoughtSignature" in part:
@@ -1625,17 +1682,13 @@ class _Validator:
                 self._violation(f"{path}.parts[{j}].function_call.name", "Name cannot be empty.")
             result = part.get("functionResponse")
             if isinstance(result, dict) and not result.get("name"):
-                self._violation(
-                    f"{path}.parts[{j}].function_response.name", "Name cannot be empty."
-                )
+                self._violation(f"{path}.parts[{j}].function_response.name", "Name cannot be empty.")
 
     def _bytes(self, value: Any, path: str) -> None:
         if signature_bytes(value) is None:
             where = f"{self.prefix}{path}"
             shown = value if isinstance(value, str) else _JSON.encode(value).decode()
-            message = (
-                f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed for \"{shown}\""
-            )
+            message = f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed for \"{shown}\""
             self.unknown.append((where, message))
 
     def schema(self, schema: Any, path: str) -> None:
@@ -1783,9 +1836,7 @@ def _check_tools(req: dict[str, Any], family: str) -> bool:
         return False
     tools = [t for t in tools if isinstance(t, dict)]
     search = any("googleSearch" in t or "googleSearchRetrieval" in t for t in tools)
-    decls = [
-        d for t in tools for d in (t.get("functionDeclarations") or ()) if isinstance(d, dict)
-    ]
+    decls = [d for t in tools for d in (t.get("functionDeclarations") or ()) if isinstance(d, dict)]
     if search and decls:
         raise GoogleError(400, INVALID_ARGUMENT_MESSAGE)
     if family != "claude":
@@ -1804,9 +1855,7 @@ def _check_tools(req: dict[str, Any], family: str) -> bool:
     return search
 
 
-def _check_gemini_signatures(
-    contents: list[dict[str, Any]], issued: dict[bytes, SignatureInfo]
-) -> None:
+def _check_gemini_signatures(contents: list[dict[str, Any]], issued: dict[bytes, SignatureInfo]) -> None:
     for ci in range(_current_turn_start(contents), len(contents)):
         content = contents[ci]
         if content.get("role") != "model":
@@ -1819,9 +1868,7 @@ def _check_gemini_signatures(
                 first_call = False
                 if not signature:
                     name = call.get("name", "")
-                    raise GoogleError(
-                        400, MISSING_SIGNATURE_MESSAGE.format(name=name, position=ci + 1)
-                    )
+                    raise GoogleError(400, MISSING_SIGNATURE_MESSAGE.format(name=name, position=ci + 1))
             if not signature:
                 continue
             key = signature_bytes(signature)
@@ -1851,13 +1898,9 @@ def _check_tool_pairing(contents: list[dict[str, Any]]) -> None:
         if content.get("role") == "model":
             for pi, part in enumerate(content.get("parts") or ()):
                 if "functionCall" in part and not part["functionCall"].get("id"):
-                    raise _anthropic_error(
-                        f"messages.{ci}.content.{pi}.tool_use.id: Field required"
-                    )
+                    raise _anthropic_error(f"messages.{ci}.content.{pi}.tool_use.id: Field required")
             following = contents[ci + 1] if ci + 1 < len(contents) else {}
-            answered = (
-                set(_result_ids(following)) if following.get("role", "user") == "user" else set()
-            )
+            answered = set(_result_ids(following)) if following.get("role", "user") == "user" else set()
             missing = [str(i) for i in _call_ids(content) if i not in answered]
             if missing:
                 raise _anthropic_error(MISSING_RESULT_MESSAGE.format(n=ci, ids=", ".join(missing)))
@@ -1897,20 +1940,12 @@ def _check_claude(
         for pi, part in enumerate(content.get("parts") or ()):
             if part.get("thought"):
                 if not part.get("text"):
-                    raise _anthropic_error(
-                        f"messages.{ci}.content.{pi}.thinking.thinking: Field required"
-                    )
+                    raise _anthropic_error(f"messages.{ci}.content.{pi}.thinking.thinking: Field required")
                 if not part.get("thoughtSignature"):
-                    raise _anthropic_error(
-                        f"messages.{ci}.content.{pi}.thinking.signature: Field required"
-                    )
+                    raise _anthropic_error(f"messages.{ci}.content.{pi}.thinking.signature: Field required")
     # 2. the tool loop of the current turn must start each assistant message with thinking
     start = _current_turn_start(contents)
-    turn = [
-        (ci, contents[ci])
-        for ci in range(start, len(contents))
-        if contents[ci].get("role") == "model"
-    ]
+    turn = [(ci, contents[ci]) for ci in range(start, len(contents)) if contents[ci].get("role") == "model"]
     if any("functionCall" in p for _, c in turn for p in c.get("parts") or ()):
         for ci, content in turn:
             first = (content.get("parts") or [{}])[0]
@@ -2229,9 +2264,7 @@ class FakeGoogle:
             return self._issue("claude", "thought", text=thought or "")
         return self._issue(family, "call" if call else "text", name=call)
 
-    def _issue(
-        self, family: str, kind: str, text: str | None = None, name: str | None = None
-    ) -> str:
+    def _issue(self, family: str, kind: str, text: str | None = None, name: str | None = None) -> str:
         raw = secrets.token_bytes(96)
         signature = base64.b64encode(raw).decode()
         info = SignatureInfo(family, kind, text, name)
@@ -2308,8 +2341,11 @@ class FakeGoogle:
                 return
             self._failures = [f for f in self._failures if f.left > 0]
         status, body = error_body(
-            kind, model=model, project=account.project or account.onboard_project,
-            validation_url=account.validation_url, now=time.time(),
+            kind,
+            model=model,
+            project=account.project or account.onboard_project,
+            validation_url=account.validation_url,
+            now=time.time(),
         )
         raise _Answer(status, _JSON.encode(body))
 
@@ -2347,9 +2383,7 @@ class FakeGoogle:
             api, method = "oauth", "userinfo"
         else:
             api, method = "other", path
-        call = Call(
-            api=api, method=method, path=path, query=query, headers=headers, at=time.monotonic()
-        )
+        call = Call(api=api, method=method, path=path, query=query, headers=headers, at=time.monotonic())
         self.calls.append(call)
         try:
             if api == "v1internal":
@@ -2418,9 +2452,7 @@ class FakeGoogle:
         if grant == "refresh_token":
             token = form.get("refresh_token")
             if not token:
-                raise _oauth_error(
-                    400, "invalid_request", "Missing required parameter: refresh_token"
-                )
+                raise _oauth_error(400, "invalid_request", "Missing required parameter: refresh_token")
             account = next((a for a in self.accounts.values() if a.refresh_token == token), None)
             if account is not None:
                 account.token_calls += 1
@@ -2506,24 +2538,16 @@ class FakeGoogle:
         self.last_auth_params = params
         for required in ("client_id", "redirect_uri", "response_type", "scope"):
             if not params.get(required):
-                raise _plain(
-                    400, f"Error 400: invalid_request\nMissing required parameter: {required}"
-                )
+                raise _plain(400, f"Error 400: invalid_request\nMissing required parameter: {required}")
         if params["client_id"] != self.client_id:
             raise _plain(401, "Error 401: invalid_client\nThe OAuth client was not found.")
         if params["response_type"] != "code":
-            raise _plain(
-                400, f"Error 400: invalid_request\nInvalid response_type: {params['response_type']}"
-            )
+            raise _plain(400, f"Error 400: invalid_request\nInvalid response_type: {params['response_type']}")
         if params.get("code_challenge_method") and not params.get("code_challenge"):
-            raise _plain(
-                400, "Error 400: invalid_request\nMissing required parameter: code_challenge"
-            )
+            raise _plain(400, "Error 400: invalid_request\nMissing required parameter: code_challenge")
         method = params.get("code_challenge_method") or "plain"
         if method not in ("S256", "plain"):
-            raise _plain(
-                400, f"Error 400: invalid_request\nInvalid code_challenge_method: {method}"
-            )
+            raise _plain(400, f"Error 400: invalid_request\nInvalid code_challenge_method: {method}")
         redirect = params["redirect_uri"]
         state = params.get("state")
         if self.consent_deny:
@@ -2535,9 +2559,7 @@ class FakeGoogle:
             if email is None and self.accounts:
                 email = next(iter(self.accounts))
             if email is None or email not in self.accounts:
-                raise _plain(
-                    400, "fake Google: no account to consent with (call add_account first)"
-                )
+                raise _plain(400, "fake Google: no account to consent with (call add_account first)")
             call.email = email
             code = "4/0A" + _random_id(70)
             self._codes[code] = {
@@ -2564,9 +2586,7 @@ class FakeGoogle:
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if not token and "access_token=" in query:
             token = parse_qs(query).get("access_token", [""])[-1]
-        www = {
-            "www-authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
-        }
+        www = {"www-authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'}
         if not token:
             raise GoogleError(
                 401,
@@ -2704,9 +2724,7 @@ class FakeGoogle:
 
     # -- quota (UPSTREAM.md §4.2, §9.1, §4.4)
 
-    def _check_quota(
-        self, account: Account, model: str, envelope: dict[str, Any], call: Call
-    ) -> None:
+    def _check_quota(self, account: Account, model: str, envelope: dict[str, Any], call: Call) -> None:
         bucket_id = account.exhausted(model)
         if bucket_id is None:
             return
@@ -2731,8 +2749,10 @@ class FakeGoogle:
             reason = "PERMISSION_DENIED"
         if reason in ERROR_KINDS:
             status, error = error_body(
-                reason, project=account.project or account.onboard_project,
-                validation_url=account.validation_url, now=time.time(),
+                reason,
+                project=account.project or account.onboard_project,
+                validation_url=account.validation_url,
+                now=time.time(),
             )
             return _Answer(status, _JSON.encode(error))
         return GoogleError(403, reason)
@@ -2956,9 +2976,7 @@ class FakeGoogle:
         if ctx.api == "v1internal":
             headers[_TRACE_HEADER] = trace
         if reply.kind == "error":
-            return _Rendered(
-                reply.status, dict(headers), body=_JSON.encode(_error_body(reply, ctx.model))
-            )
+            return _Rendered(reply.status, dict(headers), body=_JSON.encode(_error_body(reply, ctx.model)))
         if reply.kind == "raw":
             assert reply.raw_response is not None
             events = reply.raw_events if reply.raw_events is not None else [reply.raw_response]
@@ -2968,9 +2986,7 @@ class FakeGoogle:
                     dict(headers),
                     events=[self._wrap(e, ctx, trace) for e in events],
                 )
-            return _Rendered(
-                reply.status, dict(headers), body=self._wrap(reply.raw_response, ctx, trace)
-            )
+            return _Rendered(reply.status, dict(headers), body=self._wrap(reply.raw_response, ctx, trace))
         base = {"modelVersion": ctx.model, "responseId": response_id}
         usage = {
             "promptTokenCount": _count_normalised(ctx.request),
@@ -2985,9 +3001,7 @@ class FakeGoogle:
                 "candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}],
                 "usageMetadata": usage,
             }
-            return _Rendered(
-                200, dict(headers), body=self._wrap({**response, **base}, ctx, trace)
-            )
+            return _Rendered(200, dict(headers), body=self._wrap({**response, **base}, ctx, trace))
 
         events, thought, answer, calls = self._parts(reply, ctx, stream)
         usage["candidatesTokenCount"] = math.ceil(
@@ -2996,9 +3010,7 @@ class FakeGoogle:
         if thought:
             usage["thoughtsTokenCount"] = math.ceil(len(thought) / 4)
         usage["totalTokenCount"] = (
-            usage["promptTokenCount"]
-            + usage["candidatesTokenCount"]
-            + usage.get("thoughtsTokenCount", 0)
+            usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
         )
         if reply.usage:
             usage.update(reply.usage)
@@ -3021,9 +3033,7 @@ class FakeGoogle:
             last: dict[str, Any] = responses[-1]["candidates"][0]
             last["groundingMetadata"] = _grounding(ctx.request, answer, reply.sources, reply.supports)
         if stream:
-            return _Rendered(
-                200, dict(headers), events=[self._wrap(r, ctx, trace) for r in responses]
-            )
+            return _Rendered(200, dict(headers), events=[self._wrap(r, ctx, trace) for r in responses])
         return _Rendered(200, dict(headers), body=self._wrap(responses[0], ctx, trace))
 
     def _parts(
@@ -3056,17 +3066,13 @@ class FakeGoogle:
             if family == "claude":
                 signature = self._issue("claude", "thought", text=thought)
                 if stream:
-                    events += [
-                        [{"text": piece, "thought": True}] for piece in _split(thought, chunks)
-                    ]
+                    events += [[{"text": piece, "thought": True}] for piece in _split(thought, chunks)]
                     events += [
                         [{"thought": True, "text": ""}],
                         [{"thought": True, "thoughtSignature": signature}],
                     ]
                 else:
-                    events.append(
-                        [{"text": thought, "thought": True, "thoughtSignature": signature}]
-                    )
+                    events.append([{"text": thought, "thought": True, "thoughtSignature": signature}])
             else:
                 events += [[{"text": piece, "thought": True}] for piece in _split(thought, chunks)]
         text_events = [[{"text": piece}] for piece in _split(answer, chunks)]
@@ -3119,9 +3125,7 @@ class FakeGoogle:
             else:
                 sse_error = stream and ctx.api == "v1internal"
                 content_type = _SSE if sse_error else b"application/json; charset=UTF-8"
-                await self._send(
-                    send, call, rendered.status, rendered.body, content_type, rendered.headers
-                )
+                await self._send(send, call, rendered.status, rendered.body, content_type, rendered.headers)
             return
         assert rendered.events is not None
         if sse:
@@ -3152,9 +3156,7 @@ class FakeGoogle:
             headers += _esf_headers(rendered.headers)
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            await send(
-                {"type": "http.response.start", "status": rendered.status, "headers": headers}
-            )
+            await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
             if await _pause(watcher, reply.silent_for):
                 return
             if reply.drop_at is not None:
@@ -3189,9 +3191,7 @@ class FakeGoogle:
         self.streams_open += 1
         cancelled = False
         try:
-            await send(
-                {"type": "http.response.start", "status": rendered.status, "headers": headers}
-            )
+            await send({"type": "http.response.start", "status": rendered.status, "headers": headers})
             if await _pause(watcher, reply.silent_for):
                 cancelled = True
                 return
@@ -3241,8 +3241,7 @@ def _grounding(
             if content.get("role", "user") == "user" and isinstance(part.get("text"), str):
                 query = part["text"]
     if sources is None:
-        sources = ((_REDIRECT + "AUZIYQ" + hashlib.sha256(query.encode()).hexdigest()[:40],
-                    "example.com"),)
+        sources = ((_REDIRECT + "AUZIYQ" + hashlib.sha256(query.encode()).hexdigest()[:40], "example.com"),)
     chunks = [{"web": {"uri": uri, "title": title}} for uri, title in sources]
     if supports is None:
         supports = ((answer, tuple(range(len(chunks)))),) if answer else ()
@@ -3336,9 +3335,7 @@ PAID_TIERS = {
     },
     "ULTRA": {"id": "g1-ultra-tier", "name": "Google AI Ultra", "description": "Google AI Ultra"},
 }
-ENVELOPE_KEYS = frozenset(
-    "project model userAgent requestType requestId request enabledCreditTypes".split()
-)
+ENVELOPE_KEYS = frozenset("project model userAgent requestType requestId request enabledCreditTypes".split())
 ENVELOPE_SNAKE = {
     "user_agent": "userAgent",
     "request_type": "requestType",
@@ -3359,8 +3356,7 @@ _METADATA_ENUMS = {
         "platform",
         "Platform",
         frozenset(
-            "PLATFORM_UNSPECIFIED DARWIN_AMD64 DARWIN_ARM64 LINUX_AMD64 LINUX_ARM64 "
-            "WINDOWS_AMD64".split()
+            "PLATFORM_UNSPECIFIED DARWIN_AMD64 DARWIN_ARM64 LINUX_AMD64 LINUX_ARM64 WINDOWS_AMD64".split()
         ),
     ),
     "pluginType": (
@@ -3468,7 +3464,7 @@ def _catalog_meta(ids: set[str]) -> dict[str, Any]:
 
 
 def _refresh_text(window: str, seconds: float) -> str:
-    """"it will fully refresh in 6 days, 21 hours" / "in 4 hours, 23 minutes" (§4.2)."""
+    """ "it will fully refresh in 6 days, 21 hours" / "in 4 hours, 23 minutes" (§4.2)."""
     minutes = int(seconds // 60)
     days, rest = divmod(minutes, 1440)
     hours, mins = divmod(rest, 60)

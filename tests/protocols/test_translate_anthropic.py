@@ -123,10 +123,7 @@ def test_golden(path: Path) -> None:
         assert call.model == case["model"]
         assert case["request"] == original  # the client's body is not mutated
     elif kind == "count_tokens":
-        assert (
-            A.count_tokens_request(case["request"], model=case["model"], store=store)
-            == case["expected"]
-        )
+        assert A.count_tokens_request(case["request"], model=case["model"], store=store) == case["expected"]
     elif kind == "response":
         call = A.to_gemini(case["client_request"], model=case["model"], store=store)
         call.extra[A.EXTRA_ID] = case["message_id"]
@@ -178,9 +175,7 @@ def test_stream_accumulates_like_non_stream(path: Path) -> None:
                 ),
             }
         ],
-        "usageMetadata": next(
-            c["usageMetadata"] for c in reversed(case["chunks"]) if "usageMetadata" in c
-        ),
+        "usageMetadata": next(c["usageMetadata"] for c in reversed(case["chunks"]) if "usageMetadata" in c),
     }
     store = seeded(case.get("store"))
     call = A.to_gemini(case["client_request"], model=case["model"], store=store)
@@ -233,9 +228,7 @@ def test_sdk_message_stream_final_message() -> None:
     assert final.content[0].type == "thinking" and final.content[0].signature == SIG
     assert final.content[0].thinking == "First, plan."
     assert final.content[2].type == "thinking" and final.content[2].signature == SIG2
-    assert final.content[3].type == "tool_use" and final.content[3].input == {
-        "command": "wc -l setup.py"
-    }
+    assert final.content[3].type == "tool_use" and final.content[3].input == {"command": "wc -l setup.py"}
     assert final.stop_reason == "tool_use"
     assert final.usage.input_tokens == 100 and final.usage.output_tokens == 42
 
@@ -341,9 +334,7 @@ def test_restart_loses_signatures_turns_thinking_off() -> None:
             "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}],
         },
     ]
-    req = body(
-        messages=history, thinking={"type": "enabled", "budget_tokens": 2048}, max_tokens=4096
-    )
+    req = body(messages=history, thinking={"type": "enabled", "budget_tokens": 2048}, max_tokens=4096)
     call = A.to_gemini(req, model="claude-sonnet-4-5-thinking", store=SignatureStore())
     assert not call.thinking
     assert "thinkingConfig" not in call.request["generationConfig"]
@@ -361,18 +352,14 @@ def test_gemini_round_trip_signature_by_tool_id() -> None:
             "candidates": [
                 {
                     "content": {
-                        "parts": [
-                            {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "gsig"}
-                        ]
+                        "parts": [{"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "gsig"}]
                     }
                 }
             ]
         }
     )
     raw += tr.finish()
-    tool = next(
-        e["data"]["content_block"] for e in parse_sse(raw) if e["event"] == "content_block_start"
-    )
+    tool = next(e["data"]["content_block"] for e in parse_sse(raw) if e["event"] == "content_block_start")
     req["messages"] = [
         *req["messages"],
         {
@@ -531,14 +518,10 @@ def test_trailing_assistant_tool_use_gets_error_results() -> None:
             },
         ]
     )
-    contents = A.to_gemini(req, model="claude-sonnet-4-5", store=SignatureStore()).request[
-        "contents"
-    ]
+    contents = A.to_gemini(req, model="claude-sonnet-4-5", store=SignatureStore()).request["contents"]
     assert contents[-1] == {
         "role": "user",
-        "parts": [
-            {"functionResponse": {"name": "f", "id": "t1", "response": {"error": A.MISSING_RESULT}}}
-        ],
+        "parts": [{"functionResponse": {"name": "f", "id": "t1", "response": {"error": A.MISSING_RESULT}}}],
     }
 
 
@@ -725,9 +708,7 @@ def test_zai_model_custom_mapping_and_unknown() -> None:
 
 
 def test_zai_request_body_only_changes_model() -> None:
-    req = body(
-        stream=True, thinking={"type": "enabled", "budget_tokens": 2048}, metadata={"user_id": "u"}
-    )
+    req = body(stream=True, thinking={"type": "enabled", "budget_tokens": 2048}, metadata={"user_id": "u"})
     out = zai.zai_request_body(req, "glm-4.7")
     assert out == {**req, "model": "glm-4.7"}
     assert req["model"] == "claude-sonnet-4-5"

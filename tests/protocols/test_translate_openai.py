@@ -68,9 +68,7 @@ def seeded_store(spec: dict[str, dict[str, str]]) -> SignatureStore:
     return store
 
 
-def translate(
-    kind: str, body: dict[str, Any], model: str, store: SignatureStore, **kw: Any
-) -> GeminiCall:
+def translate(kind: str, body: dict[str, Any], model: str, store: SignatureStore, **kw: Any) -> GeminiCall:
     call: GeminiCall = MODULES[kind].to_gemini(body, model=model, store=store, **kw)
     return call
 
@@ -98,9 +96,7 @@ def parse_sse(raw: bytes, *, named: bool) -> list[Any]:
     return events
 
 
-def run_stream(
-    kind: str, call: GeminiCall, store: SignatureStore, chunks: list[dict[str, Any]]
-) -> bytes:
+def run_stream(kind: str, call: GeminiCall, store: SignatureStore, chunks: list[dict[str, Any]]) -> bytes:
     t = MODULES[kind].StreamTranslator(call, store)
     raw = t.start()
     for chunk in chunks:
@@ -131,13 +127,10 @@ def run_case(kind: str, case: dict[str, Any]) -> dict[str, Any]:
             raw = run_stream(kind, call, store, case["chunks"])
             actual["expected_events"] = parse_sse(raw, named=kind == "openai_responses")
         else:
-            actual["expected_answer"] = MODULES[kind].from_gemini(
-                case["response"], call=call, store=store
-            )
+            actual["expected_answer"] = MODULES[kind].from_gemini(case["response"], call=call, store=store)
     if "expected_store" in case:
         actual["expected_store"] = {
-            k: {key: store.get(k, key) for key in entries}
-            for k, entries in case["expected_store"].items()
+            k: {key: store.get(k, key) for key in entries} for k, entries in case["expected_store"].items()
         }
     return actual
 
@@ -235,9 +228,7 @@ def _validate_event(event: dict[str, Any]) -> Any:
 def test_responses_events_validate_and_accumulate_with_sdk(case: dict[str, Any]) -> None:
     events = case["expected_events"]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    state: ResponseStreamState[Any] = ResponseStreamState(
-        input_tools=openai.omit, text_format=openai.omit
-    )
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=openai.omit, text_format=openai.omit)
     for event in events:
         state.handle_event(_validate_event(event))
     last = events[-1]
@@ -397,15 +388,11 @@ def test_responses_stream_and_non_stream_give_the_same_response() -> None:
     body = {"model": "gemini-3-flash", "input": "hi", "tools": [_RESPONSES_TOOL], "stream": True}
     answer = _gemini_call_answer("sig-1", "hmm")
     answer["candidates"][0]["content"]["parts"].insert(1, {"text": "Checking."})
-    call = fixed(
-        "openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore())
-    )
+    call = fixed("openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore()))
     t = openai_responses.StreamTranslator(call, SignatureStore())
     t.feed(answer)
     t.finish()
-    call2 = fixed(
-        "openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore())
-    )
+    call2 = fixed("openai_responses", translate("openai_responses", body, "gemini-3-flash", SignatureStore()))
     assert t.response == openai_responses.from_gemini(answer, call=call2, store=SignatureStore())
     assert t.response_id == "resp_golden"
 
@@ -414,13 +401,9 @@ def test_responses_stream_and_non_stream_give_the_same_response() -> None:
 
 
 def test_chat_stream_failure_raises_api_error_in_the_sdk() -> None:
-    call = fixed(
-        "openai_chat", translate("openai_chat", _CHAT_BODY, "gemini-3-flash", SignatureStore())
-    )
+    call = fixed("openai_chat", translate("openai_chat", _CHAT_BODY, "gemini-3-flash", SignatureStore()))
     t = openai_chat.StreamTranslator(call, SignatureStore())
-    events = parse_sse(
-        t.start() + t.fail(RateLimited("quota exhausted", retry_after=3)), named=False
-    )
+    events = parse_sse(t.start() + t.fail(RateLimited("quota exhausted", retry_after=3)), named=False)
     assert events[-1] == "[DONE]"
     assert events[1] == {
         "error": {
@@ -439,9 +422,7 @@ def test_responses_stream_failure_is_a_valid_failed_event() -> None:
         translate("openai_responses", {"input": "hi"}, "gemini-3-flash", SignatureStore()),
     )
     t = openai_responses.StreamTranslator(call, SignatureStore())
-    raw = t.start() + t.feed(
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}]}
-    )
+    raw = t.start() + t.feed({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}]})
     raw += t.fail(RateLimited("quota exhausted", retry_after=42))
     events = parse_sse(raw, named=True)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
@@ -567,11 +548,7 @@ def test_completions_bad_requests(body: dict[str, Any], param: str) -> None:
             "messages[0].content[0].image_url.url",
         ),
         (
-            {
-                "messages": [
-                    {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}
-                ]
-            },
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
             "messages[0].content[0].file.file_id",
         ),
         (
@@ -657,11 +634,7 @@ def test_chat_bad_requests_name_the_field(body: dict[str, Any], param: str) -> N
         ({"input": []}, "input"),
         ({"input": [{"type": "message", "role": "robot", "content": "x"}]}, "input[0].role"),
         (
-            {
-                "input": [
-                    {"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}
-                ]
-            },
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
             "input[0].content[0].image_url",
         ),
         (
@@ -737,9 +710,7 @@ _CHAT_BODY: dict[str, Any] = {
     "messages": [{"role": "user", "content": "hi"}],
 }
 _TEXT_ANSWER: dict[str, Any] = {
-    "candidates": [
-        {"content": {"role": "model", "parts": [{"text": "lo!"}]}, "finishReason": "MAX_TOKENS"}
-    ],
+    "candidates": [{"content": {"role": "model", "parts": [{"text": "lo!"}]}, "finishReason": "MAX_TOKENS"}],
     "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 7, "totalTokenCount": 12},
 }
 

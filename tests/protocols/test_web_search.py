@@ -201,7 +201,11 @@ def test_responses_history_search_becomes_a_note() -> None:
         "type": "web_search_call",
         "id": "ws_1",
         "status": "completed",
-        "action": {"type": "search", "query": "weather paris", "sources": [{"type": "url", "url": "https://a/"}]},
+        "action": {
+            "type": "search",
+            "query": "weather paris",
+            "sources": [{"type": "url", "url": "https://a/"}],
+        },
     }
     call = responses(
         [

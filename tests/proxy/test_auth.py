@@ -141,9 +141,7 @@ def test_auth_matrix(gate: Daemon, client: httpx.Client, mode_id: str) -> None:
     assert gate.status["proxy"]["auth_mode"] == effective
     problems = []
     for method, path, body, protocol in ROUTES:
-        protected = effective == "strict" or (
-            effective == "all_except_health" and protocol != "health"
-        )
+        protected = effective == "strict" or (effective == "all_except_health" and protocol != "health")
         for form, make in FORMS.items():
             headers, params = make(key)
             resp = client.request(
@@ -161,9 +159,7 @@ def test_auth_matrix(gate: Daemon, client: httpx.Client, mode_id: str) -> None:
                 # a ?key= off /v1beta is not read at all: "no API key was sent"
                 read = form != "wrong-query-key" or path.startswith("/v1beta/")
                 wrong = form.startswith("wrong") and read
-                assert message.startswith(
-                    "the API key is wrong" if wrong else "no API key was sent"
-                ), message
+                assert message.startswith("the API key is wrong" if wrong else "no API key was sent"), message
                 assert key not in message and WRONG not in message
     assert not problems, "\n".join(problems)
 
@@ -183,9 +179,7 @@ def test_401_in_the_callers_protocol_shape(
     gate: Daemon, client: httpx.Client, path: str, body: Any, protocol: str
 ) -> None:
     _, port = set_mode(gate, "strict", False)
-    resp = client.request(
-        "GET" if body is None else "POST", f"http://127.0.0.1:{port}{path}", json=body
-    )
+    resp = client.request("GET" if body is None else "POST", f"http://127.0.0.1:{port}{path}", json=body)
     message = check_401_shape(protocol, resp)
     assert message.startswith("no API key was sent")
     assert resp.headers["www-authenticate"].lower().startswith("bearer")
@@ -232,9 +226,7 @@ ATTACKS = [
 def test_path_normalisation_cannot_skip_auth(gate: Daemon, target: str) -> None:
     _, port = set_mode(gate, "all_except_health", False)
     method = "POST" if target.endswith(("/completions", "/messages")) else "GET"
-    status, headers, body = raw_http(
-        port, target, method=method, body=b"{}" if method == "POST" else b""
-    )
+    status, headers, body = raw_http(port, target, method=method, body=b"{}" if method == "POST" else b"")
     assert status in (400, 401, 404), (status, body[:200])
     data = json.loads(body)
     assert "error" in data, data  # an error body of one of the protocols, never a served route
@@ -283,10 +275,7 @@ def test_near_miss_404_names_the_base_url(
     message = resp.json()["error"]["message"]
     assert hint.format(base=base) in message, message
     # without a key it is a 401 first: a 404 must not tell a stranger which routes exist
-    assert (
-        client.request(method, base + path, json={} if method == "POST" else None).status_code
-        == 401
-    )
+    assert client.request(method, base + path, json={} if method == "POST" else None).status_code == 401
 
 
 def test_key_rotate_and_set(gate: Daemon, client: httpx.Client) -> None:

@@ -28,10 +28,7 @@ CLAUDE = "claude-sonnet-4-6"
 CLAUDE_THINKING = "claude-opus-4-6-thinking"
 
 # A 1x1 PNG.
-PNG_B64 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5E"
-    "rkJggg=="
-)
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 WEATHER_TOOL: Any = {
     "type": "function",
@@ -81,9 +78,7 @@ def client(proxy: Daemon, key: str) -> Iterator[OpenAI]:
 
 @pytest.fixture
 async def aclient(proxy: Daemon, key: str) -> AsyncIterator[AsyncOpenAI]:
-    async with AsyncOpenAI(
-        base_url=proxy.base_url + "/v1", api_key=key, max_retries=0, timeout=30
-    ) as c:
+    async with AsyncOpenAI(base_url=proxy.base_url + "/v1", api_key=key, max_retries=0, timeout=30) as c:
         yield c
 
 
@@ -259,9 +254,7 @@ def test_images_inline_and_by_url(client: OpenAI, fake: FakeGoogle) -> None:
     parts = upstream(fake)["contents"][0]["parts"]
     assert parts[0] == {"text": "What is in these?"}
     assert parts[1] == {"inlineData": {"mimeType": "image/png", "data": PNG_B64}}
-    assert parts[2] == {
-        "fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/cat.jpg"}
-    }
+    assert parts[2] == {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/cat.jpg"}}
 
 
 def test_json_mode_object_and_schema(client: OpenAI, fake: FakeGoogle) -> None:
@@ -356,9 +349,7 @@ def test_finish_reasons(client: OpenAI, fake: FakeGoogle) -> None:
             model=GEMINI, messages=[{"role": "user", "content": "long"}], stream=True
         )
     )
-    finals = [
-        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
-    ]
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finals == ["length"]
 
     fake.script([Reply.function_call("get_weather", {"city": "Oslo"})])
@@ -422,9 +413,7 @@ def test_reasoning_effort(client: OpenAI, fake: FakeGoogle) -> None:
     assert gen["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 1024}
     assert gen["maxOutputTokens"] > 1024  # must exceed the budget upstream
     reasoning = "".join(
-        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
-        for c in chunks
-        if c.choices
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
     )
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert reasoning == "Hmm, thinking hard." and content == "Done."
@@ -446,13 +435,7 @@ def test_gemini_two_round_parallel_tool_calls(client: OpenAI, fake: FakeGoogle) 
     tools: list[Any] = [WEATHER_TOOL, TIME_TOOL]
     messages: list[Any] = [{"role": "user", "content": "Weather and time in Paris and Oslo?"}]
 
-    fake.script(
-        [
-            Reply.function_calls(
-                [("get_weather", {"city": "Paris"}), ("get_time", {"city": "Paris"})]
-            )
-        ]
-    )
+    fake.script([Reply.function_calls([("get_weather", {"city": "Paris"}), ("get_time", {"city": "Paris"})])])
     r1 = client.chat.completions.create(
         model=GEMINI, messages=messages, tools=tools, parallel_tool_calls=True
     )
@@ -469,12 +452,8 @@ def test_gemini_two_round_parallel_tool_calls(client: OpenAI, fake: FakeGoogle) 
         {"role": "tool", "tool_call_id": calls1[1]["id"], "content": "09:00"}
     )  # out of order on purpose
     messages.append({"role": "tool", "tool_call_id": calls1[0]["id"], "content": '{"temp": 21}'})
-    fake.script(
-        [Reply.function_calls([("get_weather", {"city": "Oslo"}), ("get_time", {"city": "Oslo"})])]
-    )
-    chunks = list(
-        client.chat.completions.create(model=GEMINI, messages=messages, tools=tools, stream=True)
-    )
+    fake.script([Reply.function_calls([("get_weather", {"city": "Oslo"}), ("get_time", {"city": "Oslo"})])])
+    chunks = list(client.chat.completions.create(model=GEMINI, messages=messages, tools=tools, stream=True))
     calls2 = collect_stream_tool_calls(chunks)
     assert [c["name"] for c in calls2] == ["get_weather", "get_time"]
     assert json.loads(calls2[1]["arguments"]) == {"city": "Oslo"}
@@ -505,9 +484,7 @@ def test_missing_signature_is_what_google_rejects(client: OpenAI, fake: FakeGoog
     the fake itself rejects the same turn with no signature at all."""
     messages: list[Any] = [
         {"role": "user", "content": "weather?"},
-        as_assistant(
-            [{"id": "call_unknown", "name": "get_weather", "arguments": '{"city": "Rome"}'}]
-        ),
+        as_assistant([{"id": "call_unknown", "name": "get_weather", "arguments": '{"city": "Rome"}'}]),
         {"role": "tool", "tool_call_id": "call_unknown", "content": "sunny"},
     ]
     r = client.chat.completions.create(model=GEMINI, messages=messages, tools=[WEATHER_TOOL])
@@ -540,9 +517,7 @@ def test_missing_signature_is_what_google_rejects(client: OpenAI, fake: FakeGoog
     assert raw.status_code == 400 and "missing a thought_signature" in raw.text
 
 
-async def test_claude_thinking_two_round_parallel_tool_calls(
-    aclient: AsyncOpenAI, fake: FakeGoogle
-) -> None:
+async def test_claude_thinking_two_round_parallel_tool_calls(aclient: AsyncOpenAI, fake: FakeGoogle) -> None:
     """Claude with thinking through v1internal: each model turn of the tool loop
     must start with its signed thinking; OpenAI clients drop it, the proxy restores it."""
     tools: list[Any] = [WEATHER_TOOL, TIME_TOOL]
@@ -565,9 +540,7 @@ async def test_claude_thinking_two_round_parallel_tool_calls(
     assert [c["name"] for c in calls1] == ["get_weather", "get_time"]
     assert all(c["id"].startswith("toolu_vrtx_") for c in calls1)
     reasoning = "".join(
-        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
-        for c in chunks
-        if c.choices
+        (c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks if c.choices
     )
     assert reasoning == "First Paris."
     assert upstream(fake)["generationConfig"]["thinkingConfig"] == {
@@ -577,9 +550,7 @@ async def test_claude_thinking_two_round_parallel_tool_calls(
 
     # The client echoes reasoning_content (some do): it must not be sent as unsigned thinking.
     messages.append({**as_assistant(calls1), "reasoning_content": reasoning})
-    messages += [
-        {"role": "tool", "tool_call_id": c["id"], "content": f"{c['name']} ok"} for c in calls1
-    ]
+    messages += [{"role": "tool", "tool_call_id": c["id"], "content": f"{c['name']} ok"} for c in calls1]
     fake.script(
         [
             Reply.function_calls(
@@ -597,15 +568,9 @@ async def test_claude_thinking_two_round_parallel_tool_calls(
     req = upstream(fake)
     assert "thinkingConfig" in req["generationConfig"]  # thinking stayed on
     first = req["contents"][1]["parts"][0]
-    assert (
-        first["thought"] is True and first["text"] == "First Paris." and first["thoughtSignature"]
-    )
-    assert [p["functionCall"]["id"] for p in req["contents"][1]["parts"][1:]] == [
-        c["id"] for c in calls1
-    ]
-    assert [p["functionResponse"]["id"] for p in req["contents"][2]["parts"]] == [
-        c["id"] for c in calls1
-    ]
+    assert first["thought"] is True and first["text"] == "First Paris." and first["thoughtSignature"]
+    assert [p["functionCall"]["id"] for p in req["contents"][1]["parts"][1:]] == [c["id"] for c in calls1]
+    assert [p["functionResponse"]["id"] for p in req["contents"][2]["parts"]] == [c["id"] for c in calls1]
 
     messages.append(as_assistant(calls2))
     messages += [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in calls2]
@@ -684,9 +649,7 @@ def test_legacy_completions_and_models(client: OpenAI, fake: FakeGoogle) -> None
 
 def test_error_shapes(client: OpenAI, proxy: Daemon, fake: FakeGoogle) -> None:
     with pytest.raises(openai.NotFoundError) as nf:
-        client.chat.completions.create(
-            model="no-such-model-xyz", messages=[{"role": "user", "content": "x"}]
-        )
+        client.chat.completions.create(model="no-such-model-xyz", messages=[{"role": "user", "content": "x"}])
     assert nf.value.status_code == 404
     assert GEMINI in nf.value.message and CLAUDE_THINKING in nf.value.message  # what it can serve
     assert isinstance(nf.value.body, dict) and nf.value.body.get("param") == "model"
@@ -706,9 +669,7 @@ def test_error_shapes(client: OpenAI, proxy: Daemon, fake: FakeGoogle) -> None:
 
     # A wrong key, and no key at all (the Authorization header left out).
     for headers in ({}, {"Authorization": openai.omit}):
-        with OpenAI(
-            base_url=proxy.base_url + "/v1", api_key="sk-wrong-key-000000", max_retries=0
-        ) as other:
+        with OpenAI(base_url=proxy.base_url + "/v1", api_key="sk-wrong-key-000000", max_retries=0) as other:
             with pytest.raises(openai.AuthenticationError) as auth:
                 other.chat.completions.create(
                     model=GEMINI, messages=[{"role": "user", "content": "x"}], extra_headers=headers
@@ -720,9 +681,7 @@ def test_error_shapes(client: OpenAI, proxy: Daemon, fake: FakeGoogle) -> None:
 
 def test_all_accounts_rate_limited(client: OpenAI, fake: FakeGoogle) -> None:
     for email in ACCOUNTS:
-        fake.script(
-            [Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="1h")], email=email
-        )
+        fake.script([Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="1h")], email=email)
     with pytest.raises(openai.APIStatusError) as exc:
         client.chat.completions.create(model=GEMINI, messages=[{"role": "user", "content": "x"}])
     err = exc.value
@@ -733,9 +692,7 @@ def test_all_accounts_rate_limited(client: OpenAI, fake: FakeGoogle) -> None:
 
 def test_upstream_failure_mid_stream_raises(client: OpenAI, fake: FakeGoogle) -> None:
     for email in ACCOUNTS:
-        fake.script(
-            [Reply.drop_after(1, then=Reply.text("one two three four", chunks=4))], email=email
-        )
+        fake.script([Reply.drop_after(1, then=Reply.text("one two three four", chunks=4))], email=email)
     got: list[str] = []
     with pytest.raises(openai.APIError):
         for chunk in client.chat.completions.create(
@@ -761,9 +718,7 @@ async def test_async_client_and_concurrency(aclient: AsyncOpenAI) -> None:
 
 
 def test_responses_create_and_stream(client: OpenAI, fake: FakeGoogle) -> None:
-    r = client.responses.create(
-        model=GEMINI, input="Hello", instructions="Be brief.", max_output_tokens=200
-    )
+    r = client.responses.create(model=GEMINI, input="Hello", instructions="Be brief.", max_output_tokens=200)
     assert r.object == "response" and r.status == "completed" and r.id.startswith("resp_")
     assert "Hello from gemini-3-flash" in r.output_text
     assert r.usage is not None and r.usage.input_tokens > 0 and r.usage.output_tokens > 0
@@ -781,10 +736,7 @@ def test_responses_create_and_stream(client: OpenAI, fake: FakeGoogle) -> None:
                 deltas.append(event.delta)
         final = stream.get_final_response()
     assert "".join(deltas) == "one two three" and final.output_text == "one two three"
-    assert (
-        types[:2] == ["response.created", "response.in_progress"]
-        and types[-1] == "response.completed"
-    )
+    assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
     assert "response.output_item.added" in types and "response.output_text.done" in types
 
     # Cut off: incomplete with the reason.
@@ -805,13 +757,7 @@ def test_responses_function_calls_two_turns(client: OpenAI, fake: FakeGoogle) ->
         },
         {"type": "function", "name": "get_time", "parameters": TIME_TOOL["function"]["parameters"]},
     ]
-    fake.script(
-        [
-            Reply.function_calls(
-                [("get_weather", {"city": "Paris"}), ("get_time", {"city": "Paris"})]
-            )
-        ]
-    )
+    fake.script([Reply.function_calls([("get_weather", {"city": "Paris"}), ("get_time", {"city": "Paris"})])])
     r1 = client.responses.create(model=GEMINI, input="Weather and time in Paris?", tools=tools)
     calls = [o for o in r1.output if o.type == "function_call"]
     assert [c.name for c in calls] == ["get_weather", "get_time"]
@@ -821,10 +767,7 @@ def test_responses_function_calls_two_turns(client: OpenAI, fake: FakeGoogle) ->
     second: list[Any] = [
         {"role": "user", "content": "Weather and time in Paris?"},
         *[c.model_dump(exclude_none=True) for c in r1.output],
-        *[
-            {"type": "function_call_output", "call_id": c.call_id, "output": "21C / 09:00"}
-            for c in calls
-        ],
+        *[{"type": "function_call_output", "call_id": c.call_id, "output": "21C / 09:00"} for c in calls],
     ]
     r2 = client.responses.create(model=GEMINI, input=second, tools=tools)
     assert r2.output_text == "21C at 09:00."
@@ -901,12 +844,8 @@ def test_responses_reasoning_and_json_schema(client: OpenAI, fake: FakeGoogle) -
     assert r.usage is not None and r.usage.output_tokens_details.reasoning_tokens > 0
 
     fake.script([Reply.thinking("Hmm.", "Fine.")])
-    with client.responses.stream(
-        model=CLAUDE_THINKING, input="Think", reasoning={"effort": "low"}
-    ) as stream:
-        summary = "".join(
-            e.delta for e in stream if e.type == "response.reasoning_summary_text.delta"
-        )
+    with client.responses.stream(model=CLAUDE_THINKING, input="Think", reasoning={"effort": "low"}) as stream:
+        summary = "".join(e.delta for e in stream if e.type == "response.reasoning_summary_text.delta")
         final = stream.get_final_response()
     assert summary == "Hmm." and final.output_text == "Fine."
     assert final.output[0].type == "reasoning"
@@ -963,9 +902,7 @@ def test_responses_error_midstream(client: OpenAI, fake: FakeGoogle) -> None:
         fake.script([Reply.drop_after(1, then=Reply.text("one two three", chunks=3))], email=email)
     events = list(client.responses.create(model=GEMINI, input="x", stream=True))
     assert events[-1].type == "response.failed"
-    assert (
-        events[-1].response.error is not None and events[-1].response.error.code == "server_error"
-    )
+    assert events[-1].response.error is not None and events[-1].response.error.code == "server_error"
 
 
 # ---------------------------------------------------------------- Codex
@@ -1051,14 +988,10 @@ def test_codex_shaped_session(proxy: Daemon, key: str, fake: FakeGoogle, model: 
     env = {
         "type": "message",
         "role": "user",
-        "content": [
-            {"type": "input_text", "text": "<environment_context>cwd=/repo</environment_context>"}
-        ],
+        "content": [{"type": "input_text", "text": "<environment_context>cwd=/repo</environment_context>"}],
     }
     patch = "*** Begin Patch\n*** Update File: README.md\n-teh\n+the\n*** End Patch"
-    fake.script(
-        [Reply.function_call("apply_patch", {"input": patch}, thought="Need to patch README.")]
-    )
+    fake.script([Reply.function_call("apply_patch", {"input": patch}, thought="Need to patch README.")])
     events = _codex_post(proxy, key, _codex_body(model, [developer, env, user]))
     names = [n for n, _ in events]
     assert names[0] == "response.created" and names[-1] == "response.completed"
@@ -1123,9 +1056,7 @@ def test_codex_shaped_session(proxy: Daemon, key: str, fake: FakeGoogle, model: 
 # ---------------------------------------------------------------- more edges
 
 
-def test_upstream_rejection_and_stream_errors_before_first_byte(
-    client: OpenAI, fake: FakeGoogle
-) -> None:
+def test_upstream_rejection_and_stream_errors_before_first_byte(client: OpenAI, fake: FakeGoogle) -> None:
     fake.script([Reply.error(400, message="Invalid value at 'request.contents[0]'")])
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model=GEMINI, messages=[{"role": "user", "content": "x"}])
@@ -1138,13 +1069,9 @@ def test_upstream_rejection_and_stream_errors_before_first_byte(
             model="nope-model", messages=[{"role": "user", "content": "x"}], stream=True
         )
     for email in ACCOUNTS:
-        fake.script(
-            [Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="1h")], email=email
-        )
+        fake.script([Reply.error(429, reason="QUOTA_EXHAUSTED", quota_reset_delay="1h")], email=email)
     with pytest.raises(openai.APIStatusError) as exc:
-        client.chat.completions.create(
-            model=GEMINI, messages=[{"role": "user", "content": "x"}], stream=True
-        )
+        client.chat.completions.create(model=GEMINI, messages=[{"role": "user", "content": "x"}], stream=True)
     assert exc.value.status_code in (429, 503) and "retry-after" in exc.value.response.headers
 
     # The Responses API: same shapes.
@@ -1157,21 +1084,15 @@ def test_upstream_rejection_and_stream_errors_before_first_byte(
 
 
 def test_claude_tool_loop_without_thinking(client: OpenAI, fake: FakeGoogle) -> None:
-    fake.script(
-        [Reply.function_calls([("get_weather", {"city": "Rome"}), ("get_time", {"city": "Rome"})])]
-    )
+    fake.script([Reply.function_calls([("get_weather", {"city": "Rome"}), ("get_time", {"city": "Rome"})])])
     messages: list[Any] = [{"role": "user", "content": "Rome?"}]
-    r1 = client.chat.completions.create(
-        model=CLAUDE, messages=messages, tools=[WEATHER_TOOL, TIME_TOOL]
-    )
+    r1 = client.chat.completions.create(model=CLAUDE, messages=messages, tools=[WEATHER_TOOL, TIME_TOOL])
     calls = sdk_calls(r1.choices[0].message)
     assert [c["name"] for c in calls] == ["get_weather", "get_time"]
     messages.append(as_assistant(calls, content="Checking both."))
     messages += [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in calls]
     fake.script([Reply.text("Sunny, noon.")])
-    r2 = client.chat.completions.create(
-        model=CLAUDE, messages=messages, tools=[WEATHER_TOOL, TIME_TOOL]
-    )
+    r2 = client.chat.completions.create(model=CLAUDE, messages=messages, tools=[WEATHER_TOOL, TIME_TOOL])
     assert r2.choices[0].message.content == "Sunny, noon."
     contents = upstream(fake)["contents"]
     assert contents[1]["parts"][0] == {"text": "Checking both."}
@@ -1281,9 +1202,7 @@ def test_sdk_parse_helpers(client: OpenAI, fake: FakeGoogle) -> None:
         tools=[openai.pydantic_function_tool(_GetWeather)],
     )
     tc = (r.choices[0].message.tool_calls or [])[0]
-    assert tc.type == "function" and tc.function.parsed_arguments == _GetWeather(
-        city="Paris", unit="c"
-    )
+    assert tc.type == "function" and tc.function.parsed_arguments == _GetWeather(city="Paris", unit="c")
     params = upstream(fake)["tools"][0]["functionDeclarations"][0]["parameters"]
     assert params["properties"]["unit"]["enum"] == ["c", "f"]
 

@@ -120,9 +120,7 @@ def test_bad_values_are_rejected_and_the_file_is_untouched(cfgd: Daemon) -> None
     problems = []
     for (key, value, words), res in zip(cli, results, strict=True):
         if res.returncode != 2:
-            problems.append(
-                f"agctl {key}={value!r}: exit {res.returncode}: {res.stdout}{res.stderr}"
-            )
+            problems.append(f"agctl {key}={value!r}: exit {res.returncode}: {res.stdout}{res.stderr}")
         for word in words:
             if word not in res.stderr:
                 problems.append(f"agctl {key}={value!r}: {word!r} not in {res.stderr.strip()!r}")
@@ -134,9 +132,7 @@ def test_bad_values_are_rejected_and_the_file_is_untouched(cfgd: Daemon) -> None
             if (exc.status, err["kind"]) != (400, "config"):
                 problems.append(f"{key}={value!r}: {exc.status} {err}")
             problems += [
-                f"{key}={value!r}: {w!r} not in {err['message']!r}"
-                for w in words
-                if w not in err["message"]
+                f"{key}={value!r}: {w!r} not in {err['message']!r}" for w in words if w not in err["message"]
             ]
         else:
             problems.append(f"{key}={value!r} was accepted")
@@ -160,11 +156,7 @@ def test_bad_usage_exits_2_with_json_error(cfgd: Daemon) -> None:
     )
     assert bad_json.returncode == 2
     err = json.loads(bad_json.stdout)["error"]
-    assert (
-        err["kind"] == "config"
-        and "proxy.auth_mode" in err["message"]
-        and AUTH_MODES in err["message"]
-    )
+    assert err["kind"] == "config" and "proxy.auth_mode" in err["message"] and AUTH_MODES in err["message"]
     assert unknown_get.returncode == 2 and "unknown config key 'proxy.nope'" in unknown_get.stderr
     assert missing_arg.returncode == 2 and "usage:" in missing_arg.stderr
     assert bad_cmd.returncode == 2
@@ -255,9 +247,7 @@ def test_writes_are_atomic_and_private(cfgd: Daemon) -> None:
     inode = path.stat().st_ino
     cfgd.admin("PUT", "/config/proxy.request_timeout", json={"value": "301"})
     assert _mode(path) == 0o600
-    assert (
-        path.stat().st_ino != inode
-    )  # a new file renamed over the old one, not rewritten in place
+    assert path.stat().st_ino != inode  # a new file renamed over the old one, not rewritten in place
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".config.toml.")] == []
 
 
@@ -344,9 +334,7 @@ def test_auth_applies_at_once_port_and_lan_on_restart(make_daemon: Any) -> None:
 
     # a stopped proxy has nothing to restart: a port change is just saved
     d.admin("POST", "/proxy/stop")
-    assert (
-        d.admin("PUT", "/config/proxy.port", json={"value": str(port)})["restart_pending"] is False
-    )
+    assert d.admin("PUT", "/config/proxy.port", json={"value": str(port)})["restart_pending"] is False
     assert d.status["proxy"]["restart_pending"] is False
 
 
@@ -369,12 +357,8 @@ def test_with_value_coerces_and_validates() -> None:
     cfg = config_mod.Config()
     cfg.proxy.api_key = "sk-unit-0123456789"
     assert config_mod.with_value(cfg, "proxy.port", "9000").proxy.port == 9000
-    assert (
-        config_mod.with_value(cfg, "proxy.allow_lan_access", "yes").proxy.allow_lan_access is True
-    )
-    assert config_mod.with_value(cfg, "zai.models", '{"opus": "glm-5"}').zai.models == {
-        "opus": "glm-5"
-    }
+    assert config_mod.with_value(cfg, "proxy.allow_lan_access", "yes").proxy.allow_lan_access is True
+    assert config_mod.with_value(cfg, "zai.models", '{"opus": "glm-5"}').zai.models == {"opus": "glm-5"}
     assert cfg.proxy.port == 8045  # with_value never mutates
     with pytest.raises(ConfigError) as exc:
         config_mod.with_value(cfg, "proxy.auth_mode", "nope")

@@ -39,9 +39,7 @@ NO_ACCOUNT = "No account available: add one with `agctl accounts add` first"
 DEAD_URL = "http://127.0.0.1:9/api/anthropic"
 
 
-def serving_config(
-    port: int, fake: FakeGoogle | None = None, **sections: dict[str, Any]
-) -> dict[str, Any]:
+def serving_config(port: int, fake: FakeGoogle | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
     """A config that can serve with no account: z.ai on, pooled."""
     zai = {
         "enabled": True,
@@ -133,9 +131,7 @@ def listening_addresses(port: int) -> set[str] | None:
 def lan_address() -> str | None:
     """A non-loopback IPv4 address of this machine, if it has one."""
     try:
-        out = subprocess.run(
-            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True
-        ).stdout
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
     except FileNotFoundError:
         out = ""
     for line in out.splitlines():
@@ -146,9 +142,7 @@ def lan_address() -> str | None:
 
 
 def ctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*_bin("agctl"), *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([*_bin("agctl"), *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def taken_port() -> socket.socket:
@@ -163,9 +157,7 @@ def bind_message(port: int) -> str:
 
 
 @contextlib.contextmanager
-def daemon_in_tmp(
-    cfg: dict[str, Any] | None, *, env: dict[str, str] | None = None
-) -> Iterator[Daemon]:
+def daemon_in_tmp(cfg: dict[str, Any] | None, *, env: dict[str, str] | None = None) -> Iterator[Daemon]:
     """A daemon for a whole module (make_daemon is per test)."""
     root = Path(tempfile.mkdtemp(prefix="ag-m-", dir="/tmp"))
     d = Daemon(root / "h", env=env)
@@ -317,9 +309,7 @@ def test_socket_flag_and_env_override(idle: Daemon, short_tmp: Path) -> None:
     assert res.returncode == 3 and str(missing) in res.stderr  # the flag wins over the env
 
 
-def test_daemon_on_an_agctl_socket_path_leaves_its_directory_alone(
-    make_daemon: Any, short_tmp: Path
-) -> None:
+def test_daemon_on_an_agctl_socket_path_leaves_its_directory_alone(make_daemon: Any, short_tmp: Path) -> None:
     """AGCTL_SOCKET moves the daemon's socket too; the directory it names may
     be shared (/tmp, $HOME): it must not be chmod-ed to 0700."""
     shared_dir = short_tmp / "shared"
@@ -421,9 +411,7 @@ def test_status_text_and_json_fields(with_account: tuple[Daemon, str]) -> None:
     assert d.status["daemon"]["uptime"] > st["daemon"]["uptime"]
 
 
-def test_sigterm_lets_an_in_flight_request_finish(
-    with_account: tuple[Daemon, str], fake: FakeGoogle
-) -> None:
+def test_sigterm_lets_an_in_flight_request_finish(with_account: tuple[Daemon, str], fake: FakeGoogle) -> None:
     d, email = with_account
     port = d.status["proxy"]["port"]
     fake.script([Reply.silence(2.0)], email=email)
@@ -444,9 +432,7 @@ def test_sigterm_lets_an_in_flight_request_finish(
     t.start()
     try:
         deadline = time.monotonic() + 10
-        while not any(
-            c.email == email and c.method == "generateContent" for c in fake.calls[n_calls:]
-        ):
+        while not any(c.email == email and c.method == "generateContent" for c in fake.calls[n_calls:]):
             assert time.monotonic() < deadline, "the request never reached the fake"
             time.sleep(0.01)
         assert d.proc is not None
@@ -606,9 +592,7 @@ def test_stale_sockets_are_replaced(make_daemon: Any, short_tmp: Path) -> None:
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(run / "agctl.sock"))
     s.close()  # left behind, nobody listening
-    d1 = make_daemon(
-        serving_config(free_port(), proxy={"auto_start": False}), home=home, start=False
-    )
+    d1 = make_daemon(serving_config(free_port(), proxy={"auto_start": False}), home=home, start=False)
     start_over_stale_socket(d1)
     assert d1.ctl("status").returncode == 0
     assert _mode(d1.socket) == 0o600

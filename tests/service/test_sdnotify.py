@@ -237,9 +237,7 @@ def test_journal_stream_of_another_stream_keeps_stderr(
     assert logs.setup("INFO") == "stderr"
 
 
-def test_stderr_without_journal_stream(
-    root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stderr_without_journal_stream(root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     assert logs.setup("INFO") == "stderr"
     (handler,) = root_logger.handlers

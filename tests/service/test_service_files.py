@@ -55,9 +55,7 @@ def env(home: Path, tmp_path: Path) -> dict[str, str]:
 
 
 def agctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*_bin("agctl"), *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([*_bin("agctl"), *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def parse_unit(text: str) -> configparser.ConfigParser:

@@ -40,15 +40,9 @@ THINKING = {
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeGoogle]:
     with FakeGoogle() as fake:
-        fake.add_account(
-            email="a@example.com", refresh_token="1//rt-a", project="proj-a", tier="PRO"
-        )
-        fake.add_account(
-            email="b@example.com", refresh_token="1//rt-b", project="proj-b", tier="FREE"
-        )
-        fake.add_account(
-            email="c@example.com", refresh_token="1//rt-c", project="proj-c", tier="ULTRA"
-        )
+        fake.add_account(email="a@example.com", refresh_token="1//rt-a", project="proj-a", tier="PRO")
+        fake.add_account(email="b@example.com", refresh_token="1//rt-b", project="proj-b", tier="FREE")
+        fake.add_account(email="c@example.com", refresh_token="1//rt-c", project="proj-c", tier="ULTRA")
         yield fake
 
 
@@ -80,15 +74,11 @@ def refresh(client: httpx.Client, fake: FakeGoogle, token: str, **extra: str) ->
     return client.post(fake.token_url, data=form)
 
 
-def bearer(
-    fake: FakeGoogle, email: str = "a@example.com", ua: str = HUB_USER_AGENT
-) -> dict[str, str]:
+def bearer(fake: FakeGoogle, email: str = "a@example.com", ua: str = HUB_USER_AGENT) -> dict[str, str]:
     return {"authorization": "Bearer " + fake.issue_token(email), "user-agent": ua}
 
 
-def envelope(
-    request: dict[str, Any], model: str = GEMINI, project: str = "proj-a"
-) -> dict[str, Any]:
+def envelope(request: dict[str, Any], model: str = GEMINI, project: str = "proj-a") -> dict[str, Any]:
     return {
         "project": project,
         "model": model,
@@ -139,17 +129,13 @@ def test_refresh_grant_issues_access_token_that_userinfo_accepts(
     assert fake.token_calls == 1 and fake.accounts["a@example.com"].token_calls == 1
     assert fake.calls_to("token")[0].body["grant_type"] == "refresh_token"
 
-    info = client.get(
-        fake.userinfo_url, headers={"authorization": "Bearer " + body["access_token"]}
-    )
+    info = client.get(fake.userinfo_url, headers={"authorization": "Bearer " + body["access_token"]})
     assert info.status_code == 200
     assert info.json()["email"] == "a@example.com" and info.json()["verified_email"] is True
     assert {"id", "name", "picture"} <= set(info.json())
 
 
-def test_invalid_grant_for_unknown_and_revoked_tokens(
-    fake: FakeGoogle, client: httpx.Client
-) -> None:
+def test_invalid_grant_for_unknown_and_revoked_tokens(fake: FakeGoogle, client: httpx.Client) -> None:
     r = refresh(client, fake, "1//nope")
     assert r.status_code == 400
     assert r.json() == {
@@ -183,9 +169,7 @@ def test_wrong_client_and_token_knobs(fake: FakeGoogle, client: httpx.Client) ->
 
 def test_consent_redirect_and_pkce_code_exchange(fake: FakeGoogle, client: httpx.Client) -> None:
     verifier = "v" * 64
-    challenge = (
-        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    )
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     redirect = "http://localhost:51121/oauth-callback"
     fake.consent_account = "c@example.com"
     params = {
@@ -249,9 +233,7 @@ def test_consent_denied_and_missing_params(fake: FakeGoogle, client: httpx.Clien
         "error": ["access_denied"],
         "state": ["s"],
     }
-    missing = client.get(
-        fake.auth_url, params={k: v for k, v in base.items() if k != "redirect_uri"}
-    )
+    missing = client.get(fake.auth_url, params={k: v for k, v in base.items() if k != "redirect_uri"})
     assert missing.status_code == 400 and "redirect_uri" in missing.text
 
 
@@ -268,9 +250,7 @@ def test_userinfo_rejects_bad_token(fake: FakeGoogle, client: httpx.Client) -> N
     ("email", "paid"),
     [("a@example.com", "g1-pro-tier"), ("b@example.com", None), ("c@example.com", "g1-ultra-tier")],
 )
-def test_load_code_assist_tier(
-    fake: FakeGoogle, client: httpx.Client, email: str, paid: str | None
-) -> None:
+def test_load_code_assist_tier(fake: FakeGoogle, client: httpx.Client, email: str, paid: str | None) -> None:
     r = client.post(
         fake.endpoint + "/v1internal:loadCodeAssist",
         json={"metadata": {"ideType": "ANTIGRAVITY"}},
@@ -320,7 +300,7 @@ def test_load_code_assist_metadata_enums(fake: FakeGoogle, client: httpx.Client)
     r = client.post(url, json={"metadata": {"ide_type": "CLOUD_CODE"}}, headers=bearer(fake))
     assert r.status_code == 400
     assert error_message(r).startswith("Invalid value at 'metadata.ide_type'")
-    assert "ClientMetadata.IdeType), \"CLOUD_CODE\"" in error_message(r)
+    assert 'ClientMetadata.IdeType), "CLOUD_CODE"' in error_message(r)
 
 
 def test_load_code_assist_credits(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -639,9 +619,7 @@ def test_error_reply_429_details(fake: FakeGoogle, client: httpx.Client) -> None
     assert go_duration(0.5) == "500ms" and go_duration(42) == "42s"
 
 
-def test_exhausted_five_hour_bucket_blocks_its_group_only(
-    fake: FakeGoogle, client: httpx.Client
-) -> None:
+def test_exhausted_five_hour_bucket_blocks_its_group_only(fake: FakeGoogle, client: httpx.Client) -> None:
     acct = fake.accounts["a@example.com"]
     acct.set_bucket("3p-5h", 0.0, reset_time=time.time() + 90)
     request = {"contents": [user("x")]}
@@ -763,9 +741,7 @@ def test_empty_silence_and_max_tokens(fake: FakeGoogle, client: httpx.Client) ->
 
 
 def test_raw_reply_and_outage(fake: FakeGoogle, client: httpx.Client) -> None:
-    fake.script(
-        [Reply.raw({"candidates": [{"content": {"role": "model", "parts": [{"text": "r"}]}}]})]
-    )
+    fake.script([Reply.raw({"candidates": [{"content": {"role": "model", "parts": [{"text": "r"}]}}]})])
     r = generate(client, fake, {"contents": [user("x")]})
     assert r.json()["response"]["candidates"][0]["content"]["parts"] == [{"text": "r"}]
     fake.outage = 503
@@ -808,9 +784,7 @@ def test_schema_validation_error(fake: FakeGoogle, client: httpx.Client) -> None
     assert r.status_code == 400 and "Invalid function name" in error_message(r)
 
 
-def test_snake_case_accepted_and_unknown_fields_rejected(
-    fake: FakeGoogle, client: httpx.Client
-) -> None:
+def test_snake_case_accepted_and_unknown_fields_rejected(fake: FakeGoogle, client: httpx.Client) -> None:
     request = {
         "contents": [
             {
@@ -838,9 +812,7 @@ def test_snake_case_accepted_and_unknown_fields_rejected(
     assert generate(client, fake, request).status_code == 200
 
     cache = {
-        "contents": [
-            {"role": "user", "parts": [{"text": "hi", "cache_control": {"type": "ephemeral"}}]}
-        ]
+        "contents": [{"role": "user", "parts": [{"text": "hi", "cache_control": {"type": "ephemeral"}}]}]
     }
     r = generate(client, fake, cache)
     assert r.status_code == 400
@@ -866,13 +838,9 @@ def test_system_instruction_string_and_empty_part(fake: FakeGoogle, client: http
 # ------------------------------------------------------------------ gemini signatures
 
 
-def gemini_tool_turn(
-    fake: FakeGoogle, client: httpx.Client
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def gemini_tool_turn(fake: FakeGoogle, client: httpx.Client) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ask the fake for a tool call; return (the model content it sent, the user turn)."""
-    fake.script(
-        [Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})])]
-    )
+    fake.script([Reply.function_calls([("read_file", {"path": "a"}), ("read_file", {"path": "b"})])])
     first = [user("read a and b")]
     r = generate(client, fake, {"contents": first, "generationConfig": THINKING})
     content = r.json()["response"]["candidates"][0]["content"]
@@ -891,15 +859,11 @@ def responses_for(content: dict[str, Any]) -> dict[str, Any]:
     return {"role": "user", "parts": parts}
 
 
-def test_gemini_signature_on_first_call_and_round_trip(
-    fake: FakeGoogle, client: httpx.Client
-) -> None:
+def test_gemini_signature_on_first_call_and_round_trip(fake: FakeGoogle, client: httpx.Client) -> None:
     content, question = gemini_tool_turn(fake, client)
     calls = [p for p in content["parts"] if "functionCall" in p]
     assert len(calls) == 2 and "thoughtSignature" in calls[0] and "thoughtSignature" not in calls[1]
-    assert (
-        content["parts"][0].get("thought") is True
-    )  # includeThoughts: the thought text comes first
+    assert content["parts"][0].get("thought") is True  # includeThoughts: the thought text comes first
     history = {
         "contents": [question, content, responses_for(content)],
         "generationConfig": THINKING,
@@ -911,9 +875,7 @@ def test_gemini_missing_signature(fake: FakeGoogle, client: httpx.Client) -> Non
     content, question = gemini_tool_turn(fake, client)
     stripped = {
         "role": "model",
-        "parts": [
-            {k: v for k, v in p.items() if k != "thoughtSignature"} for p in content["parts"]
-        ],
+        "parts": [{k: v for k, v in p.items() if k != "thoughtSignature"} for p in content["parts"]],
     }
     r = generate(client, fake, {"contents": [question, stripped, responses_for(content)]})
     assert r.status_code == 400
@@ -939,10 +901,7 @@ def test_gemini_missing_signature(fake: FakeGoogle, client: httpx.Client) -> Non
     skipped = {"role": "model", "parts": [dict(p) for p in stripped["parts"]]}
     next(p for p in skipped["parts"] if "functionCall" in p)["thoughtSignature"] = SKIP_SIGNATURE
     assert (
-        generate(
-            client, fake, {"contents": [question, skipped, responses_for(content)]}
-        ).status_code
-        == 200
+        generate(client, fake, {"contents": [question, skipped, responses_for(content)]}).status_code == 200
     )
 
 
@@ -981,10 +940,7 @@ def test_gemini_corrupted_signature(fake: FakeGoogle, client: httpx.Client) -> N
     # check_signatures=False turns the rules off.
     fake.check_signatures = False
     assert (
-        generate(
-            client, fake, {"contents": [question, altered, responses_for(content)]}
-        ).status_code
-        == 200
+        generate(client, fake, {"contents": [question, altered, responses_for(content)]}).status_code == 200
     )
 
 
@@ -999,9 +955,7 @@ def test_gemini_thinking_text_reply_signs_last_part(fake: FakeGoogle, client: ht
 # ------------------------------------------------------------------ claude rules
 
 
-def claude_tool_turn(
-    fake: FakeGoogle, client: httpx.Client
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def claude_tool_turn(fake: FakeGoogle, client: httpx.Client) -> tuple[dict[str, Any], dict[str, Any]]:
     fake.script([Reply.function_call("get_weather", {"city": "Paris"})])
     question = user("weather?")
     r = generate(client, fake, {"contents": [question], "generationConfig": THINKING}, model=CLAUDE)
@@ -1035,27 +989,18 @@ def test_claude_thinking_errors(fake: FakeGoogle, client: httpx.Client) -> None:
 
     def send(model_parts: list[dict[str, Any]]) -> httpx.Response:
         contents = [question, {"role": "model", "parts": model_parts}, responses_for(content)]
-        return generate(
-            client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE
-        )
+        return generate(client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE)
 
     unsigned = {k: v for k, v in thought.items() if k != "thoughtSignature"}
-    assert (
-        claude_error(send([unsigned, call]))
-        == "messages.1.content.0.thinking.signature: Field required"
-    )
+    assert claude_error(send([unsigned, call])) == "messages.1.content.0.thinking.signature: Field required"
     forged = {**thought, "text": thought["text"] + " (edited)"}
     assert (
-        claude_error(send([forged, call]))
-        == "messages.1.content.0: Invalid `signature` in `thinking` block"
+        claude_error(send([forged, call])) == "messages.1.content.0: Invalid `signature` in `thinking` block"
     )
     foreign = {**thought, "thoughtSignature": fake.sign(GEMINI)}
     assert "Invalid `signature` in `thinking` block" in claude_error(send([foreign, call]))
     empty = {**thought, "text": ""}
-    assert (
-        claude_error(send([empty, call]))
-        == "messages.1.content.0.thinking.thinking: Field required"
-    )
+    assert claude_error(send([empty, call])) == "messages.1.content.0.thinking.thinking: Field required"
     message = claude_error(send([call]))
     assert message.startswith(
         "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
@@ -1081,19 +1026,14 @@ def test_claude_structural_errors(fake: FakeGoogle, client: httpx.Client) -> Non
     def ask(results: dict[str, Any]) -> str:
         contents = [question, content, results]
         return claude_error(
-            generate(
-                client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE
-            )
+            generate(client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE)
         )
 
     extra = responses_for(content)
-    foreign = {
-        "functionResponse": {"name": "get_weather", "id": "toolu_vrtx_other", "response": {}}
-    }
+    foreign = {"functionResponse": {"name": "get_weather", "id": "toolu_vrtx_other", "response": {}}}
     extra["parts"].append(foreign)
     assert ask(extra).startswith(
-        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: "
-        "toolu_vrtx_other."
+        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_vrtx_other."
     )
     unanswered = {"role": "user", "parts": [foreign]}
     assert ask(unanswered).startswith(
@@ -1112,9 +1052,7 @@ def test_claude_stream_thinking_shape(fake: FakeGoogle, client: httpx.Client) ->
         json=envelope({"contents": [user("q")], "generationConfig": THINKING}, model=CLAUDE),
         headers=bearer(fake),
     )
-    parts = [
-        p for e in sse_events(r.text) for p in e["response"]["candidates"][0]["content"]["parts"]
-    ]
+    parts = [p for e in sse_events(r.text) for p in e["response"]["candidates"][0]["content"]["parts"]]
     assert parts[0] == {"text": "Let me th", "thought": True} and parts[1] == {
         "text": "ink hard.",
         "thought": True,
@@ -1130,9 +1068,7 @@ def test_claude_stream_thinking_shape(fake: FakeGoogle, client: httpx.Client) ->
     }
     contents = [user("q"), {"role": "model", "parts": [merged, {"text": "Answer."}]}, user("more")]
     assert (
-        generate(
-            client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE
-        ).status_code
+        generate(client, fake, {"contents": contents, "generationConfig": THINKING}, model=CLAUDE).status_code
         == 200
     )
 
@@ -1175,18 +1111,14 @@ def test_stream_variants(fake: FakeGoogle, client: httpx.Client) -> None:
     # Without alt=sse Google streams one JSON array.
     fake.script([Reply.text("xy", chunks=2)])
     r = client.post(url, json=body, headers=bearer(fake))
-    assert [e["response"]["candidates"][0]["content"]["parts"][-1]["text"] for e in r.json()][
-        -2:
-    ] == [
+    assert [e["response"]["candidates"][0]["content"]["parts"][-1]["text"] for e in r.json()][-2:] == [
         "x",
         "y",
     ]
     # Gemini "carrier": the signature comes on an extra empty-text part, which may be sent back.
     fake.script([Reply.thinking("hmm", then_text="ok", carrier=True)])
     r = client.post(url + "?alt=sse", json=body, headers=bearer(fake))
-    parts = [
-        p for e in sse_events(r.text) for p in e["response"]["candidates"][0]["content"]["parts"]
-    ]
+    parts = [p for e in sse_events(r.text) for p in e["response"]["candidates"][0]["content"]["parts"]]
     assert parts[-1]["text"] == "" and parts[-1]["thoughtSignature"]
     history = [user("hi"), {"role": "model", "parts": parts}, user("again")]
     assert generate(client, fake, {"contents": history}).status_code == 200
@@ -1250,9 +1182,9 @@ def test_unsupported_client_versions_get_503(
     )
     assert count.status_code == status
     # Account methods are not gated (the probes of 2026-07 used a 1.15.8 UA).
-    assert client.post(
-        fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=headers
-    ).status_code == 200
+    assert (
+        client.post(fake.endpoint + "/v1internal:loadCodeAssist", json={}, headers=headers).status_code == 200
+    )
 
 
 def test_new_models_need_hub_2_9(fake: FakeGoogle, client: httpx.Client) -> None:
@@ -1283,9 +1215,7 @@ def test_constructor_flags_for_the_old_world(client: httpx.Client) -> None:
     with FakeGoogle(version_gate=False, default_models=LEGACY_MODELS) as old:
         old.add_account("old@example.com")
         legacy = bearer(old, "old@example.com", ua="antigravity/1.15.8 linux/amd64")
-        body = envelope(
-            {"contents": [user("hi")]}, model="claude-sonnet-4-5-thinking", project="proj-old"
-        )
+        body = envelope({"contents": [user("hi")]}, model="claude-sonnet-4-5-thinking", project="proj-old")
         r = client.post(old.endpoint + "/v1internal:generateContent", json=body, headers=legacy)
         assert r.status_code == 200, r.text
         models = client.post(
@@ -1337,8 +1267,12 @@ def test_fresh_account_onboarding(fake: FakeGoogle, client: httpx.Client, pollin
         }
     }
     metadata = {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
-    for bad in ({}, {"metadata": metadata}, {"tierId": "legacy-standard-tier", "metadata": metadata},
-                {"tierId": "free-tier"}):
+    for bad in (
+        {},
+        {"metadata": metadata},
+        {"tierId": "legacy-standard-tier", "metadata": metadata},
+        {"tierId": "free-tier"},
+    ):
         r = post(client, fake, "onboardUser", bad, email)
         assert r.status_code == 400 and r.json() == bare, bad
     r = post(client, fake, "onboardUser", {"tierId": "free-tier", "metadata": {"platform": "X"}}, email)
@@ -1392,9 +1326,7 @@ def test_onboarding_done_at_once(fake: FakeGoogle, client: httpx.Client) -> None
 
 
 @pytest.mark.parametrize("kind", sorted(ERROR_BODIES))
-def test_fail_next_answers_the_captured_bodies(
-    fake: FakeGoogle, client: httpx.Client, kind: str
-) -> None:
+def test_fail_next_answers_the_captured_bodies(fake: FakeGoogle, client: httpx.Client, kind: str) -> None:
     model = "claude-opus-4-6-thinking"
     fake.fail_next(kind, 2, email="a@example.com", model=model)
     request = {"contents": [user("x")]}
@@ -1427,8 +1359,7 @@ def test_error_bodies_are_the_captures() -> None:
     }
     weekly = ERROR_BODIES["QUOTA_EXHAUSTED_WEEKLY"]["error"]
     assert weekly["message"] == (
-        "Individual quota reached. Contact your administrator to enable overages. "
-        "Resets in 71h15m27s."
+        "Individual quota reached. Contact your administrator to enable overages. Resets in 71h15m27s."
     )
     assert weekly["details"][0]["metadata"]["quotaResetDelay"] == "71h15m27.791609974s"
     assert weekly["details"][1] == {
