@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LABELS = {OK: "ok", WARN: "warn", FAIL: "FAIL"}
-# The reason `agctl accounts disable` stores (daemon.accounts.admin_routes):
+# The reason `agctl accounts disable` stores (daemon.admin.account_routes):
 # the user's own choice is a warning, not a fault.
 USER_DISABLED = "disabled by the user"
 # Error kinds that mean Google was not reached at all (daemon.errors).

@@ -15,8 +15,8 @@ from daemon.dispatch import Dispatcher
 from daemon.metrics import Metrics
 from daemon.monitor import Monitor
 from daemon.protocols.signatures import SignatureStore
-from daemon.proxy.refusals import Refusals
-from daemon.proxy.response_store import ResponseStore
+from daemon.refusals import Refusals
+from daemon.response_store import ResponseStore
 from daemon.upstream.http import HttpClient
 
 

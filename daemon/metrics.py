@@ -198,7 +198,7 @@ class Metrics(Collector):
         )
         self.refusals = _Counter(
             f"{PREFIX}_refusals",
-            "Requests and connections the listener refused, by reason (see daemon.proxy.refusals).",
+            "Requests and connections the listener refused, by reason (see daemon.refusals).",
             ("reason",),
         )
         self.credit_requests = _Counter(

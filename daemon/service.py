@@ -28,9 +28,9 @@ from daemon.metrics import Metrics
 from daemon.monitor import Monitor
 from daemon.paths import Paths
 from daemon.protocols.signatures import SignatureStore
-from daemon.proxy.refusals import Refusals, monitor_writer
-from daemon.proxy.response_store import ResponseStore
 from daemon.proxy_state import ProxyState, State
+from daemon.refusals import Refusals, monitor_writer
+from daemon.response_store import ResponseStore
 from daemon.sdnotify import Notifier
 from daemon.upstream.http import HttpClient
 from daemon.upstream.identity import Identity, VersionWatcher, manifest_url
@@ -382,7 +382,7 @@ class Service:
             self.pool.load()
             ensure_private_dir(self.paths.accounts_dir)
             await self.monitor.start()
-            from daemon.admin import create_admin_app
+            from daemon.admin.app import create_admin_app
 
             self.admin_listener = Listener(create_admin_app(self), admin_sock, name="admin", graceful=2.0)
             await self.admin_listener.start()

@@ -162,7 +162,7 @@ def create_proxy_app(service: ProxyDeps) -> ASGIApp:
 
     def on_reject(scope: Scope, path: str, err: GatewayError) -> None:
         """A refused request is in the request log too (who tried, with
-        what), aggregated per client and minute (daemon.proxy.refusals)."""
+        what), aggregated per client and minute (daemon.refusals)."""
         client = scope.get("client")
         agent = next(
             (bytes(v).decode("latin-1") for k, v in scope.get("headers", ()) if k == b"user-agent"), ""

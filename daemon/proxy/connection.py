@@ -44,8 +44,8 @@ from daemon.config import LimitsConfig
 from daemon.errors import GatewayError, HeadersTooLarge, RequestTimeout, TooManyConnections
 from daemon.protocols.error_shapes import body_for, protocol_for_path
 from daemon.proxy.exchange import CONNECTION_KEY
-from daemon.proxy.refusals import Refusals
 from daemon.records import Refusal
+from daemon.refusals import Refusals
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from daemon.guards import cross_site, host_allowed, json_content_type, media_typ
 from daemon.protocols.error_shapes import protocol_for_path
 from daemon.proxy.auth import ASGIApp, Receive, Scope, Send, new_request_id, normalize_path, send_error
 from daemon.proxy.hot_routes import is_model_route
-from daemon.proxy.refusals import Refusals
 from daemon.records import Refusal
+from daemon.refusals import Refusals
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CORS_METHODS = "GET, POST, OPTIONS"

@@ -42,8 +42,8 @@ from daemon.guards import (
     same_origin,
     split_host,
 )
-from daemon.proxy.refusals import MAX_PAIRS, OVERFLOW_CLIENT, WINDOW, Refusals
 from daemon.records import Refusal
+from daemon.refusals import MAX_PAIRS, OVERFLOW_CLIENT, WINDOW, Refusals
 from tests.conftest import Daemon, _bin, base_config, free_port
 from tests.fakes.google import FakeGoogle
 from tests.proxy.test_security import Answer, parse_answers

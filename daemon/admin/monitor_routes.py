@@ -13,7 +13,7 @@ import msgspec
 from litestar import Request, get, post
 from litestar.response import Stream
 
-from daemon.admin_http import _svc
+from daemon.admin.common import _svc
 from daemon.errors import BadRequest, NotFound
 from daemon.monitor import STATS_BY, parse_since, row_matches, status_clause
 

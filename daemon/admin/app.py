@@ -14,7 +14,8 @@ from litestar import Litestar, Request, Response, get, post, put
 from litestar.exceptions import HTTPException
 
 from daemon import config as config_mod
-from daemon.admin_http import _svc, body_json
+from daemon.admin import account_routes, monitor_routes
+from daemon.admin.common import _svc, body_json
 from daemon.app_deps import AdminDeps
 from daemon.errors import BadRequest, GatewayError, InternalError, NotFound, PayloadTooLarge
 
@@ -112,9 +113,6 @@ async def key_rotate(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def create_admin_app(service: AdminDeps) -> Litestar:
-    from daemon.accounts import admin_routes
-    from daemon.monitor_routes import handlers as monitor_handlers
-
     app = Litestar(
         route_handlers=[
             status,
@@ -126,8 +124,8 @@ def create_admin_app(service: AdminDeps) -> Litestar:
             config_get,
             config_set,
             key_rotate,
-            *admin_routes.handlers,
-            *monitor_handlers,
+            *account_routes.handlers,
+            *monitor_routes.handlers,
         ],
         exception_handlers={
             GatewayError: _gateway_handler,

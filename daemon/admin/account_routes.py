@@ -10,7 +10,7 @@ from litestar import Request, delete, get, post
 
 from daemon.accounts import ide_import, oauth
 from daemon.accounts.store import Account
-from daemon.admin_http import _svc, body_json
+from daemon.admin.common import _svc, body_json
 from daemon.errors import BadRequest, ConfigError, GatewayError, UpstreamError
 from daemon.upstream.cloudcode import UpstreamHTTPError
 
