@@ -7,6 +7,7 @@ temp dir and config pointing at the fake; ``d.ctl(...)`` runs the real
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -54,6 +55,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _whole_suite(config) and getattr(opt, "cov_fail_under", None) is not None:
         opt.cov_fail_under = 0
         opt.cov_report = {}
+    # The suite starts the daemon and agctl as processes a few hundred times.
+    # Where PYTHONDONTWRITEBYTECODE is set (CI machines set it), each start
+    # compiled every module of the project again: 0.5 s against 0.3 s for an
+    # import of daemon.service. Compiled once here (py_compile writes even
+    # then; the imports still read it), in the controller only.
+    if not hasattr(config, "workerinput"):
+        for package in ("daemon", "ctl"):
+            compileall.compile_dir(ROOT / package, quiet=1)
 
 
 def free_port() -> int:
