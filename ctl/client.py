@@ -73,6 +73,8 @@ class AdminClient:
             raise Unreachable(self.socket, type(exc).__name__) from None
         except httpx.TimeoutException:
             raise CtlError("the daemon did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise _broke_off(exc) from None
         return self._decode(resp)
 
     @staticmethod
@@ -100,3 +102,14 @@ class AdminClient:
                 yield from resp.iter_lines()  # type: ignore[misc]
         except httpx.ConnectError as exc:
             raise Unreachable(self.socket, type(exc).__name__) from None
+        except httpx.TransportError as exc:
+            raise _broke_off(exc) from None
+
+
+def _broke_off(exc: httpx.TransportError) -> CtlError:
+    """The socket answered, then the connection broke (the daemon stopped or
+    restarted mid-call, or something else listens there)."""
+    return CtlError(
+        f"the connection to antigravityd broke off before its answer was complete ({type(exc).__name__}); "
+        "it may have stopped or restarted: check with `agctl status`"
+    )
