@@ -336,14 +336,17 @@ def gemini_env(t: Target) -> dict[str, str]:
     return {"GEMINI_API_KEY": t.api_key, "GOOGLE_GEMINI_BASE_URL": t.base_url}
 
 
-def export_lines(client: str, t: Target) -> list[str]:
+def exports(client: str, t: Target) -> dict[str, str]:
+    """The environment the client reads (``--print``)."""
     if client == "claude":
-        values = {"ANTHROPIC_BASE_URL": t.base_url, "ANTHROPIC_AUTH_TOKEN": t.api_key, **claude_models(t)}
-    elif client == "gemini":
-        values = gemini_env(t)
-    else:
-        values = {KEY_ENV: t.api_key}
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+        return {"ANTHROPIC_BASE_URL": t.base_url, "ANTHROPIC_AUTH_TOKEN": t.api_key, **claude_models(t)}
+    if client == "gemini":
+        return gemini_env(t)
+    return {KEY_ENV: t.api_key}
+
+
+def export_lines(client: str, t: Target) -> list[str]:
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in exports(client, t).items()]
     if client in ("codex", "opencode"):
         lines.append(
             f"# {NAMES[client]} takes the provider from its config file: run `agctl setup {client}` once"
@@ -522,8 +525,19 @@ def cmd_setup(ctx: Ctx) -> int:
     if a.undo:
         steps = undo_plan(client)
         if a.dry_run:
-            for path, current, original, _ in steps:
-                print(_diff(path, current, original, Target("", "")), end="")
+            diffs = [
+                (path, _diff(path, current, original, Target("", ""))) for path, current, original, _ in steps
+            ]
+            if ctx.json:
+                ctx.out(
+                    {
+                        "client": client,
+                        "undo": True,
+                        "changes": [{"path": str(p), "diff": d} for p, d in diffs],
+                    }
+                )
+            else:
+                print("".join(d for _, d in diffs), end="")
             return EXIT_OK
         undo(client, steps)
         restored = [str(p) for p, *_ in steps]
@@ -534,9 +548,18 @@ def cmd_setup(ctx: Ctx) -> int:
         return EXIT_OK
     t = target(ctx)
     if a.print:
-        print("\n".join(export_lines(client, t)))
+        ctx.out({"client": client, "env": exports(client, t)}, "\n".join(export_lines(client, t)))
         return EXIT_OK
     changes = plan(client, t)
+    if a.dry_run and ctx.json:
+        ctx.out(
+            {
+                "client": client,
+                "base_url": t.base_url,
+                "changes": [{"path": str(p), "diff": _diff(p, b, n, t)} for p, b, n in changes if b != n],
+            }
+        )
+        return EXIT_OK
     if a.dry_run:
         text = "".join(_diff(p, b, n, t) for p, b, n in changes)
         print(

@@ -309,6 +309,15 @@ def test_agctl_setup_end_to_end(fake: FakeGoogle, tmp_path: Path) -> None:
         assert key not in res.stdout and not path.exists()
         res = d.ctl("setup", "claude", "--print")
         assert f"export ANTHROPIC_AUTH_TOKEN={key}" in res.stdout.splitlines()
+        # --json: the same, as JSON (scripts read it).
+        res = d.ctl("--json", "setup", "claude", "--dry-run")
+        assert res.returncode == 0, res.stderr
+        planned = json.loads(res.stdout)
+        assert [c["path"] for c in planned["changes"]] == [str(path)]
+        assert f'"ANTHROPIC_BASE_URL": "{d.base_url}"' in planned["changes"][0]["diff"]
+        assert key not in res.stdout and not path.exists()
+        res = d.ctl("--json", "setup", "claude", "--print")
+        assert json.loads(res.stdout)["env"]["ANTHROPIC_AUTH_TOKEN"] == key
         res = d.ctl("setup", "claude")
         assert res.returncode == 0, res.stderr
         env_block = json.loads(path.read_bytes())["env"]
@@ -318,6 +327,10 @@ def test_agctl_setup_end_to_end(fake: FakeGoogle, tmp_path: Path) -> None:
         for name in sc.CLAUDE_MODEL_KEYS:
             assert env_block[name] in served, (name, env_block[name])
         assert key not in res.stdout + res.stderr
+        res = d.ctl("--json", "setup", "claude", "--undo", "--dry-run")
+        undo_plan = json.loads(res.stdout)
+        assert undo_plan["undo"] is True and [c["path"] for c in undo_plan["changes"]] == [str(path)]
+        assert path.exists()
         res = d.ctl("setup", "claude", "--undo")
         assert res.returncode == 0, res.stderr
         assert not path.exists()
