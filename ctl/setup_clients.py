@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctl.client import EXIT_FAILED, EXIT_OK, CtlError
+from daemon.errors import redact
 from daemon.fsutil import PRIVATE_FILE, atomic_write, ensure_private_dir
 
 if TYPE_CHECKING:
@@ -392,7 +393,9 @@ def load_manifest(client: str) -> dict[str, Any] | None:
 
 
 def _mask(text: str, t: Target) -> str:
-    return text.replace(t.api_key, t.api_key[:5] + "…") if t.api_key else text
+    """No key in a diff: the proxy's (by value), and anything key-shaped,
+    such as the key an undo puts back or takes away (by pattern)."""
+    return redact(text.replace(t.api_key, t.api_key[:5] + "…") if t.api_key else text)
 
 
 def _diff(path: Path, before: bytes | None, after: bytes | None, t: Target) -> str:

@@ -330,6 +330,7 @@ def test_agctl_setup_end_to_end(fake: FakeGoogle, tmp_path: Path) -> None:
         res = d.ctl("--json", "setup", "claude", "--undo", "--dry-run")
         undo_plan = json.loads(res.stdout)
         assert undo_plan["undo"] is True and [c["path"] for c in undo_plan["changes"]] == [str(path)]
+        assert key not in res.stdout
         assert path.exists()
         res = d.ctl("setup", "claude", "--undo")
         assert res.returncode == 0, res.stderr
