@@ -51,11 +51,15 @@ an aspect ratio of ``openai_images.ASPECT_RATIOS``):
 * ``size``: mapped to ``imageConfig`` as ``/v1/images/generations`` does
   (``openai_images.image_config``); an unmapped size is a 400 naming
   ``tools[i].size``;
-* ``output_format`` other than png, ``background: "transparent"``,
-  ``action: "edit"``, ``input_image_mask``, gif frames and ``svg``: a 400
+* ``background: "transparent"`` and an ``output_format`` that is no raster
+  picture (gif, svg): a 400 naming the field, by the rule the Images API
+  follows too (``openai_images.unservable``); png, jpeg and webp are taken,
+  and the item's ``output_format`` says what the picture really is;
+* ``action: "edit"``, ``input_image_mask``, gif frames and ``svg``: a 400
   naming the field (the client would get something else than it asked for);
 * ``quality``, ``moderation``, ``output_compression``, ``input_fidelity``,
-  ``complexity``: accepted, not applied (``opts["ignored"]``);
+  ``complexity`` (and ``output_format``, ``background`` when taken):
+  accepted, not applied (``opts["ignored"]``);
 * ``partial_images``: accepted (0 to 3); no partial image is sent, which the
   stream allows (zero or more ``partial_image`` events).
 """
@@ -88,7 +92,15 @@ DESCRIPTION = (
     "the whole picture again when asked for a change."
 )
 
-_NOT_APPLIED = ("quality", "moderation", "output_compression", "input_fidelity", "complexity")
+_NOT_APPLIED = (
+    "quality",
+    "moderation",
+    "output_compression",
+    "input_fidelity",
+    "complexity",
+    "output_format",
+    "background",
+)
 _PARTIAL_MAX = 3
 
 
@@ -119,18 +131,7 @@ def options(tool: Json, param: str) -> Json:
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise _refuse(f"{param}.model", "must be an image model name, or left out")
     requested = openai_images.requested_model({"model": model}) if model is not None else None
-    fmt = tool.get("output_format")
-    if fmt not in (None, "png"):
-        raise _refuse(
-            f"{param}.output_format",
-            f"{fmt!r} is not served: the image model draws PNG pictures; leave output_format out or send png",
-        )
-    if tool.get("background") not in (None, "auto", "opaque"):
-        raise _refuse(
-            f"{param}.background",
-            f"{tool.get('background')!r} is not served: the image model draws opaque pictures; "
-            "send auto or opaque",
-        )
+    openai_images.unservable(tool, f"{param}.")
     if tool.get("action") not in (None, "auto", "generate"):
         raise _refuse(
             f"{param}.action",

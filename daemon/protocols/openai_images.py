@@ -27,11 +27,16 @@ Fields of the request:
   ``<img>`` tag shows it; a client that downloads ``url`` over HTTP cannot,
   and should ask for ``b64_json``.
 - ``stream``: refused (400): partial images are not made upstream.
-- ``quality``, ``style``, ``background``, ``moderation``, ``output_format``,
-  ``output_compression``, ``partial_images``, ``user``: accepted and not
-  applied (the image model has no such settings); listed in
-  ``call.extra["ignored"]`` for the log. The answer's ``output_format`` says
+- ``background`` and ``output_format``: what no answer of the image model
+  can honour is a 400 (``unservable``, the one rule the Responses
+  ``image_generation`` tool follows too): a transparent background, and a
+  format that is not a raster picture (svg, gif). ``png``, ``jpeg`` and
+  ``webp`` are taken and not applied: the answer's ``output_format`` says
   what the picture really is.
+- ``quality``, ``style``, ``moderation``, ``output_compression``,
+  ``partial_images``, ``user`` (and ``background``, ``output_format`` when
+  taken): accepted and not applied (the image model has no such settings);
+  listed in ``call.extra["ignored"]`` for the log.
 
 The answer is OpenAI's ``ImagesResponse``: ``created``, ``data`` (one
 ``{"b64_json"}`` or ``{"url"}`` per picture), ``output_format``, and
@@ -81,6 +86,32 @@ _REFUSALS = frozenset(
     }
 )
 _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
+#: The output_format values a client may ask for and still be served: the
+#: model's picture, labelled with what it really is.
+RASTER_FORMATS = ("png", "jpeg", "webp")
+
+
+def unservable(opts: dict[str, Any], prefix: str = "") -> None:
+    """Raise BadRequest (``param`` = ``prefix`` + the field) for picture
+    options no answer of the image model can honour: a transparent
+    background (it draws opaque pictures) and an ``output_format`` that is no
+    raster picture. For the Images API and the Responses tool alike."""
+    background = opts.get("background")
+    if background not in (None, "auto", "opaque"):
+        param = f"{prefix}background"
+        raise BadRequest(
+            f"{param}: {background!r} is not served: the image model draws opaque pictures; "
+            "send auto or opaque, or leave it out",
+            param=param,
+        )
+    fmt = opts.get("output_format")
+    if fmt is not None and fmt not in RASTER_FORMATS:
+        param = f"{prefix}output_format"
+        raise BadRequest(
+            f"{param}: {fmt!r} is not served: the image model draws raster pictures (PNG); send "
+            f"{', '.join(RASTER_FORMATS)} (the answer's output_format says which it is), or leave it out",
+            param=param,
+        )
 
 
 def requested_model(body: dict[str, Any]) -> str | None:
@@ -173,6 +204,7 @@ def to_gemini(body: dict[str, Any], *, model: str, client_model: str = "") -> Ge
             "send the request without stream",
             param="stream",
         )
+    unservable(body)
     request = image_request(prompt, image_config(body.get("size")))
     ignored = [k for k in _IGNORED if body.get(k) is not None]
     return GeminiCall(

@@ -49,18 +49,17 @@ def test_options_map_the_size_and_list_what_is_not_applied() -> None:
     assert image_generation.options({"type": "image_generation", "model": "my-image"}, "t")[
         "requested_model"
     ] == ("my-image")
-    assert (
-        image_generation.options({"size": "auto", "partial_images": 2, "background": "opaque"}, "t")[
-            "image_config"
-        ]
-        == {}
+    taken = image_generation.options(
+        {"size": "auto", "partial_images": 2, "background": "opaque", "output_format": "webp"}, "t"
     )
+    assert taken["image_config"] == {}
+    assert taken["ignored"] == ["output_format", "background"]
 
 
 @pytest.mark.parametrize(
     ("tool", "field"),
     [
-        ({"output_format": "webp"}, "output_format"),
+        ({"output_format": "gif"}, "output_format"),
         ({"output_format": "svg"}, "output_format"),
         ({"background": "transparent"}, "background"),
         ({"action": "edit"}, "action"),

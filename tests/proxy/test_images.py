@@ -150,6 +150,26 @@ def test_missing_prompt_and_stream(proxy: Daemon, fake: FakeGoogle) -> None:
     assert image_calls(fake) == []
 
 
+def test_picture_options_follow_the_one_rule(client: OpenAI, proxy: Daemon, fake: FakeGoogle) -> None:
+    """What no image-model answer can honour is a 400 naming the field (as
+    for the Responses tool); a raster format is taken and the answer says
+    what the picture really is."""
+    res = client.images.generate(prompt="a kite", output_format="webp", background="opaque")
+    assert res.output_format == "png" and res.data and res.data[0].b64_json
+    assert len(image_calls(fake)) == 1
+    url = proxy.base_url + "/v1/images/generations"
+    headers = {"authorization": f"Bearer {proxy.api_key}"}
+    for body, param in (
+        ({"prompt": "x", "background": "transparent"}, "background"),
+        ({"prompt": "x", "output_format": "svg"}, "output_format"),
+    ):
+        r = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and "is not served" in err["message"]
+    assert len(image_calls(fake)) == 1
+
+
 def test_a_refused_prompt_is_a_400(client: OpenAI, fake: FakeGoogle) -> None:
     refusal = {
         "candidates": [

@@ -268,7 +268,7 @@ def test_follow_up_carries_the_item_back(client: OpenAI, fake: FakeGoogle, how: 
 @pytest.mark.parametrize(
     ("tool", "param"),
     [
-        ({"output_format": "jpeg"}, "tools[1].output_format"),
+        ({"output_format": "svg"}, "tools[1].output_format"),
         ({"background": "transparent"}, "tools[1].background"),
         ({"size": "1000x333"}, "tools[1].size"),
         ({"action": "edit"}, "tools[1].action"),
