@@ -163,6 +163,7 @@ class Dispatcher:
         ctx.attempts.append(record)
         try:
             token = await pool.access_token(acct)
+            await pool.ensure_project(acct)
             result = await self._method(method, token, body_for(acct, credits=True), model)
         except UpstreamHTTPError as exc:
             record.status, record.error = exc.status, f"credits: {exc.verdict}: {exc.message}"[:300]
@@ -201,13 +202,14 @@ class Dispatcher:
             if not await pool.recheck_after_reset(acct, model):
                 record.error = "quota still empty after its reset time"
                 continue
-            refreshed = waited = False
+            refreshed = waited = reread = False
             token: str | None = None
             while True:
                 try:
                     token = await pool.access_token(
                         acct, force=refreshed, rejected=token if refreshed else None
                     )
+                    await pool.ensure_project(acct)
                     result = await self._method(method, token, body_for(acct), model)
                 except InvalidGrant as exc:
                     record.status, record.error = 401, exc.message
@@ -218,6 +220,12 @@ class Dispatcher:
                     kind = pool.note_http_error(acct, model, exc)
                     if kind == "auth" and not refreshed:
                         refreshed = True
+                        continue
+                    if not acct.project and not reread:
+                        # A 403 that emptied the project (§9.6c/e): it is read
+                        # again (ensure_project, above) and this account tried
+                        # once more, before any other.
+                        reread = True
                         continue
                     if kind == "retry_same" and not waited:
                         # A sub-3-second rate limit: waiting beats switching (§9.2).

@@ -73,6 +73,7 @@ class Pool:
         self.accounts: dict[str, Account] = {}
         self.logins = oauth.LoginManager()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
+        self._project_locks: dict[str, asyncio.Lock] = {}
         self._refresh_failed: dict[str, tuple[float, GatewayError]] = {}
         self._sticky: dict[str, tuple[str, float]] = {}  # session -> (account id, last seen)
         self._rr = 0
@@ -207,7 +208,6 @@ class Pool:
         acct.tier = onboarding.tier_label(load)
         acct.plan = onboarding.plan_of(load)
         self._read_credits(acct, load)
-        self._project_checked[acct.id] = time.time()
         await self._fetch_quota_with(acct, token)
 
     async def _fetch_quota_with(self, acct: Account, token: str) -> None:
@@ -244,6 +244,26 @@ class Pool:
             and m.remaining_fraction is not None
         ]
         return bool(fractions) and max(fractions) > 0
+
+    async def ensure_project(self, acct: Account) -> None:
+        """Read the account's project again before its next call when a 403
+        emptied it (UPSTREAM.md §9.6c/e: re-resolve via loadCodeAssist):
+        a call with an empty ``project`` is a 400 that would end the request
+        as the caller's error. One read at a time per account; needs a
+        current access token (``access_token`` first)."""
+        if acct.project:
+            return
+        lock = self._project_locks.setdefault(acct.id, asyncio.Lock())
+        async with lock:
+            if acct.project:
+                return
+            # A 403 of the same kind within PROJECT_RECHECK_WINDOW of this
+            # read (the read's own included) is not the project's fault:
+            # note_http_error then applies the verdict's on_repeat.
+            self._project_checked[acct.id] = time.time()
+            await self._fetch_project_and_quota(acct)
+            log.info("account %s: project read again (%s)", acct.email, acct.project)
+            self.save(acct)
 
     async def refresh_account(self, acct: Account) -> Account:
         """Tokens + project + quota now (``agctl accounts refresh``)."""
@@ -495,6 +515,15 @@ class Pool:
             if fixed not in usable:
                 raise self.why_none(model, now, only=[fixed])
             return [fixed]
+        # An account whose catalog does not list the model (a free account
+        # has no Claude; a staged rollout reaches accounts one by one) gets a
+        # 404 for it, which is the caller's error (UPSTREAM.md §9.7) and ends
+        # the request. So while any usable account lists it, only those are
+        # candidates; when none does (a name only the [models] map knows, or
+        # catalogs not read yet), every usable account is.
+        listing = [a for a in usable if a.catalog.get(model) is not None]
+        if listing:
+            usable = listing
 
         def score(a: Account) -> float:
             return self._score(a, model)

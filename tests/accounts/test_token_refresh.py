@@ -245,11 +245,12 @@ def test_validation_required_marks_the_account(proxy: Proxy, g: FakeGoogle) -> N
 
 
 def test_permission_denied_disables_the_account(proxy: Proxy, g: FakeGoogle) -> None:
-    """A bare 403 "The caller does not have permission" (UPSTREAM.md §9.6e). The pool reads
-    the project again before disabling, unless it read it minutes ago — as here, where the
-    account was just added: then the account is disabled at once."""
+    """A bare 403 "The caller does not have permission" (UPSTREAM.md §9.6e): the pool reads
+    the project again before it tries once more; the same 403 on that read (this account
+    is refused everything) disables the account."""
     acct, _ = proxy.only(g, "tok-perm@example.com")
     checks = len(g.calls_to("loadCodeAssist"))  # the add read the project once
+    tries = len(g.calls_to("generateContent"))
     acct.forbidden = "PERMISSION_DENIED"
     try:
         r = proxy.generate()
@@ -261,7 +262,8 @@ def test_permission_denied_disables_the_account(proxy: Proxy, g: FakeGoogle) -> 
         assert "permission denied by Google" in reason and "does not have permission" in reason
         assert "agctl accounts enable" in reason
         assert acc["validation_url"] == ""
-        assert len(g.calls_to("loadCodeAssist")) == checks  # read at the add: not again
+        assert len(g.calls_to("loadCodeAssist")) == checks + 1  # read again once: refused
+        assert len(g.calls_to("generateContent")) == tries + 1  # so no second try
         assert "disabled: permission denied by Google" in proxy.d.ctl("accounts", "list").stdout
         # Not retried: the next request does not reach Google and says why.
         before = len(g.calls)
@@ -279,6 +281,7 @@ def test_tos_violation_disables_with_the_appeal_link(proxy: Proxy, g: FakeGoogle
     the only way back and where to file it."""
     acct, _ = proxy.only(g, "tok-tos@example.com")
     checks = len(g.calls_to("loadCodeAssist"))  # the add read the project once
+    tries = len(g.calls_to("generateContent"))
     acct.forbidden = "TOS_VIOLATION"
     try:
         r = proxy.generate()
