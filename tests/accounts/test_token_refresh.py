@@ -281,7 +281,6 @@ def test_tos_violation_disables_with_the_appeal_link(proxy: Proxy, g: FakeGoogle
     the only way back and where to file it."""
     acct, _ = proxy.only(g, "tok-tos@example.com")
     checks = len(g.calls_to("loadCodeAssist"))  # the add read the project once
-    tries = len(g.calls_to("generateContent"))
     acct.forbidden = "TOS_VIOLATION"
     try:
         r = proxy.generate()
