@@ -37,7 +37,7 @@ from daemon.errors import (
 from daemon.protocols import GeminiCall, image_generation, rules, server_tools, web_search
 from daemon.protocols.common import candidate, parts_of, usage_from_gemini
 from daemon.records import Attempt, RequestCtx
-from daemon.upstream.classify import Verdict, refuses_client_version
+from daemon.upstream.classify import Verdict, may_become_version_refusal, refuses_client_version
 from daemon.upstream.cloudcode import UpstreamHTTPError, envelope, image_request_id, session_id, sse_events
 from daemon.upstream.http import Reply
 
@@ -268,10 +268,22 @@ class Dispatcher:
         cc = self.pool.cloudcode
         if method == "stream":
             resp = await cc.open_stream(token, body, model=model)
-            events = sse_events(resp, model=model)
+            events: AsyncIterator[dict[str, Any]] = sse_events(resp, model=model)
             try:
                 first = await events.__anext__()
-                self._check_version(first)
+                # A refusal split over events is read whole before it is judged
+                # (a normal answer goes on at once: its first words differ).
+                held = [first]
+                text = _answer_text(first)
+                while may_become_version_refusal(text) and len(held) < _VERSION_PEEK_EVENTS:
+                    try:
+                        held.append(await events.__anext__())
+                    except StopAsyncIteration:
+                        break
+                    text += _answer_text(held[-1])
+                self._check_version_text(text)
+                if len(held) > 1:
+                    events = _replay(held[1:], events)
             except StopAsyncIteration:
                 await resp.aclose()
                 raise _EmptyAnswer() from None
@@ -287,19 +299,17 @@ class Dispatcher:
             inner = data.get("response", data) if isinstance(data, dict) else {}
             if not isinstance(inner, dict) or _is_empty(inner):
                 raise _EmptyAnswer()
-            self._check_version(inner)
+            self._check_version_text(_answer_text(inner))
             return inner
         return data
 
-    def _check_version(self, resp: dict[str, Any]) -> None:
+    def _check_version_text(self, text: str) -> None:
         """Google has refused old clients with a normal answer whose text
-        says so (UPSTREAM.md §2.2): that is an error, not the model's reply."""
-        cands = resp.get("candidates")
-        if not cands or not isinstance(cands[0], dict):
+        says so (UPSTREAM.md §2.2): that is an error, not the model's reply.
+        ``text``: the answer's first text (``_answer_text``)."""
+        if not text:
             return
-        parts = (cands[0].get("content") or {}).get("parts") or []
-        text = "".join(p.get("text", "") for p in parts[:3] if isinstance(p, dict) and not p.get("thought"))
-        if text and len(text) < 400 and refuses_client_version(text):
+        if len(text) < 400 and refuses_client_version(text):
             identity = self.pool.identity
             identity.note_rejection(text)
             raise UpstreamError(
@@ -643,6 +653,33 @@ def _set_parts(resp: dict[str, Any], parts: list[dict[str, Any]]) -> None:
     if cand:
         content = cand.setdefault("content", {"role": "model"})
         content["parts"] = parts
+
+
+# Stream events read ahead at most while an answer may still be a split
+# client-version refusal (its texts are about ten words).
+_VERSION_PEEK_EVENTS = 16
+
+
+def _answer_text(resp: dict[str, Any]) -> str:
+    """The answer's text (not thoughts) in its first parts, for the §2.2 check."""
+    return "".join(
+        p["text"] for p in parts_of(resp)[:3] if not p.get("thought") and isinstance(p.get("text"), str)
+    )
+
+
+async def _replay(
+    held: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    """The events read ahead, then the rest of the stream; closing it closes the rest."""
+    try:
+        for event in held:
+            yield event
+        async for event in rest:
+            yield event
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _first_text(request: dict[str, Any]) -> str:

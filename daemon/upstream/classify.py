@@ -680,10 +680,29 @@ CLIENT_VERSION_TEXTS = (
 )
 
 
+# How those refusals begin (§2.2's texts), for a stream that splits one over
+# several events: while an answer's text so far is a beginning of one of
+# these, it cannot be told from a refusal yet.
+CLIENT_VERSION_OPENINGS = (
+    "this version of antigravity is no longer supported",
+    "this version of antigravity is out of date",
+    "your current version of antigravity is out of date",
+    "your version of antigravity is out of date",
+)
+
+
 def refuses_client_version(text: str) -> bool:
     """Whether a model answer's text is Google refusing our client version (§2.2)."""
     low = _SPACE.sub(" ", text[:2000]).lower()
     return any(needle in low for needle in CLIENT_VERSION_TEXTS)
+
+
+def may_become_version_refusal(text: str) -> bool:
+    """Whether the text of an answer's first stream events is the beginning
+    of a client-version refusal, so more of it must be read to decide. A
+    normal answer stops being one by its first differing character."""
+    low = _SPACE.sub(" ", text[:200]).lower().lstrip()
+    return bool(low) and any(opening.startswith(low) for opening in CLIENT_VERSION_OPENINGS)
 
 
 # (needle in the lower-cased, whitespace-collapsed message, statuses it applies to or None for

@@ -35,6 +35,7 @@ from daemon.upstream.classify import (
     Retry,
     Verdict,
     classify,
+    may_become_version_refusal,
     parse_google_error,
     refuses_client_version,
 )
@@ -1125,3 +1126,20 @@ def test_client_version_refusal_as_answer_text() -> None:
     assert refuses_client_version("⏺ " + VERSION_UPDATE)
     assert refuses_client_version(VERSION_OUT_OF_DATE)
     assert not refuses_client_version("Antigravity is a fine name for a version control tool.")
+
+
+@pytest.mark.parametrize(
+    ("text", "undecided"),
+    [
+        ("This", True),
+        ("  this version of", True),
+        ("This version of Antigravity is no longer supp", True),
+        ("Your current version\nof Antigravity", True),
+        ("This version of Antigravity is no longer supported. Please", False),  # decided: a refusal
+        ("This version of Antigravity is great", False),
+        ("Hello", False),
+        ("", False),
+    ],
+)
+def test_may_become_version_refusal(text: str, undecided: bool) -> None:
+    assert may_become_version_refusal(text) is undecided

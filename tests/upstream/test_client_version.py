@@ -4,6 +4,7 @@ names a newer one."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Daemon, base_config, free_port, pooled_daemon
-from tests.fakes.google import FakeGoogle
+from tests.fakes.google import FakeGoogle, Reply
 
 EMAIL = "version@example.com"
 
@@ -97,3 +98,41 @@ def test_the_updater_manifest_names_a_newer_version(
 def test_a_bad_client_version_is_refused_by_config_set(old_client: Daemon) -> None:
     res = old_client.ctl("config", "set", "upstream.client_version", "2.x")
     assert res.returncode != 0 and "X.Y.Z" in (res.stderr + res.stdout)
+
+
+REFUSAL = "This version of Antigravity is no longer supported. Please update to receive the latest features!"
+
+
+def _stream_chat(d: Daemon) -> httpx.Response:
+    return httpx.post(
+        d.base_url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {d.api_key}"},
+        json={"model": "gemini-3-flash", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+
+
+def test_a_refusal_split_over_stream_events_is_still_a_refusal(fake: FakeGoogle) -> None:
+    """§2.2: the refusal came as a normal 200 answer; streamed, its words may
+    arrive over several events. It is read whole before the first byte goes
+    out, and never reaches the client as the model's text."""
+    email = "version-split@example.com"
+    fake.add_account(email=email)
+    with pooled_daemon(fake, [email], "ag-cvs-") as d:
+        fake.script([Reply(answer=REFUSAL, chunks=6, thought=False)], email=email)
+        r = _stream_chat(d)
+        assert r.status_code >= 500, r.text
+        assert "upstream.client_version" in r.text and "Please update" in r.text
+        assert d.status["upstream"]["client"]["rejected"]
+        # An answer that only starts like one streams as it is.
+        lookalike = "This version of Antigravity is the one you run. It works."
+        fake.script([Reply(answer=lookalike, chunks=6, thought=False)], email=email)
+        r = _stream_chat(d)
+        assert r.status_code == 200, r.text
+        text = "".join(
+            (json.loads(line[5:])["choices"] or [{}])[0].get("delta", {}).get("content") or ""
+            for line in r.text.splitlines()
+            if line.startswith("data:") and line.strip() != "data: [DONE]"
+        )
+        assert text == lookalike
+        assert d.status["upstream"]["client"]["rejected"] is None
