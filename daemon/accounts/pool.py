@@ -49,6 +49,10 @@ def credit_group(model: str) -> str:
 # A SUBSCRIPTION_REQUIRED / permission 403 again within this long after the
 # project was re-read is the account's state, not a stale project (§9.6c, e).
 PROJECT_RECHECK_WINDOW = 600.0
+# §9.3: a 429 without details that reached the pool had every host tried; a
+# second one for the same account within this many seconds is a throttle
+# that persists, and the account rests (the verdict's on_repeat).
+THROTTLE_REPEAT_WINDOW = 120.0
 
 
 class Pool:
@@ -67,6 +71,7 @@ class Pool:
         # Onboarding polls this often (tests make it short).
         self.onboard_poll_interval = onboarding.POLL_INTERVAL
         self._project_checked: dict[str, float] = {}
+        self._throttled: dict[str, float] = {}  # account id -> last §9.3 throttle
         self._catalog_key: tuple[int, int] | None = None
         self._generation = 0  # bumped whenever an account is saved
         self._catalog_cache = models_mod.Catalog()
@@ -436,6 +441,13 @@ class Pool:
                 acct.project = ""
                 self.save(acct)
                 log.warning("account %s: %s; its project is read again", acct.email, c.message)
+        elif effect is Effect.NONE and c.policy.on_repeat is not None:
+            now = time.time()
+            last = self._throttled.get(acct.id, 0.0)
+            self._throttled[acct.id] = now
+            if now - last < THROTTLE_REPEAT_WINDOW:
+                effect = c.policy.on_repeat
+                log.warning("account %s: %s; throttled again, it rests", acct.email, c.message)
         if effect is Effect.COOL_GROUP_UNTIL_RESET and model:
             wait = c.cooldown
             if wait is None:

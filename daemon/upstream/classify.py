@@ -652,6 +652,14 @@ class Classified:
     def gateway_error(self) -> GatewayError:
         """The error to answer the caller with when nothing else serves."""
         retry_after = self.cooldown if self.policy.error in (RateLimited, Overloaded) else None
+        if (
+            self.effect is Effect.NONE
+            and self.policy.on_repeat is not None
+            and self.error.retry_delay is None
+        ):
+            # The default cooldown is the rest a repeat earns (§9.3: the pool
+            # applies it), not a wait this one transient answer asks for.
+            retry_after = None
         return self.policy.error(self.message, retry_after=retry_after, upstream_status=self.error.status)
 
 

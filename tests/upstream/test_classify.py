@@ -841,6 +841,9 @@ def test_throttle_default_cooldown_is_for_a_repeat() -> None:
     c = classify(parse_google_error(429, THROTTLE.encode()), now=NOW)
     assert c.policy.on_repeat is Effect.COOL_MODEL
     assert c.cooldown == 300.0
+    # The caller is not told to wait the rest a repeat would earn.
+    err = c.gateway_error()
+    assert err.status == 429 and err.retry_after is None
 
 
 def test_capacity_is_overloaded_with_the_delay_as_hint() -> None:

@@ -5,6 +5,7 @@ official SDKs and the fake Google."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -160,10 +161,14 @@ def test_envelope_session_id_is_stable_and_no_user_project_header(daemon: Daemon
 
 
 def _one_request(d: Daemon) -> httpx.Response:
+    return _chat(d, "hi")
+
+
+def _chat(d: Daemon, text: str) -> httpx.Response:
     return httpx.post(
         d.base_url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {d.api_key}"},
-        json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi"}]},
+        json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": text}]},
         timeout=30,
     )
 
@@ -203,6 +208,33 @@ def test_what_an_error_does_to_the_account(
         assert "appeal" in acc["disabled_reason"].lower() or acc["validation_url"].startswith(
             "https://forms.gle/"
         )
+
+
+def test_a_throttle_that_persists_rests_the_account(fake: FakeGoogle) -> None:
+    """§9.3, on a one-account pool (nothing else to serve): one bare 429 is a
+    transient, so nothing rests and the caller is not told to wait minutes;
+    the same account throttled again soon after rests for minutes, visibly,
+    and is not asked again meanwhile."""
+    email = "w-throttle@example.com"
+    fake.add_account(email=email)
+    with pooled_daemon(fake, [email], "ag-thr-") as d:
+        fake.fail_next("RESOURCE_EXHAUSTED", 2, email=email)
+        first = _chat(d, "one")
+        assert first.status_code == 429, first.text
+        assert "retry-after" not in first.headers
+        assert not _account(d, email)["cooldowns"]
+        second = _chat(d, "two")
+        # The account now rests: the answer says until when.
+        assert second.status_code == 503 and "until" in second.text, second.text
+        acc = _account(d, email)
+        assert acc["state"] == "cooling_down", acc
+        assert "gemini-3-flash" in acc["cooldowns"], acc["cooldowns"]
+        assert "THROTTLED" in json.dumps(acc["cooldowns"]), acc["cooldowns"]
+        n = len(fake.calls)
+        third = _chat(d, "three")
+        assert third.status_code in (429, 503), third.text
+        assert int(third.headers["retry-after"]) > 60
+        assert _inference(fake, n) == []
 
 
 @pytest.mark.parametrize("kind", ["NOT_FOUND", "INVALID_ARGUMENT"])
