@@ -26,8 +26,12 @@ from daemon.upstream.http import HttpClient
 
 log = logging.getLogger(__name__)
 
+# UPSTREAM.md §3.1 (the scopes are disputed among peers): what Google's
+# tokeninfo shows on a real agy token of the same client, ``aicode`` included
+# (said to give the whole model catalog; a token without it still works).
 SCOPES = [
     "openid",
+    "https://www.googleapis.com/auth/aicode",
     "https://www.googleapis.com/auth/cloud-platform",
     "https://www.googleapis.com/auth/userinfo.email",
     "https://www.googleapis.com/auth/userinfo.profile",

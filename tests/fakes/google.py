@@ -264,8 +264,8 @@ DEFAULT_CLIENT_SECRET = "test-secret"
 #: Accepted instead of a real signature on a Gemini functionCall part.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 DEFAULT_EXPIRES_IN = 3599
-DEFAULT_SCOPES = (
-    "openid https://www.googleapis.com/auth/cloud-platform "
+DEFAULT_SCOPES = (  # a real agy token's, per Google's tokeninfo (UPSTREAM.md §3.1)
+    "openid https://www.googleapis.com/auth/aicode https://www.googleapis.com/auth/cloud-platform "
     "https://www.googleapis.com/auth/userinfo.email "
     "https://www.googleapis.com/auth/userinfo.profile "
     "https://www.googleapis.com/auth/cclog "
