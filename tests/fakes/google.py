@@ -2849,10 +2849,9 @@ class FakeGoogle:
                 entry["quotaInfo"] = {"remainingFraction": 1}
             elif info.get("quota", True):
                 bucket = account.bucket(BUCKETS[group][1])
-                entry["quotaInfo"] = {
-                    "remainingFraction": bucket.fraction,
-                    "resetTime": _rfc3339(bucket.reset),
-                }
+                entry["quotaInfo"] = _without_zero(
+                    {"remainingFraction": bucket.fraction, "resetTime": _rfc3339(bucket.reset)}
+                )
             models[model_id] = entry
         return {"models": models, **_catalog_meta(set(models))}
 
@@ -3513,7 +3512,7 @@ def _quota_summary(account: Account) -> dict[str, Any]:
             if bucket.fraction < 1:
                 entry["description"] = _refresh_text(window, bucket.reset - now)
             entry["remainingFraction"] = bucket.fraction
-            buckets.append(entry)
+            buckets.append(_without_zero(entry))
         groups.append({"buckets": buckets, "displayName": display, "description": description})
     return {"groups": groups, "description": SUMMARY_DESCRIPTION}
 
@@ -3530,8 +3529,16 @@ def _quota_per_model(account: Account) -> dict[str, Any]:
         entry["tokenType"] = "REQUESTS"
         entry["modelId"] = model_id
         entry["remainingFraction"] = quota[0] if quota is not None else 1
-        buckets.append(entry)
+        buckets.append(_without_zero(entry))
     return {"buckets": buckets}
+
+
+def _without_zero(entry: dict[str, Any]) -> dict[str, Any]:
+    """proto3 JSON leaves a field at its default out: an exhausted bucket has
+    no ``remainingFraction`` at all (UPSTREAM.md §4.1: missing means 0)."""
+    if entry.get("remainingFraction") == 0:
+        del entry["remainingFraction"]
+    return entry
 
 
 def _error_body(reply: Reply, model: str) -> dict[str, Any]:

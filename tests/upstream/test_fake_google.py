@@ -416,6 +416,12 @@ def test_quota_info_is_the_group_five_hour_bucket(fake: FakeGoogle, client: http
         "remainingFraction": 0.9520131,
     }
     assert buckets["claude-sonnet-4-6"]["remainingFraction"] == 0.25
+    # An exhausted bucket: proto3 JSON leaves the zero out (UPSTREAM.md §4.1).
+    acct.set_quota("claude-opus-4-6-thinking", 0.0)
+    models = post(client, fake, "fetchAvailableModels", {}).json()["models"]
+    assert models["claude-sonnet-4-6"]["quotaInfo"] == {"resetTime": "2030-01-01T15:29:22Z"}
+    per_model = post(client, fake, "retrieveUserQuota", {"project": "proj-a"}).json()
+    assert "remainingFraction" not in {b["modelId"]: b for b in per_model["buckets"]}["claude-sonnet-4-6"]
 
 
 def test_quota_summary_shape(fake: FakeGoogle, client: httpx.Client) -> None:
