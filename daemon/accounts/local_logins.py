@@ -23,6 +23,7 @@ import binascii
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,8 +169,38 @@ KEYRING_PLACE = f"OS keyring (service {KEYRING_SERVICE!r}, user {KEYRING_USER!r}
 KeyringGet = Callable[[str, str], "str | None"]
 
 
+# Windows: go-keyring keeps the entry as a generic credential named
+# "service:user" whose blob is the UTF-8 text (UPSTREAM.md §3.2b). keyring's
+# own Windows backend looks for "service" and "user@service" and reads the
+# blob as UTF-16, so it would never find it: the credential is read here,
+# through win32ctypes (the package keyring uses on Windows).
+_ERROR_NOT_FOUND = 1168
+
+
+def windows_credential(service: str, user: str) -> str | None:
+    from win32ctypes.pywin32 import pywintypes, win32cred  # type: ignore[import-not-found]
+
+    try:
+        cred = win32cred.CredRead(f"{service}:{user}", win32cred.CRED_TYPE_GENERIC)
+    except pywintypes.error as exc:
+        if getattr(exc, "winerror", None) == _ERROR_NOT_FOUND:
+            return None
+        raise
+    blob = cred.get("CredentialBlob") or b""
+    if isinstance(blob, str):  # some versions hand the blob back as text
+        blob = blob.encode("latin-1")
+    return bytes(blob).decode("utf-8", "replace")
+
+
 def _keyring_get() -> KeyringGet | str:
-    """keyring.get_password, or why it cannot be used."""
+    """How the OS keyring is read (keyring.get_password; on Windows the
+    credential go-keyring writes), or why it cannot be."""
+    if sys.platform == "win32":
+        try:
+            import win32ctypes.pywin32  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            return "the `keyring` package is not installed (pip install 'antigravity[keyring]')"
+        return windows_credential
     try:
         import keyring
     except ImportError:

@@ -538,3 +538,42 @@ def test_oauth_detect_saves_only_with_consent(make_daemon: Any, tmp_path: Path) 
     res = d.ctl("oauth", "detect", "--path", str(tmp_path / "empty"))
     assert res.returncode == 1
     assert "agctl config set oauth.client_secret" in res.stderr and str(tmp_path / "empty") in res.stderr
+
+
+def test_windows_credential_reads_what_go_keyring_writes(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows the login is a generic credential "gemini:antigravity" with
+    the JSON as UTF-8 bytes (UPSTREAM.md §3.2b). The OS call is the edge: a
+    stand-in for win32ctypes' CredRead holds that credential."""
+    import sys
+    import types
+
+    refresh = rt()
+    store = {"gemini:antigravity": token_json(refresh).encode("utf-8")}
+    asked: list[tuple[str, int]] = []
+
+    class WinError(Exception):
+        def __init__(self, winerror: int) -> None:
+            super().__init__(winerror)
+            self.winerror = winerror
+
+    def cred_read(target: str, kind: int) -> dict[str, Any]:
+        asked.append((target, kind))
+        if target not in store:
+            raise WinError(1168)  # ERROR_NOT_FOUND
+        return {"TargetName": target, "UserName": "antigravity", "CredentialBlob": store[target]}
+
+    win32cred = types.SimpleNamespace(CredRead=cred_read, CRED_TYPE_GENERIC=1)
+    pywin32 = types.ModuleType("win32ctypes.pywin32")
+    pywin32.win32cred = win32cred  # type: ignore[attr-defined]
+    pywin32.pywintypes = types.SimpleNamespace(error=WinError)  # type: ignore[attr-defined]
+    package = types.ModuleType("win32ctypes")
+    package.pywin32 = pywin32  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "win32ctypes", package)
+    monkeypatch.setitem(sys.modules, "win32ctypes.pywin32", pywin32)
+    monkeypatch.setattr(local_logins.sys, "platform", "win32")
+
+    search = local_logins.discover(("keyring",))
+    assert [(x.source, x.refresh_token) for x in search.found] == [("keyring", refresh)]
+    assert asked == [("gemini:antigravity", 1)]
+    store.clear()
+    assert "no entry" in local_logins.discover(("keyring",)).tried[0]
