@@ -340,16 +340,14 @@ class Dispatcher:
             # Stable per conversation (§5.2): the client's session key, else
             # the first user text.
             call.request["sessionId"] = session_id(call.session_key or _first_text(call.request))
-        cache: dict[tuple[str, bool], bytes] = {}
 
         def body_for(acct: Account, credits: bool = False) -> bytes:
-            key = (acct.project, credits)
-            if key not in cache:
-                env = envelope(project=acct.project, model=call.model, request=call.request)
-                if credits:
-                    env["enabledCreditTypes"] = [CREDIT_TYPE]
-                cache[key] = _encode(env)
-            return cache[key]
+            # Encoded per attempt: each attempt has its own requestId (§5.1),
+            # a retry on the same account included.
+            env = envelope(project=acct.project, model=call.model, request=call.request)
+            if credits:
+                env["enabledCreditTypes"] = [CREDIT_TYPE]
+            return _encode(env)
 
         return body_for
 

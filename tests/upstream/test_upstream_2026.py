@@ -237,6 +237,18 @@ def test_a_throttle_that_persists_rests_the_account(fake: FakeGoogle) -> None:
         assert _inference(fake, n) == []
 
 
+def test_a_retry_on_the_same_account_has_its_own_request_id(daemon: Daemon, fake: FakeGoogle) -> None:
+    """§5.1: requestId is unique per attempt; a sub-second rate limit is waited
+    out on the same account (§9.2), and that second attempt is a new request."""
+    fake.fail_next("RATE_LIMIT_EXCEEDED", 1)
+    n = len(fake.calls)
+    assert _chat(daemon, "once more").status_code == 200
+    first, second = _inference(fake, n)
+    assert (first.status, second.status) == (429, 200) and first.email == second.email
+    assert first.body["requestId"] != second.body["requestId"]
+    assert first.body["request"]["sessionId"] == second.body["request"]["sessionId"]
+
+
 @pytest.mark.parametrize("kind", ["NOT_FOUND", "INVALID_ARGUMENT"])
 def test_client_errors_touch_no_account_and_try_no_other(daemon: Daemon, fake: FakeGoogle, kind: str) -> None:
     fake.fail_next(kind, 1)
