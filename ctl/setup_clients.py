@@ -392,10 +392,31 @@ def load_manifest(client: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# A value under a name that says it is secret, in the files setup edits:
+# JSON ("ANTHROPIC_AUTH_TOKEN": "…") and .env / shell (GEMINI_API_KEY=…).
+_SECRET_VALUE = re.compile(
+    r"""((?:"[^"\n]*(?:key|token|secret|password)[^"\n]*"\s*:\s*")"""
+    r"""|(?:^[-+ ]?\s*(?:export\s+)?[A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD)[A-Za-z0-9_]*\s*=\s*["']?))"""
+    r"""([^"'\s]*)""",
+    re.IGNORECASE | re.MULTILINE,
+)
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # a variable's name (Codex's env_key), not a secret
+
+
+def _mask_value(m: re.Match[str]) -> str:
+    value = m.group(2)
+    # Not secrets: a variable's name or a reference to one ({env:X}, $X).
+    if not value or _ENV_NAME.fullmatch(value) or value.endswith("…") or value.startswith(("{env:", "$")):
+        return m.group(0)
+    return f"{m.group(1)}{value[:4]}…"
+
+
 def _mask(text: str, t: Target) -> str:
-    """No key in a diff: the proxy's (by value), and anything key-shaped,
-    such as the key an undo puts back or takes away (by pattern)."""
-    return redact(text.replace(t.api_key, t.api_key[:5] + "…") if t.api_key else text)
+    """No key in a diff: the proxy's (by value), anything key-shaped (by
+    pattern), and any value under a name that says it is secret (the key an
+    undo puts back or takes away, the user's own keys beside ours)."""
+    text = text.replace(t.api_key, t.api_key[:5] + "…") if t.api_key else text
+    return _SECRET_VALUE.sub(_mask_value, redact(text))
 
 
 def _diff(path: Path, before: bytes | None, after: bytes | None, t: Target) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -161,13 +162,18 @@ class Dispatcher:
         acct = cands[0]
         record = Attempt(account=acct.email, error="paid with AI credits")
         ctx.attempts.append(record)
+        sent: str | None = None
         try:
             token = await pool.access_token(acct)
             await pool.ensure_project(acct)
+            sent = acct.project
             result = await self._method(method, token, body_for(acct, credits=True), model)
         except UpstreamHTTPError as exc:
             record.status, record.error = exc.status, f"credits: {exc.verdict}: {exc.message}"[:300]
-            pool.note_http_error(acct, model, exc)
+            pool.note_http_error(acct, model, exc, sent_project=sent)
+            return None
+        except _EmptyAnswer:
+            record.error = "credits: empty answer"
             return None
         except GatewayError as exc:
             record.status, record.error = exc.status, f"credits: {exc.message}"[:300]
@@ -202,14 +208,16 @@ class Dispatcher:
             if not await pool.recheck_after_reset(acct, model):
                 record.error = "quota still empty after its reset time"
                 continue
-            refreshed = waited = reread = False
+            refreshed = waited = reread = force = False
             token: str | None = None
             while True:
+                sent: str | None = None  # the project the call carried
+                sent_at: float | None = None
                 try:
-                    token = await pool.access_token(
-                        acct, force=refreshed, rejected=token if refreshed else None
-                    )
+                    token = await pool.access_token(acct, force=force, rejected=token if force else None)
+                    force = False
                     await pool.ensure_project(acct)
+                    sent, sent_at = acct.project, time.time()
                     result = await self._method(method, token, body_for(acct), model)
                 except InvalidGrant as exc:
                     record.status, record.error = 401, exc.message
@@ -217,14 +225,14 @@ class Dispatcher:
                     break
                 except UpstreamHTTPError as exc:
                     record.status, record.error = exc.status, f"{exc.verdict}: {exc.message}"[:300]
-                    kind = pool.note_http_error(acct, model, exc)
+                    kind = pool.note_http_error(acct, model, exc, sent_project=sent, sent_at=sent_at)
                     if kind == "auth" and not refreshed:
-                        refreshed = True
+                        refreshed = force = True
                         continue
-                    if not acct.project and not reread:
-                        # A 403 that emptied the project (§9.6c/e): it is read
-                        # again (ensure_project, above) and this account tried
-                        # once more, before any other.
+                    if sent is not None and acct.project != sent and not reread:
+                        # A 403 that put the project in doubt (§9.6c/e): it is
+                        # read again (ensure_project, above; or it was, for a
+                        # call sent before) and this account tried once more.
                         reread = True
                         continue
                     if kind == "retry_same" and not waited:
@@ -269,11 +277,12 @@ class Dispatcher:
         if method == "stream":
             resp = await cc.open_stream(token, body, model=model)
             events: AsyncIterator[dict[str, Any]] = sse_events(resp, model=model)
+            held: list[dict[str, Any]] = []
             try:
                 first = await events.__anext__()
                 # A refusal split over events is read whole before it is judged
                 # (a normal answer goes on at once: its first words differ).
-                held = [first]
+                held.append(first)
                 text = _answer_text(first)
                 while may_become_version_refusal(text) and len(held) < _VERSION_PEEK_EVENTS:
                     try:
@@ -287,8 +296,10 @@ class Dispatcher:
             except StopAsyncIteration:
                 await resp.aclose()
                 raise _EmptyAnswer() from None
-            except UpstreamTimeout:
+            except UpstreamTimeout as exc:
                 await resp.aclose()
+                if held:  # went silent while its first words were read ahead
+                    raise exc from None
                 raise UpstreamTimeout("the upstream sent nothing before the read timeout") from None
             except BaseException:
                 await resp.aclose()

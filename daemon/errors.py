@@ -45,6 +45,7 @@ _SECRET_RE = re.compile(
     r"(ya29\.[A-Za-z0-9_\-]{0,4})[A-Za-z0-9_\-\.]+"  # Google access tokens
     r"|(1//[A-Za-z0-9_\-]{0,2})[A-Za-z0-9_\-]+"  # Google refresh tokens
     r"|(sk-[A-Za-z0-9]{0,2})[A-Za-z0-9_\-]{6,}"  # proxy / provider keys
+    r"|(AIza[A-Za-z0-9_\-]{0,2})[A-Za-z0-9_\-]{20,}"  # Google API keys (GEMINI_API_KEY)
 )
 
 

@@ -53,6 +53,8 @@ PROJECT_RECHECK_WINDOW = 600.0
 # second one for the same account within this many seconds is a throttle
 # that persists, and the account rests (the verdict's on_repeat).
 THROTTLE_REPEAT_WINDOW = 120.0
+# A project read that failed is not tried again per request before this.
+PROJECT_RETRY_AFTER = 60.0
 
 
 class Pool:
@@ -71,7 +73,7 @@ class Pool:
         # Onboarding polls this often (tests make it short).
         self.onboard_poll_interval = onboarding.POLL_INTERVAL
         self._project_checked: dict[str, float] = {}
-        self._throttled: dict[str, float] = {}  # account id -> last §9.3 throttle
+        self._throttled: dict[tuple[str, str], float] = {}  # (account id, model) -> first §9.3 throttle
         self._catalog_key: tuple[int, int] | None = None
         self._generation = 0  # bumped whenever an account is saved
         self._catalog_cache = models_mod.Catalog()
@@ -79,6 +81,7 @@ class Pool:
         self.logins = oauth.LoginManager()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
         self._project_locks: dict[str, asyncio.Lock] = {}
+        self._project_failed: dict[str, tuple[float, GatewayError]] = {}
         self._refresh_failed: dict[str, tuple[float, GatewayError]] = {}
         self._sticky: dict[str, tuple[str, float]] = {}  # session -> (account id, last seen)
         self._rr = 0
@@ -195,6 +198,11 @@ class Pool:
     async def _fetch_project_and_quota(self, acct: Account) -> None:
         """Project (onboarding a fresh account, UPSTREAM.md §3.4), plan, catalog
         and quota windows."""
+        await self._fetch_project(acct)
+        await self._fetch_quota_with(acct, acct.access_token)
+
+    async def _fetch_project(self, acct: Account) -> None:
+        """Project (onboarding a fresh account, UPSTREAM.md §3.4) and plan."""
         token = acct.access_token
         meta = {"metadata": dict(onboarding.CLIENT_METADATA)}
         load = await self.cloudcode.call("loadCodeAssist", token, meta)
@@ -213,7 +221,6 @@ class Pool:
         acct.tier = onboarding.tier_label(load)
         acct.plan = onboarding.plan_of(load)
         self._read_credits(acct, load)
-        await self._fetch_quota_with(acct, token)
 
     async def _fetch_quota_with(self, acct: Account, token: str) -> None:
         data = await self.cloudcode.call("fetchAvailableModels", token, {"project": acct.project})
@@ -262,11 +269,22 @@ class Pool:
         async with lock:
             if acct.project:
                 return
+            failed = self._project_failed.get(acct.id)
+            if failed is not None and time.time() - failed[0] < PROJECT_RETRY_AFTER:
+                raise failed[1]  # read and failed a moment ago: not again per request
             # A 403 of the same kind within PROJECT_RECHECK_WINDOW of this
             # read (the read's own included) is not the project's fault:
             # note_http_error then applies the verdict's on_repeat.
             self._project_checked[acct.id] = time.time()
-            await self._fetch_project_and_quota(acct)
+            try:
+                await self._fetch_project(acct)
+            except onboarding.ValidationRequired as exc:
+                self.disable(acct, exc.message, exc.url)
+                raise
+            except GatewayError as exc:  # onboarding did not finish, no project, ...
+                self._project_failed[acct.id] = (time.time(), exc)
+                raise
+            self._project_failed.pop(acct.id, None)
             log.info("account %s: project read again (%s)", acct.email, acct.project)
             self.save(acct)
 
@@ -420,7 +438,15 @@ class Pool:
         )
         return until
 
-    def note_http_error(self, acct: Account, model: str | None, exc: UpstreamHTTPError) -> str:
+    def note_http_error(
+        self,
+        acct: Account,
+        model: str | None,
+        exc: UpstreamHTTPError,
+        *,
+        sent_project: str | None = None,
+        sent_at: float | None = None,
+    ) -> str:
         """Apply what the classifier says an upstream error means for the
         account (UPSTREAM.md §9.11, ``daemon.upstream.classify.POLICIES``).
 
@@ -428,11 +454,16 @@ class Pool:
         ``exc.classified.cooldown`` seconds), ``auth`` (refresh the token
         once and retry), ``next`` (another account), ``client`` (the
         caller's own error: answer now), ``stop`` (no account would do
-        better: answer now)."""
+        better: answer now). ``sent_project``: the project the failed call
+        carried (a request sent before the project was read again says
+        nothing of the new one); ``sent_at``: when it was sent (a throttle
+        met by calls already in flight together is one event)."""
         c = exc.classified
         cfg = self._config().scheduling
         effect = c.effect
-        if effect is Effect.RECHECK_PROJECT:
+        if effect is Effect.RECHECK_PROJECT and sent_project is not None and sent_project != acct.project:
+            effect = Effect.NONE  # the project is being (or was) read again already
+        elif effect is Effect.RECHECK_PROJECT:
             checked = self._project_checked.get(acct.id, 0.0)
             if time.time() - checked < PROJECT_RECHECK_WINDOW:
                 effect = c.policy.on_repeat or Effect.DISABLE
@@ -441,11 +472,14 @@ class Pool:
                 acct.project = ""
                 self.save(acct)
                 log.warning("account %s: %s; its project is read again", acct.email, c.message)
-        elif effect is Effect.NONE and c.policy.on_repeat is not None:
+        elif effect is Effect.NONE and c.policy.on_repeat is not None and model:
             now = time.time()
-            last = self._throttled.get(acct.id, 0.0)
-            self._throttled[acct.id] = now
-            if now - last < THROTTLE_REPEAT_WINDOW:
+            key = (acct.id, model)
+            first = self._throttled.get(key)
+            if first is None or now - first >= THROTTLE_REPEAT_WINDOW:
+                self._throttled[key] = now
+            elif sent_at is None or sent_at >= first:  # sent after the first throttle was seen
+                self._throttled.pop(key, None)
                 effect = c.policy.on_repeat
                 log.warning("account %s: %s; throttled again, it rests", acct.email, c.message)
         if effect is Effect.COOL_GROUP_UNTIL_RESET and model:
@@ -533,9 +567,15 @@ class Pool:
         # the request. So while any usable account lists it, only those are
         # candidates; when none does (a name only the [models] map knows, or
         # catalogs not read yet), every usable account is.
-        listing = [a for a in usable if a.catalog.get(model) is not None]
+        # Judged on every enabled account: when the ones that list it are all
+        # cooling or out of quota, the answer is theirs (when they serve
+        # again), not a 404 from an account that never had the model.
+        listing = [a for a in self.accounts.values() if a.enabled and a.catalog.get(model) is not None]
         if listing:
-            usable = listing
+            listed = {a.id for a in listing}
+            usable = [a for a in usable if a.id in listed]
+            if not usable:
+                raise self.why_none(model, now, only=listing)
 
         def score(a: Account) -> float:
             return self._score(a, model)

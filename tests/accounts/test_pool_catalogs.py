@@ -11,6 +11,7 @@ that is no longer the account's with 403 SUBSCRIPTION_REQUIRED, §9.6c).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -75,3 +76,40 @@ def test_a_moved_project_is_read_again_and_the_request_served(fake: FakeGoogle) 
         assert [(c.method, c.status) for c in fake.calls[since:] if c.api == "v1internal"] == [
             ("generateContent", 200)
         ]
+
+
+def test_when_the_accounts_that_list_it_rest_the_others_are_not_asked(fake: FakeGoogle) -> None:
+    """The Pro account (the only one with Claude) runs out of Claude quota: the
+    answer says when it serves again; the free account is never sent Claude."""
+    fake.add_account("rest-free@example.com", tier="FREE", models={"gemini-3-flash": {}})
+    fake.add_account("rest-pro@example.com")
+    with pooled_daemon(fake, ["rest-free@example.com", "rest-pro@example.com"], "ag-rest-") as d:
+        fake.fail_next("QUOTA_EXHAUSTED", 1, email="rest-pro@example.com")
+        since = len(fake.calls)
+        r = chat(d, CLAUDE, "after the quota")
+        assert r.status_code in (429, 503), r.text
+        assert "until" in r.text or "reset" in r.text.lower(), r.text
+        assert [c.email for c in model_calls(fake, CLAUDE, since)] == ["rest-pro@example.com"]
+
+
+def test_parallel_requests_with_a_moved_project_keep_the_account(fake: FakeGoogle) -> None:
+    """Several requests in flight with the old project all get the 403: one
+    read of the project serves them all, and none of them counts as the 403
+    coming back after that read (which would disable the account)."""
+    fake.add_account("moved-par@example.com")
+    with pooled_daemon(fake, ["moved-par@example.com"], "ag-movp-") as d:
+        assert chat(d, CLAUDE, "before").status_code == 200
+        fake.account("moved-par@example.com").project = "proj-moved-par"
+        results: list[int] = []
+
+        def one(i: int) -> None:
+            results.append(chat(d, CLAUDE, f"parallel {i}").status_code)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == [200] * 4
+        (acct,) = d.admin("GET", "/accounts")["accounts"]
+        assert acct["enabled"] is True, acct

@@ -341,3 +341,26 @@ def test_agctl_setup_end_to_end(fake: FakeGoogle, tmp_path: Path) -> None:
         assert res.returncode == 1 and str(path) in res.stderr
         assert path.read_bytes() == b"{oops"
         os.unlink(path)
+
+
+def test_diffs_mask_every_secret_but_keep_names() -> None:
+    t = sc.Target(base_url="http://127.0.0.1:8045", api_key="sk-proxykey0123456789")
+    diff = "\n".join(
+        [
+            '+    "ANTHROPIC_AUTH_TOKEN": "sk-proxykey0123456789",',
+            "-GEMINI_API_KEY=AIzaSyD0123456789abcdefghijklmnopqrs",
+            '     "GITHUB_TOKEN": "ghp_abcdefghijklmnopqrstuvwxyz",',
+            '+env_key = "ANTIGRAVITY_API_KEY"',
+            '+  "apiKey": "{env:ANTIGRAVITY_API_KEY}"',
+            '+    "ANTHROPIC_BASE_URL": "http://127.0.0.1:8045",',
+        ]
+    )
+    out = sc._mask(diff, t)
+    for secret in (
+        "sk-proxykey0123456789",
+        "AIzaSyD0123456789abcdefghijklmnopqrs",
+        "ghp_abcdefghijklmnopqrstuvwxyz",
+    ):
+        assert secret not in out
+    assert 'env_key = "ANTIGRAVITY_API_KEY"' in out and "{env:ANTIGRAVITY_API_KEY}" in out
+    assert '"ANTHROPIC_BASE_URL": "http://127.0.0.1:8045"' in out
