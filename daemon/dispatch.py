@@ -284,12 +284,14 @@ class Dispatcher:
                 # (a normal answer goes on at once: its first words differ).
                 held.append(first)
                 text = _answer_text(first)
-                while may_become_version_refusal(text) and len(held) < _VERSION_PEEK_EVENTS:
+                said = _says_something(first)
+                while (may_become_version_refusal(text) or not said) and len(held) < _VERSION_PEEK_EVENTS:
                     try:
                         held.append(await events.__anext__())
                     except StopAsyncIteration:
                         break
                     text += _answer_text(held[-1])
+                    said = said or _says_something(held[-1])
                 self._check_version_text(text)
                 if len(held) > 1:
                     events = _replay(held[1:], events)
@@ -674,6 +676,15 @@ def _answer_text(resp: dict[str, Any]) -> str:
     return "".join(
         p["text"] for p in parts_of(resp)[:3] if not p.get("thought") and isinstance(p.get("text"), str)
     )
+
+
+def _says_something(resp: dict[str, Any]) -> bool:
+    """Whether a stream event carries any of the answer (text, a thought, a
+    call, a picture): events before the first that does are read ahead too,
+    since a refusal may follow them."""
+    return any(
+        p.get("text") or p.get("thought") or "functionCall" in p or "inlineData" in p for p in parts_of(resp)
+    ) or bool(candidate(resp).get("finishReason"))
 
 
 async def _replay(

@@ -533,8 +533,10 @@ def test_real_claude_code_compacts_on_prompt_too_long(
     assert refused and all("maximum context length is 30000" in r["error"] for r in refused), rows
     # ... none of them reached an account ...
     calls = [c for c in generate_calls(fake) if c.status == 200]
-    served = [r for r in rows if r["route"] == "messages" and r["status"] == 200]
-    assert len(calls) == len(served)
+    # (Every request that was not refused made one call; Claude Code may have
+    # given up on one of them before its answer ended: a row of another status.)
+    not_refused = [r for r in rows if r["route"] == "messages" and r["status"] != 400]
+    assert len(calls) == len(not_refused), [(r["status"], r["error"]) for r in not_refused]
     assert all(c.model == CC_MODEL for c in calls)
     # ... and Claude Code compacted, twice over the six commands: each summary
     # request ended with its prompt, each got its summary.

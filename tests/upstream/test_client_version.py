@@ -136,3 +136,16 @@ def test_a_refusal_split_over_stream_events_is_still_a_refusal(fake: FakeGoogle)
         )
         assert text == lookalike
         assert d.status["upstream"]["client"]["rejected"] is None
+        # A refusal after an event that says nothing yet (a role, no parts) is read too.
+        empty = {"candidates": [{"content": {"role": "model", "parts": []}}]}
+        half = [
+            {"candidates": [{"content": {"role": "model", "parts": [{"text": REFUSAL[:20]}]}}]},
+            {
+                "candidates": [
+                    {"content": {"role": "model", "parts": [{"text": REFUSAL[20:]}]}, "finishReason": "STOP"}
+                ]
+            },
+        ]
+        fake.script([Reply.raw(half[-1], events=[empty, *half])], email=email)
+        r = _stream_chat(d)
+        assert r.status_code >= 500 and "upstream.client_version" in r.text, r.text
