@@ -528,14 +528,21 @@ def test_real_claude_code_compacts_on_prompt_too_long(
     assert "marker-6" in res.stdout
     # The gateway refused over-long prompts (answered as Anthropic's "prompt is
     # too long: N tokens > M maximum", see test_anthropic_prompt_is_too_long) ...
-    rows = claude_proxy.admin("GET", "/logs")["rows"]
+    calls = [c for c in generate_calls(fake) if c.status == 200]
+    # (The request log is written off the event loop, in batches: the last
+    # rows may land a moment after the CLI exits.)
+    deadline = time.monotonic() + 10
+    while True:
+        rows = claude_proxy.admin("GET", "/logs")["rows"]
+        # Every request that was not refused made one call; Claude Code may
+        # have given up on one before its answer ended (a row of another status).
+        not_refused = [r for r in rows if r["route"] == "messages" and r["status"] != 400]
+        if len(not_refused) >= len(calls) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     refused = [r for r in rows if r["route"] == "messages" and r["status"] == 400]
     assert refused and all("maximum context length is 30000" in r["error"] for r in refused), rows
     # ... none of them reached an account ...
-    calls = [c for c in generate_calls(fake) if c.status == 200]
-    # (Every request that was not refused made one call; Claude Code may have
-    # given up on one of them before its answer ended: a row of another status.)
-    not_refused = [r for r in rows if r["route"] == "messages" and r["status"] != 400]
     assert len(calls) == len(not_refused), [(r["status"], r["error"]) for r in not_refused]
     assert all(c.model == CC_MODEL for c in calls)
     # ... and Claude Code compacted, twice over the six commands: each summary
